@@ -1,0 +1,57 @@
+# wim2vhd: set-up, tests, demo and benchmarks on Debian 12.
+#   make demo    set up, build the sample WIM from fixtures/, apply it, print how to boot it
+#   make test    set up and run the test suite
+#   make bench   set up and run the benchmarks (not part of make test)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := wimtools libwim-dev ntfs-3g ntfs-3g-dev libhivex-dev libhivex-bin \
+	dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common qemu-utils \
+	qemu-system-x86 ovmf libvhdi-utils 7zip gdisk fdisk xorriso pkg-config libcap2-bin
+NATIVE_SRC := $(wildcard native/*.c native/*.h native/cdefs/*.h native/build_native.py)
+NATIVE_SO = $(firstword $(wildcard wim2vhd/_native*.so) wim2vhd/_native.so)
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv native test demo bench clean
+
+setup: apt venv native
+
+# Install what is missing, quietly; nothing to do when everything is there.
+apt:
+	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(APT_PACKAGES) 2>/dev/null | \
+		awk '$$NF!="installed"{print $$1}'; for p in $(APT_PACKAGES); do \
+		dpkg-query -W $$p >/dev/null 2>&1 || echo $$p; done); \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$$(echo $$missing | tr -d ' ')" ]; then \
+		echo "installing: $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.deps-stamp
+
+$(VENV)/.deps-stamp: pyproject.toml setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip setuptools wheel cffi
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+native: $(VENV)/.native-stamp
+
+$(VENV)/.native-stamp: $(NATIVE_SRC) $(VENV)/.deps-stamp
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m wim2vhd.demo
+
+bench: setup
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf build $(VENV) wim2vhd/_native*.so native/*.o *.egg-info

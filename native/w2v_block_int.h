@@ -1,0 +1,39 @@
+/* Internal to native/: the w2v_disk structure shared by the translation layer and the cache. */
+#ifndef W2V_BLOCK_INT_H
+#define W2V_BLOCK_INT_H
+
+#include <pthread.h>
+#include "w2v_block.h"
+
+struct w2v_cache;
+
+struct w2v_disk {
+	struct w2v_params p;
+	uint64_t n_blocks, n_groups;
+	uint64_t *data_off;
+	uint8_t *state;
+	uint64_t *group_off;
+	uint8_t **bitmap;          /* per block, loaded on demand (PARTIAL blocks) */
+	uint8_t *bitmap_dirty;     /* per block */
+	uint64_t *dirty_blocks;    /* table entries changed since w2v_take_dirty_blocks */
+	size_t n_dirty_blocks, cap_dirty_blocks;
+	uint64_t *dirty_groups;
+	size_t n_dirty_groups, cap_dirty_groups;
+	uint64_t n_dirty_bitmaps;
+	w2v_disk *parent;
+	struct w2v_cache *cache;
+	pthread_mutex_t lock;
+	struct w2v_stats stats;
+};
+
+/* Translation without the cache (w2v_block.c); the cache calls these. */
+int64_t w2v_xlate_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset);
+int64_t w2v_xlate_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset);
+
+/* The cache (w2v_cache.c); called with d->lock held. */
+int64_t w2v_cache_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset);
+int64_t w2v_cache_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset);
+int w2v_cache_flush(w2v_disk *d);
+void w2v_cache_free(w2v_disk *d);
+
+#endif

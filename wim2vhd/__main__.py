@@ -1,0 +1,3 @@
+from wim2vhd.cli import main
+
+main()
