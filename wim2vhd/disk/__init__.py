@@ -1,0 +1,77 @@
+"""Virtual disks: raw, VHD and VHDX behind one interface (see base.Disk).
+
+    disk = create_disk("out.vhdx", 64 << 30, dynamic=True)   # format by extension
+    disk = open_disk("in.vhd")                                 # format by content
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from wim2vhd.disk.base import Disk
+from wim2vhd.disk.raw import RawDisk
+from wim2vhd.disk.vhd import VhdDisk
+from wim2vhd.disk.vhdx import VhdxDisk
+from wim2vhd.errors import CorruptInput, InputError, OutputExists, UsageError
+
+FORMATS: tuple[type[Disk], ...] = (VhdxDisk, VhdDisk, RawDisk)  # probe order: raw accepts anything
+
+
+def format_for_path(path: str) -> type[Disk]:
+    ext = os.path.splitext(path)[1].lower()
+    for f in FORMATS:
+        if ext in f.extensions:
+            return f
+    raise UsageError(f"cannot tell the disk format of {path!r} from its extension: use .vhdx, .vhd, .img or .raw")
+
+
+def format_by_name(name: str) -> type[Disk]:
+    for f in FORMATS:
+        if f.format_name == name:
+            return f
+    raise UsageError(f"unknown disk format {name!r}: use vhdx, vhd or raw")
+
+
+def probe(path: str) -> type[Disk]:
+    """The format of an existing file, by its content."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+            size = os.fstat(f.fileno()).st_size
+            tail = b""
+            if size >= 512:
+                f.seek(size - 512)
+                tail = f.read(512)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a disk image") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    if VhdxDisk.probe(head, size):
+        return VhdxDisk
+    if VhdDisk.probe(head, size) or VhdDisk.probe_tail(tail):
+        return VhdDisk
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".vhd", ".vhdx"):
+        # Named like a virtual disk but not one: say so rather than treat it as raw.
+        raise CorruptInput(f"{path}: not a {ext[1:].upper()} file (no {'vhdxfile' if ext == '.vhdx' else 'conectix'} signature)")
+    return RawDisk
+
+
+def open_disk(path: str, *, writable: bool = False) -> Disk:
+    return probe(path).open(path, writable=writable)
+
+
+def create_disk(path: str, size: int, *, fmt: type[Disk] | None = None, force: bool = False, **options: Any) -> Disk:
+    """Create a disk at path (its format from the extension unless fmt is given)."""
+    fmt = fmt or format_for_path(path)
+    if os.path.lexists(path):
+        if not force:
+            raise OutputExists(f"{path} exists: use --force to replace it")
+        os.unlink(path)
+    return fmt.create(path, size, **options)
+
+
+__all__ = ["Disk", "RawDisk", "VhdDisk", "VhdxDisk", "FORMATS", "create_disk", "open_disk", "probe",
+           "format_for_path", "format_by_name"]

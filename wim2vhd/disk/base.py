@@ -1,0 +1,258 @@
+"""The interface every disk format implements, and the handle to the native block layer.
+
+Like qemu's block drivers: one module per format (raw.py, vhd.py, vhdx.py),
+each a subclass of :class:`Disk` with the class methods ``probe``, ``create``
+and ``open``, and the instance methods ``read``, ``write``, ``flush``,
+``close`` and ``info``.  Python parses and writes the headers and BATs; the
+per-I/O work happens in C (native/w2v_block.c) on the tables Python fills.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, Iterator
+
+from wim2vhd._lib import ffi, lib
+from wim2vhd.errors import InternalError, UsageError, from_errno
+
+ABSENT, ZERO, PRESENT, PARTIAL = lib.W2V_ST_ABSENT, lib.W2V_ST_ZERO, lib.W2V_ST_PRESENT, lib.W2V_ST_PARTIAL
+
+
+class Disk:
+    """An open virtual disk."""
+
+    format_name: ClassVar[str] = ""
+    extensions: ClassVar[tuple[str, ...]] = ()
+    #: disk type: "fixed", "dynamic" or "differencing"
+    disk_type: str = "fixed"
+
+    def __init__(self, path: str, fd: int, params: dict[str, Any], *, writable: bool):
+        self.path = os.fspath(path)
+        self.fd = fd
+        self.writable = writable
+        self.size: int = params["virtual_size"]
+        self.sector_size: int = params.get("sector_size", 512)
+        self.block_size: int = params.get("block_size", 0)
+        self.parent: Disk | None = None
+        p = ffi.new("struct w2v_params *")
+        p.fd = fd
+        p.writable = int(writable)
+        for k, v in params.items():
+            setattr(p, k, v)
+        self._h = lib.w2v_disk_new(p)
+        if self._h == ffi.NULL:
+            raise InternalError(f"{path}: cannot allocate the block table (out of memory?)")
+        self._closed = False
+
+    # -- the driver operations a format provides ------------------------------
+    @classmethod
+    def probe(cls, head: bytes, file_size: int) -> bool:
+        """Whether a file whose first bytes are `head` is of this format."""
+        raise NotImplementedError
+
+    @classmethod
+    def create(cls, path: str, size: int, **options: Any) -> "Disk":
+        """Create a new disk at `path` (which must not exist) and return it open for writing."""
+        raise NotImplementedError
+
+    @classmethod
+    def open(cls, path: str, *, writable: bool = False) -> "Disk":
+        raise NotImplementedError
+
+    def _flush_metadata(self) -> None:
+        """Write the format's tables and headers for what changed (after data and bitmaps)."""
+
+    def _info(self) -> dict[str, Any]:
+        return {}
+
+    # -- I/O, common to all formats -------------------------------------------
+    @property
+    def handle(self):
+        """The native w2v_disk*, for C users of this disk (libntfs-3g through w2v_ntfsdev)."""
+        self._check_open()
+        return self._h
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InternalError(f"{self.path}: disk is closed")
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check_open()
+        if offset < 0 or length < 0:
+            raise UsageError("negative offset or length")
+        length = max(0, min(length, self.size - offset))
+        buf = ffi.new("uint8_t[]", length) if length else ffi.new("uint8_t[1]")
+        r = lib.w2v_pread(self._h, buf, length, offset)
+        if r < 0:
+            raise from_errno(r, f"{self.path}: read at {offset}")
+        return bytes(ffi.buffer(buf, r))
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self._check_open()
+        if not self.writable:
+            raise UsageError(f"{self.path} is open read-only")
+        if offset < 0 or offset + len(data) > self.size:
+            raise from_errno(28, f"{self.path}: write of {len(data)} bytes at {offset} is past the end of the disk")
+        r = lib.w2v_pwrite(self._h, ffi.from_buffer(data), len(data), offset)
+        if r < 0:
+            raise from_errno(r, f"{self.path}: write at {offset}")
+
+    def flush(self) -> None:
+        """Data, bitmaps, tables and headers to the file (no fsync)."""
+        self._check_open()
+        if not self.writable:
+            return
+        r = lib.w2v_flush(self._h)
+        if r < 0:
+            raise from_errno(r, f"{self.path}: flush")
+        self._flush_metadata()
+
+    def sync(self) -> None:
+        """flush(), then fsync the file."""
+        self.flush()
+        if self.writable:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if self.writable:
+                self.flush()
+        finally:
+            self._closed = True
+            lib.w2v_disk_free(self._h)
+            self._h = ffi.NULL
+            os.close(self.fd)
+            if self.parent is not None:
+                self.parent.close()
+
+    def abandon(self) -> None:
+        """Close without writing anything more (the file is about to be deleted)."""
+        if self._closed:
+            return
+        self._closed = True
+        lib.w2v_disk_free(self._h)
+        os.close(self.fd)
+        if self.parent is not None:
+            self.parent.abandon()
+
+    def __enter__(self) -> "Disk":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+
+    def set_parent(self, parent: "Disk") -> None:
+        self.parent = parent
+        lib.w2v_set_parent(self._h, parent.handle)
+
+    def set_cache(self, nbytes: int) -> None:
+        """A write-back cache of nbytes in the native layer (0 turns it off)."""
+        r = lib.w2v_cache_configure(self._h, nbytes)
+        if r < 0:
+            raise from_errno(r, f"{self.path}: cache")
+
+    def stats(self) -> dict[str, int]:
+        s = ffi.new("struct w2v_stats *")
+        lib.w2v_get_stats(self._h, s)
+        return {k: getattr(s, k) for k in dir(s)}
+
+    def extents(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+        """(offset, length) of the ranges that hold data, anywhere in the parent chain."""
+        self._check_open()
+        end = self.size if end is None else min(end, self.size)
+        ln = ffi.new("uint64_t *")
+        off = start
+        while off < end:
+            s = lib.w2v_next_data(self._h, off, ln)
+            if s >= end or ln[0] == 0:
+                return
+            e = min(s + ln[0], end)
+            yield s, e - s
+            off = e
+
+    def allocated_bytes(self) -> int:
+        return lib.w2v_allocated_bytes(self._h)
+
+    def copy_from(self, src: "Disk", src_offset: int = 0, dst_offset: int = 0, length: int | None = None) -> int:
+        """Copy src's data extents into this disk, skipping zeros.  Returns bytes written."""
+        total = 0
+        end = src.size if length is None else src_offset + length
+        for off, ln in src.extents(src_offset, end):
+            r = lib.w2v_copy(src.handle, off, self._h, dst_offset + off - src_offset, ln)
+            if r < 0:
+                raise from_errno(r, f"copy {src.path} -> {self.path}")
+            total += r
+        return total
+
+    def chain(self) -> list["Disk"]:
+        d, out = self, []
+        while d is not None:
+            out.append(d)
+            d = d.parent
+        return out
+
+    def info(self) -> dict[str, Any]:
+        st = os.fstat(self.fd)
+        out: dict[str, Any] = {
+            "path": self.path,
+            "format": self.format_name,
+            "type": self.disk_type,
+            "virtual_size": self.size,
+            "file_size": st.st_size,
+            "allocated_on_host": st.st_blocks * 512,
+            "allocated_bytes": self.allocated_bytes(),
+            "block_size": self.block_size or None,
+            "logical_sector_size": self.sector_size,
+        }
+        out.update(self._info())
+        if self.parent is not None:
+            out["parent"] = self.parent.info()
+        return out
+
+    # -- helpers for formats --------------------------------------------------
+    def _free_native(self) -> None:
+        """Undo __init__ after a failed open (the caller closes the fd)."""
+        lib.w2v_disk_free(self._h)
+        self._h = ffi.NULL
+        self._closed = True
+
+    def _file_end(self) -> int:
+        return lib.w2v_file_end(self._h)
+
+    def _set_trailer(self) -> None:
+        lib.w2v_set_trailer(self._h, 1)
+
+    def _tables(self):
+        return lib.w2v_data_off(self._h), lib.w2v_state(self._h)
+
+    def _take_dirty(self, groups: bool = False) -> list[int]:
+        out: list[int] = []
+        buf = ffi.new("uint64_t[]", 4096)
+        take = lib.w2v_take_dirty_groups if groups else lib.w2v_take_dirty_blocks
+        while True:
+            n = take(self._h, buf, 4096)
+            if not n:
+                break
+            out.extend(buf[0:n])
+        return sorted(set(out))
+
+
+def read_exact(fd: int, n: int, offset: int, what: str, path: str) -> bytes:
+    """pread that treats a short read as a truncated file."""
+    from wim2vhd.errors import CorruptInput
+    data = os.pread(fd, n, offset)
+    if len(data) != n:
+        raise CorruptInput(f"{path}: truncated file: {what} at offset {offset} is past the end")
+    return data
+
+
+def write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n

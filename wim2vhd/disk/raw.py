@@ -1,0 +1,39 @@
+"""Raw images: the virtual disk is the file.  Holes are found with SEEK_DATA/SEEK_HOLE."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from wim2vhd.disk.base import Disk
+from wim2vhd.errors import UsageError
+
+
+class RawDisk(Disk):
+    format_name = "raw"
+    extensions = (".img", ".raw", ".bin")
+    disk_type = "fixed"
+
+    @classmethod
+    def probe(cls, head: bytes, file_size: int) -> bool:
+        return True  # anything is a raw image; tried last
+
+    @classmethod
+    def create(cls, path: str, size: int, *, sector_size: int = 512, **options: Any) -> "RawDisk":
+        if size % sector_size:
+            raise UsageError(f"size {size} is not a multiple of the {sector_size}-byte sector")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(fd, size)  # sparse: a raw image is "dynamic" through the host's holes
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd, {"virtual_size": size, "sector_size": sector_size}, writable=True)
+
+    @classmethod
+    def open(cls, path: str, *, writable: bool = False) -> "RawDisk":
+        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        size = os.fstat(fd).st_size
+        return cls(path, fd, {"virtual_size": size, "sector_size": 512}, writable=writable)
+
+    def allocated_bytes(self) -> int:
+        return os.fstat(self.fd).st_blocks * 512
