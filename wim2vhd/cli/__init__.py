@@ -6,9 +6,9 @@ with the exit code of their class (see wim2vhd.errors).
 """
 from __future__ import annotations
 
+import os
 import sys
 
-import click
 import typer
 
 from wim2vhd.errors import Interrupted, Wim2VhdError
@@ -23,6 +23,10 @@ app = typer.Typer(
 )
 
 
+# typer re-exports click's exceptions (from click, or from its own vendored copy).
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def _register() -> None:
     # Each module adds its commands to `app`.
     from wim2vhd.cli import disk  # noqa: F401
@@ -35,15 +39,17 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from wim2vhd.atomic import install_signal_handlers
+    install_signal_handlers()
     _register()
     try:
         app(args=argv, prog_name="wim2vhd", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("wim2vhd: interrupted", file=sys.stderr)
         sys.exit(Interrupted.exit_code)
-    except click.ClickException as e:
+    except _ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except Wim2VhdError as e:
@@ -54,3 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(Interrupted.exit_code)
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as e:  # a bug of ours: one line, and the traceback on request
+        if os.environ.get("WIM2VHD_DEBUG"):
+            raise
+        print(f"wim2vhd: internal error: {type(e).__name__}: {e} (set WIM2VHD_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        sys.exit(6)

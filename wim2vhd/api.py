@@ -1,0 +1,129 @@
+"""wim2vhd's Python API.  The CLI is a thin layer over these functions.
+
+Every function that writes a file writes it atomically (see atomic.py) and
+returns a plain dict that the CLI prints as text or JSON.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+from wim2vhd.atomic import AtomicOutput
+from wim2vhd.disk import Disk, RawDisk, VhdDisk, create_disk, format_for_path, open_disk
+from wim2vhd.errors import UsageError
+from wim2vhd.units import parse_size
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _disk_type(t: str | None, default: str = "dynamic") -> bool:
+    t = (t or default).lower()
+    if t not in ("fixed", "dynamic"):
+        raise UsageError(f"--type must be fixed or dynamic, not {t!r}")
+    return t == "dynamic"
+
+
+def disk_create(out: str, size: str | int, *, type: str | None = None, block_size: str | int | None = None,
+                sector_size: int = 512, force: bool = False) -> dict[str, Any]:
+    """Create an empty disk; the format comes from OUT's extension."""
+    fmt = format_for_path(out)
+    nbytes = parse_size(size)
+    bs = parse_size(block_size, what="block size") if block_size else None
+    if fmt is RawDisk and bs:
+        raise UsageError("--block-size applies to VHD and VHDX only")
+    with AtomicOutput(out, force=force) as ao:
+        disk = create_disk(ao.temp, nbytes, fmt=fmt, dynamic=_disk_type(type), block_size=bs, sector_size=sector_size)
+        try:
+            disk.sync()
+            info = disk.info()
+        finally:
+            disk.close()
+        ao.commit()
+    info["path"] = os.path.abspath(out)
+    return info
+
+
+def disk_diff(parent: str, child: str, *, force: bool = False) -> dict[str, Any]:
+    """A differencing child of PARENT (VHD or VHDX), in the same format."""
+    p = open_disk(parent)
+    try:
+        fmt = type(p)
+        if fmt is RawDisk:
+            raise UsageError(f"{parent} is a raw image: differencing disks need a VHD or VHDX parent")
+        if format_for_path(child) is not fmt:
+            raise UsageError(f"the child must have the parent's format: name it *{fmt.extensions[0]}")
+        if os.path.dirname(os.path.abspath(child)) != os.path.dirname(os.path.abspath(parent)):
+            # The child records the parent relative to itself (.\name) and by absolute path.
+            pass
+        with AtomicOutput(child, force=force, inputs=(parent,)) as ao:
+            c = fmt.create(ao.temp, p.size, parent=p)
+            p = None  # the child owns it now
+            try:
+                c.sync()
+                info = c.info()
+            finally:
+                c.close()
+            ao.commit()
+    finally:
+        if p is not None:
+            p.close()
+    info["path"] = os.path.abspath(child)
+    return info
+
+
+def disk_info(path: str) -> dict[str, Any]:
+    d = open_disk(path)
+    try:
+        info = d.info()
+        info["partitions"] = _partition_table(d)
+        return info
+    finally:
+        d.close()
+
+
+def _partition_table(d: Disk) -> Any:
+    try:
+        from wim2vhd import partition
+    except ImportError:  # pragma: no cover
+        return None
+    describe = getattr(partition, "describe", None)
+    return describe(d) if describe else None
+
+
+def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = False,
+                 block_size: str | int | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Convert between raw, VHD and VHDX, copying only allocated, non-zero data."""
+    t0 = time.monotonic()
+    fmt = format_for_path(out)
+    bs = parse_size(block_size, what="block size") if block_size else None
+    s = open_disk(src)
+    try:
+        with AtomicOutput(out, force=force, inputs=(src,)) as ao:
+            dst = create_disk(ao.temp, s.size, fmt=fmt, dynamic=_disk_type(type), block_size=bs,
+                              sector_size=s.sector_size if fmt is not VhdDisk else 512)
+            try:
+                dst.set_cache(0)
+                total = sum(n for _, n in s.extents())
+                done = 0
+                for off, n in s.extents():
+                    step = 256 << 20
+                    for o in range(off, off + n, step):
+                        ln = min(step, off + n - o)
+                        dst.copy_from(s, o, o, ln)
+                        done += ln
+                        if progress:
+                            progress("convert", done, total)
+                dst.sync()
+                info = dst.info()
+            except BaseException:
+                dst.abandon()
+                raise
+            dst.close()
+            ao.commit()
+    finally:
+        s.close()
+    info["path"] = os.path.abspath(out)
+    info["seconds"] = round(time.monotonic() - t0, 3)
+    info["data_bytes_read"] = total
+    return info

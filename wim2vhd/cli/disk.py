@@ -1,0 +1,96 @@
+"""`wim2vhd disk ...`: create, diff, info, convert."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from wim2vhd import api
+from wim2vhd.cli import app
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, console, emit_json
+from wim2vhd.units import format_size
+
+disk_app = typer.Typer(help="Create, inspect and convert virtual disks (raw, VHD, VHDX).", no_args_is_help=True)
+app.add_typer(disk_app, name="disk")
+
+
+def _print_info(info: dict[str, Any], indent: str = "") -> None:
+    rows = [
+        ("path", info.get("path")),
+        ("format", f"{info['format']} ({info['type']})"),
+        ("virtual size", f"{format_size(info['virtual_size'])} ({info['virtual_size']} bytes)"),
+        ("file size", f"{format_size(info['file_size'])}, {format_size(info['allocated_on_host'])} on the host"),
+        ("allocated", format_size(info["allocated_bytes"])),
+        ("block size", format_size(info["block_size"]) if info.get("block_size") else None),
+        ("sector size", info.get("logical_sector_size")),
+        ("disk id", info.get("disk_id") or info.get("unique_id")),
+    ]
+    for k, v in rows:
+        if v is not None:
+            print(f"{indent}{k:<13} {v}")
+    parts = info.get("partitions")
+    if parts:
+        print(f"{indent}{'partitions':<13} {parts.get('scheme', '').upper()} "
+              f"{parts.get('disk_guid') or parts.get('signature') or ''}")
+        for p in parts.get("partitions", []):
+            print(f"{indent}  {p.get('number', ''):>2}  start {p['start']:>14}  size {format_size(p['size']):>10}  "
+                  f"{p.get('type_name') or p.get('type')}  {p.get('name') or ''}")
+    if info.get("parent"):
+        print(f"{indent}parent:")
+        _print_info(info["parent"], indent + "  ")
+
+
+@disk_app.command("create")
+def create(
+    out: str = typer.Argument(..., help="The new disk; its format comes from the extension (.vhdx, .vhd, .img/.raw)."),
+    size: str = typer.Option(..., "--size", "-s", help="Virtual size, e.g. 64G (K, M, G, T are binary)."),
+    type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size (VHDX: 1M-256M, default 32M; VHD: default 2M)."),
+    sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (4096: VHDX only)."),
+    force: bool = ForceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Create an empty virtual disk."""
+    info = api.disk_create(out, size, type=type, block_size=block_size, sector_size=sector_size, force=force)
+    emit_json(info) if json else _print_info(info)
+
+
+@disk_app.command("diff")
+def diff(
+    parent: str = typer.Argument(..., help="The parent VHD or VHDX (never modified)."),
+    child: str = typer.Argument(..., help="The new differencing disk, same format as the parent."),
+    force: bool = ForceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Create a differencing child of a VHD or VHDX."""
+    info = api.disk_diff(parent, child, force=force)
+    emit_json(info) if json else _print_info(info)
+
+
+@disk_app.command("info")
+def info(
+    disk: str = typer.Argument(..., help="A raw, VHD or VHDX file."),
+    json: bool = JsonOpt,
+) -> None:
+    """Format, type, sizes, IDs, the parent chain and the partition table."""
+    i = api.disk_info(disk)
+    emit_json(i) if json else _print_info(i)
+
+
+@disk_app.command("convert")
+def convert(
+    src: str = typer.Argument(..., help="Input disk (raw, VHD or VHDX; a differencing chain is flattened)."),
+    out: str = typer.Argument(..., help="Output disk; its format comes from the extension."),
+    type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of the output."),
+    force: bool = ForceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Convert between raw, VHD and VHDX.  Copies only allocated, non-zero data."""
+    with Progress(enabled=None if not json else False) as prog:
+        i = api.disk_convert(src, out, type=type, block_size=block_size, force=force, progress=prog)
+    if json:
+        emit_json(i)
+    else:
+        _print_info(i)
+        console.print(f"converted {format_size(i['data_bytes_read'])} of data in {i['seconds']} s")
