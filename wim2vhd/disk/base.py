@@ -188,6 +188,17 @@ class Disk:
             total += r
         return total
 
+    def copy_from_file(self, path: str, src_offset: int, dst_offset: int, length: int) -> None:
+        """Copy [src_offset, +length) of a host file into this disk, in C, skipping zeros."""
+        from wim2vhd.disk.raw import RawDisk
+        src = RawDisk.open(path)
+        try:
+            r = lib.w2v_copy(src.handle, src_offset, self._h, dst_offset, length)
+            if r < 0:
+                raise from_errno(r, f"copy {path} -> {self.path}")
+        finally:
+            src.close()
+
     def chain(self) -> list["Disk"]:
         d, out = self, []
         while d is not None:

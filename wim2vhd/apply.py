@@ -1,0 +1,193 @@
+"""The apply pipeline: a WIM image into a partitioned, formatted, bootable virtual disk.
+
+    create -> partition -> format -> apply -> boot -> finalize
+
+Each stage is timed and reported through a progress callable
+(stage, done, total).  Everything is written to a temporary file beside the
+output, which is synced and renamed only when every stage has succeeded.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from wim2vhd import fsformat, partition
+from wim2vhd._lib import lib
+from wim2vhd.atomic import AtomicOutput
+from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
+from wim2vhd.errors import NoSpace, UsageError, from_errno
+from wim2vhd.units import GiB, MiB, align_up, format_size, parse_size
+from wim2vhd.wim import ImageInfo, Wim
+
+Progress = Callable[[str, int, int], None]
+STAGES = ("create", "partition", "format", "apply", "boot", "finalize")
+LAYOUTS = ("uefi", "bios", "native")
+
+# Default disk size: room for the image and for Windows to run and update (Convert-WindowsImage's
+# default is 25 GB), and never less than 1.5 x the image plus 4 GiB.
+DEFAULT_MIN_SIZE = 25 * GiB
+# Block size of dynamic disks made by apply.  NTFS spreads its metadata over the volume ($MFT, $MFTMirr,
+# $LogFile, bitmaps), so large blocks (Hyper-V's 32 MiB) leave many mostly-empty blocks allocated;
+# 2 MiB (VHD's only common size, and fine for Hyper-V's VHDX) keeps a dynamic disk close to its data.
+APPLY_BLOCK_SIZE = 2 * MiB
+DEFAULT_CACHE = 128 * MiB
+
+
+def default_size(img: ImageInfo) -> int:
+    return max(DEFAULT_MIN_SIZE, align_up(int(img.total_bytes * 1.5) + 4 * GiB, GiB))
+
+
+def ntfs_need(img: ImageInfo, cluster: int = 4096) -> int:
+    """A conservative estimate of the NTFS space an image takes: data rounded to clusters,
+    one 1 KiB MFT record per file and directory, index blocks, and the log and metadata."""
+    n = img.files + img.directories
+    return int(img.total_bytes * 1.02) + n * (cluster + 1024) + 128 * MiB
+
+
+@dataclass
+class ApplyOptions:
+    image: str
+    out: str
+    index: int | None = None
+    name: str | None = None
+    refs: tuple[str, ...] = ()
+    size: int | None = None
+    disk_type: str = "dynamic"
+    layout: str = "uefi"
+    mbr: bool = False
+    recovery_size: int = 0
+    label: str = "Windows"
+    seed: str | None = None
+    force: bool = False
+    sector_size: int = 512
+    block_size: int | None = None
+    cache_size: int = DEFAULT_CACHE
+    locale: str = "en-US"
+    bcd_devices: str = "locate"
+    bios_boot_code: str | None = None
+    boot: bool = True
+    customize: Any = None  # wim2vhd.customize.Customizations, applied to the image before extraction
+
+
+@dataclass
+class Report:
+    stages: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, progress: Progress | None) -> Iterator[None]:
+        t0 = time.monotonic()
+        if progress:
+            progress(name, 0, 0)
+        yield
+        self.stages[name] = round(time.monotonic() - t0, 3)
+
+
+class NtfsWindow:
+    """A partition of a disk as the libntfs-3g device name "w2v:N" (see native/w2v_ntfsdev.c)."""
+
+    def __init__(self, disk: Disk, offset: int, length: int, *, writable: bool = True):
+        self.id = lib.w2v_ntfsdev_register(disk.handle, offset, length, disk.sector_size, int(writable))
+        if self.id < 0:
+            raise from_errno(self.id, "registering the NTFS device")
+        self.name = f"w2v:{self.id}"
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc) -> None:
+        lib.w2v_ntfsdev_unregister(self.id)
+
+
+def _check_options(o: ApplyOptions) -> None:
+    if o.layout not in LAYOUTS:
+        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {o.layout!r}")
+    if o.disk_type not in ("fixed", "dynamic"):
+        raise UsageError(f"--type must be fixed or dynamic, not {o.disk_type!r}")
+    if o.mbr and o.layout != "native":
+        raise UsageError("--mbr goes with --layout native (bios is always MBR, uefi always GPT)")
+    if o.recovery_size and o.layout != "uefi":
+        raise UsageError("--recovery goes with --layout uefi")
+    if o.bcd_devices not in ("locate", "partition"):
+        raise UsageError("--bcd-devices must be locate or partition")
+    if o.sector_size not in (512, 4096):
+        raise UsageError("--sector-size must be 512 or 4096")
+    if o.layout == "bios" and o.sector_size != 512:
+        raise UsageError("BIOS boot needs 512-byte sectors")
+
+
+def apply(o: ApplyOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the pipeline; returns the summary that --json prints."""
+    _check_options(o)
+    fmt = format_for_path(o.out)
+    if fmt is VhdDisk and o.sector_size != 512:
+        raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
+    rep = Report()
+    t_start = time.monotonic()
+    with Wim(o.image, refs=o.refs) as wim:
+        index = wim.resolve(o.index, o.name)
+        img = wim.image(index)
+        size = o.size or default_size(img)
+        # Everything is checked before anything is written.
+        plan = partition.plan_layout(size, o.sector_size, o.layout, recovery_size=o.recovery_size,
+                                     mbr=o.mbr, seed=o.seed)
+        win = plan.role("windows")
+        need = ntfs_need(img)
+        if win.size < need:
+            raise NoSpace(f"image {index} ({img.name}) needs about {format_size(need)} of NTFS space, but the "
+                          f"Windows partition would be {format_size(win.size)}",
+                          hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
+        if o.customize is not None:
+            o.customize.apply_to_image(wim, index)
+        with AtomicOutput(o.out, force=o.force, inputs=(o.image, *o.refs)) as ao:
+            disk = None
+            try:
+                with rep.stage("create", progress):
+                    disk = fmt.create(ao.temp, size, dynamic=o.disk_type == "dynamic",
+                                      block_size=o.block_size or (APPLY_BLOCK_SIZE if fmt is not RawDisk else None),
+                                      sector_size=o.sector_size)
+                    if o.cache_size:
+                        disk.set_cache(o.cache_size)
+                with rep.stage("partition", progress):
+                    partition.write_table(disk, plan)
+                with rep.stage("format", progress):
+                    formatted = fsformat.format_layout(disk, plan, windows_label=o.label, seed=o.seed,
+                                                       tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
+                with rep.stage("apply", progress):
+                    with NtfsWindow(disk, win.start, win.size) as dev:
+                        wim.extract_ntfs(index, dev, progress)
+                    if o.customize is not None:
+                        o.customize.apply_to_volume(disk, win)
+                if o.boot:
+                    with rep.stage("boot", progress):
+                        from wim2vhd.boot import bcdboot
+                        rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, index, img, o,
+                                                                 tmp_dir=os.path.dirname(ao.temp))
+                with rep.stage("finalize", progress):
+                    disk.sync()
+                    stats = disk.stats()
+                    info = disk.info()
+                    disk.close()
+                    disk = None
+                    ao.commit()
+            except BaseException:
+                if disk is not None:
+                    disk.abandon()
+                raise
+    return {
+        "output": os.path.abspath(o.out),
+        "image": {**img.to_dict(), "source": os.path.abspath(o.image)},
+        "disk": {k: info[k] for k in ("format", "type", "virtual_size", "file_size", "allocated_bytes",
+                                      "block_size", "logical_sector_size") if k in info}
+                | {"id": info.get("disk_id") or info.get("unique_id")},
+        "layout": plan.to_dict(),
+        "formatted": {str(k): v.to_dict() for k, v in formatted.items()},
+        "boot": rep.data.get("boot"),
+        "stages": rep.stages,
+        "seconds": round(time.monotonic() - t_start, 3),
+        "io": {k: stats[k] for k in ("reads", "writes", "read_bytes", "write_bytes", "cache_hits",
+                                     "cache_misses", "cache_writebacks", "allocations")},
+    }

@@ -1,0 +1,317 @@
+"""wimlib, Pythonically: open WIM, ESD and split WIM files, list images, apply and capture in NTFS-3G mode.
+
+wimlib's return codes become wim2vhd.errors exceptions in one place, _check().
+Progress goes to a Python callable (stage, done, total); an exception raised
+there aborts wimlib and is raised again, as itself, once wimlib has returned.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
+
+from wim2vhd._lib import ffi, lib
+from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, InputError, InternalError, NoSpace,
+                            UnsupportedInput, UsageError)
+
+Progress = Callable[[str, int, int], None]
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def _init() -> None:
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            lib.wimlib_global_init(0)
+            lib.wimlib_set_print_errors(False)
+            _initialised = True
+
+
+_CORRUPT = {"WIMLIB_ERR_NOT_A_WIM_FILE", "WIMLIB_ERR_UNEXPECTED_END_OF_FILE", "WIMLIB_ERR_INVALID_HEADER",
+            "WIMLIB_ERR_DECOMPRESSION", "WIMLIB_ERR_INVALID_RESOURCE_HASH", "WIMLIB_ERR_INVALID_METADATA_RESOURCE",
+            "WIMLIB_ERR_INVALID_LOOKUP_TABLE_ENTRY", "WIMLIB_ERR_INVALID_CHUNK_SIZE",
+            "WIMLIB_ERR_INVALID_COMPRESSION_TYPE", "WIMLIB_ERR_INVALID_PART_NUMBER", "WIMLIB_ERR_READ",
+            "WIMLIB_ERR_SPLIT_INVALID"}
+_CODES = {getattr(lib, n): n for n in dir(lib) if n.startswith("WIMLIB_ERR_")}
+
+
+def _check(ret: int, what: str, *, hint: str | None = None) -> None:
+    """The one place where wimlib's return codes become exceptions."""
+    if ret == 0:
+        return
+    name = _CODES.get(ret, "")
+    msg = f"{what}: {ffi.string(lib.wimlib_get_error_string(ret)).decode()}"
+    if name in _CORRUPT:
+        raise CorruptInput(f"{what}: the WIM is damaged or truncated ({ffi.string(lib.wimlib_get_error_string(ret)).decode()})")
+    if name == "WIMLIB_ERR_RESOURCE_NOT_FOUND":
+        raise InputError(msg, hint=hint or "for a split WIM, pass the other parts with --ref 'install*.swm'")
+    if name in ("WIMLIB_ERR_OPEN", "WIMLIB_ERR_STAT"):
+        raise InputError(msg)
+    if name == "WIMLIB_ERR_INVALID_IMAGE" or name == "WIMLIB_ERR_IMAGE_COUNT":
+        raise ImageNotFound(msg)
+    if name in ("WIMLIB_ERR_WIM_IS_ENCRYPTED", "WIMLIB_ERR_UNSUPPORTED"):
+        raise UnsupportedInput(msg)
+    if name == "WIMLIB_ERR_NOMEM":
+        raise EnvironmentFault(msg)
+    if name == "WIMLIB_ERR_INVALID_PARAM":
+        raise InternalError(msg)
+    if name == "WIMLIB_ERR_NTFS_3G":
+        e = ffi.errno
+        if e == 28:
+            raise NoSpace(f"{what}: the Windows partition is full", hint="choose a larger --size")
+        raise EnvironmentFault(f"{msg} ({os.strerror(e) if e else 'libntfs-3g error'})")
+    if name == "WIMLIB_ERR_WRITE" and ffi.errno == 28:
+        raise NoSpace(f"{what}: no space left on the device")
+    raise EnvironmentFault(msg, hint=hint)
+
+
+# ---- progress ----------------------------------------------------------------
+
+_MSG_STAGE = {
+    int(v): s for v, s in (
+        (4, "apply"),   # EXTRACT_STREAMS
+        (3, "apply"),   # EXTRACT_FILE_STRUCTURE
+        (6, "metadata"),  # EXTRACT_METADATA
+        (12, "write"),  # WRITE_STREAMS
+        (10, "scan"),   # SCAN_DENTRY
+        (29, "verify"),  # VERIFY_STREAMS
+    )
+}
+
+
+class _ProgressCtx:
+    def __init__(self, fn: Progress | None):
+        self.fn = fn
+        self.error: BaseException | None = None
+        self.handle = ffi.new_handle(self)
+
+
+@ffi.def_extern()
+def w2v_py_progress(p, ctx):  # called by native/w2v_wim.c for each progress message
+    c: _ProgressCtx = ffi.from_handle(ctx)
+    try:
+        stage = _MSG_STAGE.get(p.msg)
+        if stage and c.fn:
+            c.fn(stage, p.done if stage != "scan" else p.done2, p.total)
+        return 0
+    except BaseException as e:  # noqa: BLE001 - re-raised after wimlib returns
+        c.error = e
+        return 1
+
+
+class _progress:
+    """with _progress(wim, fn): ... registers fn for the call and re-raises what it raised."""
+
+    def __init__(self, wim_ptr, fn: Progress | None):
+        self.ptr, self.ctx = wim_ptr, _ProgressCtx(fn)
+
+    def __enter__(self) -> _ProgressCtx:
+        lib.w2v_wim_set_progress(self.ptr, self.ctx.handle)
+        return self.ctx
+
+    def __exit__(self, *exc) -> None:
+        lib.w2v_wim_set_progress(self.ptr, ffi.NULL)
+
+
+def _run(ptr, fn: Progress | None, call: Callable[[], int], what: str) -> None:
+    with _progress(ptr, fn) as ctx:
+        try:
+            ret = call()
+        except KeyboardInterrupt:
+            raise
+    if ctx.error is not None:
+        raise ctx.error
+    _check(ret, what)
+
+
+# ---- images ------------------------------------------------------------------
+
+@dataclass
+class ImageInfo:
+    index: int
+    name: str
+    description: str | None
+    display_name: str | None
+    edition: str | None
+    architecture: str | None
+    build: str | None
+    version: str | None
+    total_bytes: int
+    files: int
+    directories: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_ARCH = {"0": "x86", "5": "arm", "6": "ia64", "9": "x64", "12": "arm64"}
+
+
+class Wim:
+    """An open WIM (or ESD, or split WIM with refs)."""
+
+    def __init__(self, path: str, *, refs: Iterable[str] = (), write: bool = False):
+        _init()
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise InputError(f"{self.path}: no such file")
+        if os.path.isdir(self.path):
+            raise InputError(f"{self.path}: is a directory, not a WIM")
+        pp = ffi.new("WIMStruct **")
+        flags = lib.WIMLIB_OPEN_FLAG_WRITE_ACCESS if write else 0
+        _check(lib.wimlib_open_wim(self.path.encode(), flags, pp), self.path)
+        self._wim = pp[0]
+        try:
+            info = ffi.new("struct wimlib_wim_info *")
+            _check(lib.wimlib_get_wim_info(self._wim, info), self.path)
+            self.image_count = info.image_count
+            self.total_parts = info.total_parts
+            self.compression = info.compression_type
+            refs = [r for r in refs if r]
+            if refs:
+                self._reference(refs)
+        except BaseException:
+            lib.wimlib_free(self._wim)
+            raise
+
+    def _reference(self, refs: list[str]) -> None:
+        paths: list[str] = []
+        for r in refs:
+            found = sorted(glob.glob(r)) if any(c in r for c in "*?[") else [r]
+            if not found or not all(os.path.exists(p) for p in found):
+                raise InputError(f"--ref {r}: no such file")
+            paths.extend(p for p in found if os.path.abspath(p) != os.path.abspath(self.path))
+        if not paths:
+            return
+        arr = [ffi.new("char[]", p.encode()) for p in paths]
+        cp = ffi.new("char *[]", arr)
+        _check(lib.wimlib_reference_resource_files(self._wim, cp, len(paths), 0, 0), "referencing " + ", ".join(paths))
+
+    @property
+    def ptr(self):
+        return self._wim
+
+    def close(self) -> None:
+        if self._wim is not None:
+            lib.wimlib_free(self._wim)
+            self._wim = None
+
+    def __enter__(self) -> "Wim":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _prop(self, index: int, name: str) -> str | None:
+        s = lib.wimlib_get_image_property(self._wim, index, name.encode())
+        return ffi.string(s).decode() if s != ffi.NULL else None
+
+    def image(self, index: int) -> ImageInfo:
+        p = self._prop
+        ver = [p(index, f"WINDOWS/VERSION/{k}") for k in ("MAJOR", "MINOR", "BUILD", "SPBUILD")]
+        return ImageInfo(
+            index=index,
+            name=p(index, "NAME") or "",
+            description=p(index, "DESCRIPTION"),
+            display_name=p(index, "DISPLAYNAME"),
+            edition=p(index, "WINDOWS/EDITIONID") or p(index, "FLAGS"),
+            architecture=_ARCH.get(p(index, "WINDOWS/ARCH") or "", p(index, "WINDOWS/ARCH")),
+            build=ver[2],
+            version=".".join(v for v in ver if v) or None,
+            total_bytes=int(p(index, "TOTALBYTES") or 0),
+            files=int(p(index, "FILECOUNT") or 0),
+            directories=int(p(index, "DIRCOUNT") or 0),
+        )
+
+    def images(self) -> list[ImageInfo]:
+        return [self.image(i) for i in range(1, self.image_count + 1)]
+
+    def resolve(self, index: int | None = None, name: str | None = None) -> int:
+        """The image number for --index or --name; an error listing the images otherwise."""
+        imgs = self.images()
+        listing = "; ".join(f"{i.index}: {i.name}" for i in imgs) or "none"
+        if index is not None and name is not None:
+            raise UsageError("give --index or --name, not both")
+        if name is not None:
+            for i in imgs:
+                if i.name == name:
+                    return i.index
+            raise ImageNotFound(f"{self.path} has no image named {name!r}; images: {listing}")
+        if index is None:
+            if len(imgs) == 1:
+                return 1
+            raise UsageError(f"{self.path} holds {len(imgs)} images: choose one with --index or --name ({listing})")
+        if not 1 <= index <= len(imgs):
+            raise ImageNotFound(f"{self.path} has no image {index}; images: {listing}")
+        return index
+
+    # -- extraction ------------------------------------------------------------
+    def extract_ntfs(self, index: int, device: str, progress: Progress | None = None) -> None:
+        """Apply image `index` to the NTFS volume on `device` (a file, or a w2v:N window), with every
+        Windows attribute: security descriptors, streams, reparse points, links, short names, times."""
+        flags = lib.WIMLIB_EXTRACT_FLAG_NTFS | lib.WIMLIB_EXTRACT_FLAG_STRICT_ACLS
+        _run(self._wim, progress, lambda: lib.wimlib_extract_image(self._wim, index, device.encode(), flags),
+             f"applying image {index} of {self.path}")
+
+    def extract_paths(self, index: int, paths: list[str], target_dir: str) -> None:
+        """Copy files out of the image into a host directory (no attributes), keeping their folders."""
+        arr = [ffi.new("char[]", p.encode()) for p in paths]
+        _check(lib.wimlib_extract_paths(self._wim, index, target_dir.encode(), ffi.new("char *[]", arr),
+                                        len(arr), lib.WIMLIB_EXTRACT_FLAG_GLOB_PATHS),
+               f"extracting {', '.join(paths)} from image {index}")
+
+    def add_files(self, index: int, items: list[tuple[str, str]]) -> None:
+        """Add host files or folders to the image in memory (not written back): (host path, image path)."""
+        if not items:
+            return
+        cmds = ffi.new("struct wimlib_update_command[]", len(items))
+        keep = []
+        for c, (src, dst) in zip(cmds, items):
+            s, d = ffi.new("char[]", src.encode()), ffi.new("char[]", dst.encode())
+            keep += [s, d]
+            c.op = lib.WIMLIB_UPDATE_OP_ADD
+            c.add.fs_source_path = s
+            c.add.wim_target_path = d
+            c.add.config_file = ffi.NULL
+            c.add.add_flags = lib.WIMLIB_ADD_FLAG_NO_ACLS
+        _check(lib.wimlib_update_image(self._wim, index, cmds, len(items), 0), f"updating image {index}")
+
+
+def capture_ntfs(device: str, out: str, *, name: str, description: str | None = None,
+                 compression: str = "lzx", append_to: str | None = None,
+                 progress: Progress | None = None) -> int:
+    """Capture the NTFS volume on `device` into a new WIM at `out` (or as a new image appended to
+    `append_to`, written to `out`).  Returns the new image's index."""
+    _init()
+    ctype = {"none": lib.WIMLIB_COMPRESSION_TYPE_NONE, "xpress": lib.WIMLIB_COMPRESSION_TYPE_XPRESS,
+             "lzx": lib.WIMLIB_COMPRESSION_TYPE_LZX, "lzms": lib.WIMLIB_COMPRESSION_TYPE_LZMS}.get(compression)
+    if ctype is None:
+        raise UsageError(f"unknown compression {compression!r}: use lzx, xpress, lzms or none")
+    pp = ffi.new("WIMStruct **")
+    if append_to:
+        _check(lib.wimlib_open_wim(append_to.encode(), 0, pp), append_to)
+    else:
+        _check(lib.wimlib_create_new_wim(ctype, pp), "creating a WIM")
+    wim = pp[0]
+    try:
+        flags = lib.WIMLIB_ADD_FLAG_NTFS | lib.WIMLIB_ADD_FLAG_WINCONFIG
+        _run(wim, progress, lambda: lib.wimlib_add_image(wim, device.encode(), name.encode(), ffi.NULL, flags),
+             f"capturing {device}")
+        info = ffi.new("struct wimlib_wim_info *")
+        _check(lib.wimlib_get_wim_info(wim, info), out)
+        idx = info.image_count
+        if description:
+            _check(lib.wimlib_set_image_property(wim, idx, b"DESCRIPTION", description.encode()), out)
+        if append_to:
+            lib.wimlib_set_output_compression_type(wim, ctype)
+        wflags = lib.WIMLIB_WRITE_FLAG_SOLID if compression == "lzms" and not append_to else 0
+        _run(wim, progress, lambda: lib.wimlib_write(wim, out.encode(), lib.WIMLIB_ALL_IMAGES, wflags, 0),
+             f"writing {out}")
+        return idx
+    finally:
+        lib.wimlib_free(wim)
