@@ -127,3 +127,49 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
     info["seconds"] = round(time.monotonic() - t0, 3)
     info["data_bytes_read"] = total
     return info
+
+
+def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The images of a WIM, ESD or split WIM."""
+    from wim2vhd.wim import Wim
+    names = {0: "none", 1: "xpress", 2: "lzx", 3: "lzms"}
+    with Wim(_resolve_source(image), refs=refs) as w:
+        return {"path": os.path.abspath(image), "parts": w.total_parts,
+                "compression": names.get(w.compression, str(w.compression)),
+                "images": [i.to_dict() for i in w.images()]}
+
+
+def _resolve_source(image: str) -> str:
+    """A Windows ISO's install.wim/esd is opened through wim2vhd.iso; anything else is passed on."""
+    if image.lower().endswith(".iso"):
+        from wim2vhd import iso
+        return iso.install_image(image)
+    return image
+
+
+def _parse_index(index: str | int | None) -> int | None:
+    if index is None or isinstance(index, int):
+        return index
+    try:
+        return int(index)
+    except ValueError:
+        raise UsageError(f"--index must be a number, not {index!r}") from None
+
+
+def apply_image(image: str, out: str, *, index: str | int | None = None, name: str | None = None,
+                refs: tuple[str, ...] = (), size: str | int | None = None, type: str = "dynamic",
+                layout: str = "uefi", mbr: bool = False, recovery: str | int | None = None,
+                label: str = "Windows", seed: str | None = None, sector_size: int = 512,
+                block_size: str | int | None = None, cache_size: str | int = "128M", locale: str = "en-US",
+                bcd_devices: str = "locate", bios_boot_code: str | None = None, boot: bool = True,
+                force: bool = False, customize: Any = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Apply one image of a WIM to a new virtual disk (see wim2vhd.apply)."""
+    from wim2vhd.apply import ApplyOptions, apply
+    opts = ApplyOptions(
+        image=_resolve_source(image), out=out, index=_parse_index(index), name=name, refs=refs,
+        size=parse_size(size) if size else None, disk_type=type, layout=layout, mbr=mbr,
+        recovery_size=parse_size(recovery, what="recovery size") if recovery else 0, label=label, seed=seed,
+        sector_size=sector_size, block_size=parse_size(block_size, what="block size") if block_size else None,
+        cache_size=parse_size(cache_size, what="cache size"), locale=locale, bcd_devices=bcd_devices,
+        bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize)
+    return apply(opts, progress)

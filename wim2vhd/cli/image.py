@@ -1,0 +1,83 @@
+"""`wim2vhd apply`, `wim2vhd info` and `wim2vhd capture`."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from wim2vhd import api
+from wim2vhd.cli import app
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, console, emit_json
+from wim2vhd.units import format_size
+
+RefOpt = typer.Option(None, "--ref", help="Other parts of a split WIM (a glob such as 'install*.swm'); repeatable.")
+
+
+@app.command("info")
+def info(
+    image: str = typer.Argument(..., help="A WIM, ESD or split WIM (first part)."),
+    ref: Optional[List[str]] = RefOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """List the images in a WIM with their names, editions, architectures and sizes."""
+    res = api.image_info(image, refs=tuple(ref or ()))
+    if json:
+        emit_json(res)
+        return
+    print(f"{res['path']}: {len(res['images'])} image(s), {res['compression']} compression"
+          + (f", {res['parts']} parts" if res["parts"] > 1 else ""))
+    for i in res["images"]:
+        print(f"  {i['index']:>2}  {i['name']}")
+        extra = [x for x in (i.get("edition"), i.get("architecture"), i.get("version") and f"build {i['version']}") if x]
+        counts = f"{i['files']} files, {i['directories']} directories"
+        print("      " + ", ".join(extra + [format_size(i["total_bytes"]), counts]))
+
+
+@app.command("apply")
+def apply_cmd(
+    image: str = typer.Argument(..., help="A WIM, ESD, split WIM (first part) or Windows ISO."),
+    out: str = typer.Argument(..., help="The disk to write: .vhdx, .vhd, or .img/.raw."),
+    index: Optional[str] = typer.Option(None, "--index", "-i", help="Image number (see `wim2vhd info`)."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Image name, instead of --index."),
+    ref: Optional[List[str]] = RefOpt,
+    size: Optional[str] = typer.Option(None, "--size", "-s",
+                                       help="Virtual disk size, e.g. 64G. Default: 25G, or 1.5x the image plus 4G if larger."),
+    type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
+    layout: str = typer.Option("uefi", "--layout", "-l",
+                               help="uefi: GPT with ESP, MSR, Windows. bios: MBR, one active NTFS partition. "
+                                    "native: one NTFS partition for native VHD boot."),
+    mbr: bool = typer.Option(False, "--mbr", help="With --layout native: MBR instead of GPT."),
+    recovery: Optional[str] = typer.Option(None, "--recovery", help="With --layout uefi: add a WinRE partition of this size."),
+    label: str = typer.Option("Windows", "--label", help="NTFS volume label."),
+    seed: Optional[str] = typer.Option(None, "--seed", help="Derive GUIDs, signatures and serials from this, for reproducible builds."),
+    sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (VHDX)."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M)."),
+    cache_size: str = typer.Option("128M", "--cache-size", help="Write-back cache of the disk layer."),
+    locale: str = typer.Option("en-US", "--locale", help="Boot manager locale."),
+    bcd_devices: str = typer.Option("locate", "--bcd-devices",
+                                    help="locate: BCD devices found at boot (survive new disk IDs, differencing). "
+                                         "partition: fully qualified partition devices."),
+    bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="Your own 440-byte MBR boot code (bios layout)."),
+    no_boot: bool = typer.Option(False, "--no-boot", help="Skip the boot stage (no boot files, BCD or boot code)."),
+    force: bool = ForceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Apply a Windows image to a new bootable virtual disk.
+
+    The stages: create, partition, format, apply, boot, finalize.  The disk is written
+    under a temporary name beside OUT and renamed only when complete.
+    """
+    with Progress(enabled=None if not json else False) as prog:
+        res = api.apply_image(
+            image, out, index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout,
+            mbr=mbr, recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
+            cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
+            boot=not no_boot, force=force, progress=prog)
+    if json:
+        emit_json(res)
+        return
+    d = res["disk"]
+    console.print(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}")
+    console.print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
+                  f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
+    console.print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
