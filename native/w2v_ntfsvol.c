@@ -1,0 +1,1030 @@
+/*
+ * Files inside an NTFS volume through libntfs-3g, with no mount: the layer
+ * later stages use to put boot files, unattend.xml and registry hives into
+ * an applied Windows volume, and the fixtures use to build a Windows-like
+ * volume with real metadata (security descriptors, streams, reparse points,
+ * hard links, DOS names, attributes, times).
+ *
+ * The device is whatever ntfs_mount() accepts: an image file path, or a
+ * "w2v:N" window registered with w2v_ntfsdev_register(); nothing here
+ * cares which.  Every entry point returns -errno on failure and leaves the
+ * messages libntfs-3g logged during the call in w2v_ntfsvol_last_error()
+ * (libntfs-3g's log goes to a capture buffer, never to stderr).
+ *
+ * libntfs-3g keeps no table of open inodes: opening one record twice gives
+ * two copies that overwrite each other.  So each call opens what it needs
+ * (walking the path from the root) and closes it before returning, and
+ * paths with "." or ".." components are refused.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "w2v_ntfs3g.h"
+#include <ntfs-3g/attrib.h>
+#include <ntfs-3g/bitmap.h>
+#include <ntfs-3g/dir.h>
+#include <ntfs-3g/inode.h>
+#include <ntfs-3g/layout.h>
+#include <ntfs-3g/logging.h>
+#include <ntfs-3g/reparse.h>
+#include <ntfs-3g/security.h>
+#include <ntfs-3g/unistr.h>
+#include "w2v_ntfsvol.h"
+
+struct w2v_ntfsvol {
+	ntfs_volume *vol;
+	struct SECURITY_CONTEXT scx;
+	struct PERMISSIONS_CACHE *seccache;
+};
+
+/* ---- libntfs-3g's log, captured per thread ------------------------------ */
+
+static __thread char errbuf[1024];
+static __thread size_t errlen;
+
+static int log_capture(const char *function, const char *file, int line, u32 level,
+		       void *data, const char *format, va_list args)
+{
+	int saved = errno;
+	(void)function; (void)file; (void)line; (void)data;
+	if (!(level & (NTFS_LOG_LEVEL_WARNING | NTFS_LOG_LEVEL_ERROR |
+		       NTFS_LOG_LEVEL_PERROR | NTFS_LOG_LEVEL_CRITICAL)))
+		goto out;
+	if (errlen && errlen < sizeof(errbuf) - 3) {
+		memcpy(errbuf + errlen, "; ", 2);
+		errlen += 2;
+	}
+	if (errlen < sizeof(errbuf) - 1) {
+		int n = vsnprintf(errbuf + errlen, sizeof(errbuf) - errlen, format, args);
+		if (n > 0)
+			errlen = errlen + (size_t)n < sizeof(errbuf) ? errlen + n : sizeof(errbuf) - 1;
+		if (level & NTFS_LOG_LEVEL_PERROR) {
+			while (errlen && (errbuf[errlen - 1] == '\n' || errbuf[errlen - 1] == '.'))
+				errlen--;
+			n = snprintf(errbuf + errlen, sizeof(errbuf) - errlen, ": %s", strerror(saved));
+			if (n > 0)
+				errlen = errlen + (size_t)n < sizeof(errbuf) ? errlen + n : sizeof(errbuf) - 1;
+		}
+		while (errlen && (errbuf[errlen - 1] == '\n' || errbuf[errlen - 1] == ' '))
+			errlen--;
+		errbuf[errlen] = 0;
+	}
+out:
+	errno = saved;
+	return 0;
+}
+
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void log_install(void)
+{
+	ntfs_log_set_handler(log_capture);
+}
+
+static void begin(void)
+{
+	pthread_once(&log_once, log_install);
+	errlen = 0;
+	errbuf[0] = 0;
+}
+
+static void note(const char *msg)
+{
+	if (!errlen)
+		snprintf(errbuf, sizeof(errbuf), "%s", msg);
+	errlen = strlen(errbuf);
+}
+
+const char *w2v_ntfsvol_last_error(void)
+{
+	return errbuf;
+}
+
+void w2v_ntfsvol_free(void *p)
+{
+	free(p);
+}
+
+static int fail(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
+
+/* ---- paths ---------------------------------------------------------------- */
+
+/* A path split into components: a copy with separators replaced by NULs. */
+struct w2v_path {
+	char *buf;
+	char *part[256];
+	int n;
+};
+
+static int path_split(const char *path, struct w2v_path *p)
+{
+	p->n = 0;
+	p->buf = strdup(path ? path : "");
+	if (!p->buf)
+		return -ENOMEM;
+	for (char *c = p->buf; *c; c++)
+		if (*c == '\\')
+			*c = '/';
+	for (char *tok = strtok(p->buf, "/"); tok; tok = strtok(NULL, "/")) {
+		if (!strcmp(tok, ".") || !strcmp(tok, "..")) {
+			free(p->buf);
+			note("\".\" and \"..\" are not allowed in a path");
+			return -EINVAL;
+		}
+		if (p->n == (int)(sizeof(p->part) / sizeof(p->part[0]))) {
+			free(p->buf);
+			return -ENAMETOOLONG;
+		}
+		p->part[p->n++] = tok;
+	}
+	return 0;
+}
+
+static void path_free(struct w2v_path *p)
+{
+	free(p->buf);
+}
+
+/* A UTF-8 name as the NTFS UTF-16 name (malloc'ed) and its length. */
+static int to_ucs(const char *name, ntfschar **out)
+{
+	*out = NULL;
+	int len = ntfs_mbstoucs(name, out);
+	if (len < 0)
+		return fail();
+	if (len > NTFS_MAX_NAME_LEN) {
+		free(*out);
+		*out = NULL;
+		return -ENAMETOOLONG;
+	}
+	return len;
+}
+
+/* The child called name in dir (dir stays open), or NULL with errno. */
+static ntfs_inode *open_child(ntfs_inode *dir, const char *name)
+{
+	ntfschar *u;
+	int len = to_ucs(name, &u);
+	if (len < 0) {
+		errno = -len;
+		return NULL;
+	}
+	u64 mref = ntfs_inode_lookup_by_name(dir, u, len);
+	free(u);
+	if (mref == (u64)-1)
+		return NULL;
+	return ntfs_inode_open(dir->vol, mref);
+}
+
+/* Open the first n components of p, walking from the root. */
+static ntfs_inode *open_parts(ntfs_volume *vol, struct w2v_path *p, int n)
+{
+	ntfs_inode *ni = ntfs_inode_open(vol, FILE_root);
+	for (int i = 0; ni && i < n; i++) {
+		if (!(ni->mrec->flags & MFT_RECORD_IS_DIRECTORY)) {
+			ntfs_inode_close(ni);
+			errno = ENOTDIR;
+			return NULL;
+		}
+		ntfs_inode *child = open_child(ni, p->part[i]);
+		int err = errno;
+		ntfs_inode_close(ni);
+		errno = err;
+		ni = child;
+	}
+	return ni;
+}
+
+static ntfs_inode *open_path(w2v_ntfsvol *v, const char *path, int *rc)
+{
+	struct w2v_path p;
+	*rc = path_split(path, &p);
+	if (*rc)
+		return NULL;
+	ntfs_inode *ni = open_parts(v->vol, &p, p.n);
+	if (!ni)
+		*rc = fail();
+	path_free(&p);
+	return ni;
+}
+
+static int close_inode(ntfs_inode *ni, int rc)
+{
+	if (ni && ntfs_inode_close(ni) && !rc)
+		rc = fail();
+	return rc;
+}
+
+static int is_dir(ntfs_inode *ni)
+{
+	return (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) != 0;
+}
+
+/* Open the parent directory of path and return the last component's name. */
+static int open_parent(w2v_ntfsvol *v, struct w2v_path *p, ntfs_inode **dir,
+		       ntfschar **uname, int *ulen)
+{
+	if (p->n == 0) {
+		note("the root directory has no parent");
+		return -EINVAL;
+	}
+	*dir = open_parts(v->vol, p, p->n - 1);
+	if (!*dir)
+		return fail();
+	if (!is_dir(*dir)) {
+		ntfs_inode_close(*dir);
+		return -ENOTDIR;
+	}
+	int len = to_ucs(p->part[p->n - 1], uname);
+	if (len < 0) {
+		ntfs_inode_close(*dir);
+		return len;
+	}
+	*ulen = len;
+	return 0;
+}
+
+/* ---- volume --------------------------------------------------------------- */
+
+w2v_ntfsvol *w2v_ntfsvol_mount(const char *device, int flags)
+{
+	begin();
+	w2v_ntfsvol *v = calloc(1, sizeof(*v));
+	if (!v) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	v->vol = ntfs_mount(device, (flags & W2V_NTFSVOL_READONLY) ? NTFS_MNT_RDONLY : 0);
+	if (!v->vol) {
+		int err = errno ? errno : EIO;
+		free(v);
+		errno = err;
+		return NULL;
+	}
+	/* Windows looks names up without regard to case. */
+	if (ntfs_set_ignore_case(v->vol)) {
+		int err = errno ? errno : EIO;
+		ntfs_umount(v->vol, TRUE);
+		free(v);
+		errno = err;
+		return NULL;
+	}
+	/* The security setters need a context.  uid/gid 0 with no user
+	 * mapping: inherited descriptors get BUILTIN\Administrators as owner
+	 * and group, as files made by an administrator on Windows would. */
+	v->scx.vol = v->vol;
+	v->scx.pseccache = &v->seccache;
+	v->scx.umask = 0;
+	return v;
+}
+
+int w2v_ntfsvol_umount(w2v_ntfsvol *v)
+{
+	begin();
+	if (!v)
+		return -EINVAL;
+	ntfs_destroy_security_context(&v->scx);
+	int rc = ntfs_umount(v->vol, FALSE) ? fail() : 0;
+	free(v);
+	return rc;
+}
+
+/* ---- info ----------------------------------------------------------------- */
+
+static int count_names_and_streams(ntfs_inode *ni, struct w2v_ntfs_info *out)
+{
+	ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(ni, NULL);
+	if (!ctx)
+		return fail();
+	while (!ntfs_attrs_walk(ctx)) {
+		ATTR_RECORD *a = ctx->attr;
+		if (a->type == AT_FILE_NAME) {
+			FILE_NAME_ATTR *fn = (FILE_NAME_ATTR *)((u8 *)a + le16_to_cpu(a->value_offset));
+			if (fn->file_name_type != FILE_NAME_DOS)
+				out->nlink++;
+		} else if (a->type == AT_DATA) {
+			if (a->name_length)
+				out->n_streams++;
+			else {
+				if (a->non_resident) {
+					out->size = sle64_to_cpu(a->data_size);
+					out->alloc_size = sle64_to_cpu(a->allocated_size);
+				} else {
+					out->size = le32_to_cpu(a->value_length);
+					out->alloc_size = 0;
+				}
+			}
+		}
+	}
+	ntfs_attr_put_search_ctx(ctx);
+	return 0;
+}
+
+int w2v_ntfsvol_stat(w2v_ntfsvol *v, const char *path, struct w2v_ntfs_info *out)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	out->mft_no = ni->mft_no;
+	out->is_dir = is_dir(ni);
+	out->security_id = le32_to_cpu(ni->security_id);
+	le32 attr;
+	if (ntfs_get_ntfs_attrib(ni, (char *)&attr, sizeof(attr)) < 0)
+		rc = fail();
+	else
+		out->attributes = le32_to_cpu(attr);
+	u64 times[4];
+	if (!rc && ntfs_inode_get_times(ni, (char *)times, sizeof(times)) < 0)
+		rc = fail();
+	if (!rc) {
+		out->creation_time = times[0];
+		out->write_time = times[1];
+		out->access_time = times[2];
+		out->change_time = times[3];
+		rc = count_names_and_streams(ni, out);
+	}
+	if (!rc && out->is_dir) {
+		out->size = 0;
+		out->alloc_size = 0;
+	}
+	if (!rc && (ni->flags & FILE_ATTR_REPARSE_POINT)) {
+		/* Reparse data is at most 16 KiB plus its 8-byte header. */
+		char *rp = malloc(16 * 1024 + 8);
+		int n = rp ? ntfs_get_ntfs_reparse_data(ni, rp, 16 * 1024 + 8) : -ENOMEM;
+		if (n >= 4 && n <= 16 * 1024 + 8) {
+			le32 tag;
+			memcpy(&tag, rp, 4);
+			out->reparse_tag = le32_to_cpu(tag);
+		}
+		free(rp);
+	}
+	return close_inode(ni, rc);
+}
+
+/* ---- directories ------------------------------------------------------------ */
+
+static int create_in(w2v_ntfsvol *v, ntfs_inode *dir, const ntfschar *u, int ulen,
+		     mode_t type, ntfs_inode **out)
+{
+	/* Inherit the parent's inheritable ACEs, as Windows does for a new
+	 * file; libntfs-3g falls back to a grant-everyone descriptor when
+	 * there is nothing to inherit (securid 0). */
+	le32 securid = ntfs_inherited_id(&v->scx, dir, S_ISDIR(type));
+	*out = ntfs_create(dir, securid, u, ulen, type);
+	return *out ? 0 : fail();
+}
+
+int w2v_ntfsvol_mkdir(w2v_ntfsvol *v, const char *path, int parents)
+{
+	begin();
+	struct w2v_path p;
+	int rc = path_split(path, &p);
+	if (rc)
+		return rc;
+	ntfs_inode *dir = ntfs_inode_open(v->vol, FILE_root);
+	if (!dir)
+		rc = fail();
+	if (!rc && p.n == 0 && !parents)
+		rc = -EEXIST;
+	for (int i = 0; !rc && i < p.n; i++) {
+		int last = i == p.n - 1;
+		ntfs_inode *child = open_child(dir, p.part[i]);
+		if (child) {
+			if (!is_dir(child))
+				rc = -ENOTDIR;
+			else if (last && !parents)
+				rc = -EEXIST;
+		} else if (errno != ENOENT) {
+			rc = fail();
+		} else if (!last && !parents) {
+			rc = -ENOENT;
+		} else {
+			ntfschar *u;
+			int len = to_ucs(p.part[i], &u);
+			rc = len < 0 ? len : create_in(v, dir, u, len, S_IFDIR, &child);
+			free(u);
+		}
+		/* The parent goes first: a dirty child syncs its name into
+		 * the parent's index when it closes, opening the parent
+		 * afresh, and two live copies of one record must not exist. */
+		rc = close_inode(dir, rc);
+		dir = child;
+	}
+	rc = close_inode(dir, rc);
+	path_free(&p);
+	return rc;
+}
+
+struct list_ctx {
+	char *buf;
+	size_t len, cap;
+	int flags;
+	int err;
+};
+
+static int list_add(struct list_ctx *c, char type, const char *name, size_t n)
+{
+	if (c->len + n + 2 > c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 4096;
+		while (cap < c->len + n + 2)
+			cap *= 2;
+		char *b = realloc(c->buf, cap);
+		if (!b) {
+			c->err = ENOMEM;
+			return -1;
+		}
+		c->buf = b;
+		c->cap = cap;
+	}
+	c->buf[c->len++] = type;
+	memcpy(c->buf + c->len, name, n);
+	c->len += n;
+	c->buf[c->len++] = 0;
+	return 0;
+}
+
+static int list_filldir(void *dirent, const ntfschar *name, const int name_len,
+			const int name_type, const s64 pos, const MFT_REF mref,
+			const unsigned dt_type)
+{
+	struct list_ctx *c = dirent;
+	(void)pos;
+	/* A DOS name is a second entry for a file already listed by its long name. */
+	if (name_type == FILE_NAME_DOS)
+		return 0;
+	if (MREF(mref) < FILE_first_user && !(c->flags & W2V_NTFSVOL_LIST_SYSTEM))
+		return 0;
+	char *utf8 = NULL;
+	int n = ntfs_ucstombs(name, name_len, &utf8, 0);
+	if (n < 0) {
+		c->err = errno ? errno : EILSEQ;
+		return -1;
+	}
+	int rc = 0;
+	if (strcmp(utf8, ".") && strcmp(utf8, "..")) {
+		char type = dt_type == NTFS_DT_DIR ? 'd' :
+			    (dt_type == NTFS_DT_REG ? 'f' : 'l');
+		rc = list_add(c, type, utf8, n);
+	}
+	free(utf8);
+	return rc;
+}
+
+int w2v_ntfsvol_list(w2v_ntfsvol *v, const char *path, int flags, char **out, size_t *out_len)
+{
+	begin();
+	*out = NULL;
+	*out_len = 0;
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	if (!is_dir(ni))
+		return close_inode(ni, -ENOTDIR);
+	struct list_ctx c = { .flags = flags };
+	s64 pos = 0;
+	/* In ignore-case mode libntfs-3g lowercases the names it lists;
+	 * list them as stored, then go back to Windows-style lookups. */
+	NVolSetShowSysFiles(v->vol);
+	NVolSetShowHidFiles(v->vol);
+	NVolSetCaseSensitive(v->vol);
+	if (ntfs_readdir(ni, &pos, &c, list_filldir) && !c.err)
+		rc = fail();
+	NVolClearCaseSensitive(v->vol);
+	if (c.err)
+		rc = -c.err;
+	rc = close_inode(ni, rc);
+	if (rc) {
+		free(c.buf);
+		return rc;
+	}
+	*out = c.buf;
+	*out_len = c.len;
+	return 0;
+}
+
+int w2v_ntfsvol_list_streams(w2v_ntfsvol *v, const char *path, char **out, size_t *out_len)
+{
+	begin();
+	*out = NULL;
+	*out_len = 0;
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	struct list_ctx c = { 0 };
+	ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(ni, NULL);
+	if (!ctx)
+		rc = fail();
+	while (!rc && !ntfs_attr_lookup(AT_DATA, NULL, 0, CASE_SENSITIVE, 0, NULL, 0, ctx)) {
+		ATTR_RECORD *a = ctx->attr;
+		if (!a->name_length)
+			continue;
+		char *utf8 = NULL;
+		int n = ntfs_ucstombs((ntfschar *)((u8 *)a + le16_to_cpu(a->name_offset)),
+				      a->name_length, &utf8, 0);
+		if (n < 0) {
+			rc = fail();
+			break;
+		}
+		if (list_add(&c, 's', utf8, n))
+			rc = -c.err;
+		free(utf8);
+	}
+	if (ctx)
+		ntfs_attr_put_search_ctx(ctx);
+	rc = close_inode(ni, rc);
+	if (rc) {
+		free(c.buf);
+		return rc;
+	}
+	*out = c.buf;
+	*out_len = c.len;
+	return 0;
+}
+
+/* ---- data streams ------------------------------------------------------------ */
+
+/* Open (creating it when asked and missing) the file at path. */
+static int open_or_create_file(w2v_ntfsvol *v, const char *path, int create, ntfs_inode **out)
+{
+	struct w2v_path p;
+	int rc = path_split(path, &p);
+	if (rc)
+		return rc;
+	ntfs_inode *dir;
+	ntfschar *u = NULL;
+	int ulen;
+	rc = open_parent(v, &p, &dir, &u, &ulen);
+	if (rc) {
+		path_free(&p);
+		return rc;
+	}
+	u64 mref = ntfs_inode_lookup_by_name(dir, u, ulen);
+	if (mref != (u64)-1) {
+		*out = ntfs_inode_open(v->vol, mref);
+		if (!*out)
+			rc = fail();
+	} else if (errno != ENOENT) {
+		rc = fail();
+	} else if (!create) {
+		rc = -ENOENT;
+	} else {
+		rc = create_in(v, dir, u, ulen, S_IFREG, out);
+	}
+	free(u);
+	/* Parent first (see w2v_ntfsvol_mkdir). */
+	rc = close_inode(dir, rc);
+	if (rc && *out) {
+		ntfs_inode_close(*out);
+		*out = NULL;
+	}
+	path_free(&p);
+	return rc;
+}
+
+/* The stream's name in UTF-16, or AT_UNNAMED for NULL/"". */
+static int stream_name(const char *stream, ntfschar **u, int *ulen)
+{
+	if (!stream || !*stream) {
+		*u = NULL;
+		*ulen = 0;
+		return 0;
+	}
+	int len = to_ucs(stream, u);
+	if (len < 0)
+		return len;
+	*ulen = len;
+	return 0;
+}
+
+static ntfs_attr *open_stream(ntfs_inode *ni, const char *stream, int create, int *rc)
+{
+	ntfschar *u;
+	int ulen;
+	*rc = stream_name(stream, &u, &ulen);
+	if (*rc)
+		return NULL;
+	ntfschar *name = u ? u : AT_UNNAMED;
+	ntfs_attr *na = ntfs_attr_open(ni, AT_DATA, name, ulen);
+	if (!na && errno == ENOENT && create) {
+		if (ntfs_attr_add(ni, AT_DATA, name, ulen, NULL, 0) == 0)
+			na = ntfs_attr_open(ni, AT_DATA, name, ulen);
+	}
+	if (!na)
+		*rc = fail();
+	free(u);
+	return na;
+}
+
+int w2v_ntfsvol_write(w2v_ntfsvol *v, const char *path, const char *stream,
+		      const void *buf, uint64_t len, uint64_t offset, int flags)
+{
+	begin();
+	ntfs_inode *ni = NULL;
+	int rc = open_or_create_file(v, path, !(flags & W2V_NTFSVOL_NOCREATE), &ni);
+	if (rc)
+		return rc;
+	if (is_dir(ni) && (!stream || !*stream))
+		return close_inode(ni, -EISDIR);
+	ntfs_attr *na = open_stream(ni, stream, 1, &rc);
+	if (!na)
+		return close_inode(ni, rc);
+	if ((flags & W2V_NTFSVOL_TRUNCATE) && (uint64_t)na->data_size > offset) {
+		/* Cut first so replaced data never has to be read back in. */
+		if (ntfs_attr_truncate(na, offset))
+			rc = fail();
+	}
+	const char *p = buf;
+	uint64_t done = 0;
+	while (!rc && done < len) {
+		s64 n = ntfs_attr_pwrite(na, offset + done, len - done, p + done);
+		if (n <= 0) {
+			rc = n < 0 ? fail() : -EIO;
+			break;
+		}
+		done += n;
+	}
+	ntfs_attr_close(na);
+	return close_inode(ni, rc);
+}
+
+int64_t w2v_ntfsvol_read(w2v_ntfsvol *v, const char *path, const char *stream,
+			 void *buf, uint64_t len, uint64_t offset)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	if (is_dir(ni) && (!stream || !*stream))
+		return close_inode(ni, -EISDIR);
+	ntfs_attr *na = open_stream(ni, stream, 0, &rc);
+	if (!na)
+		return close_inode(ni, rc);
+	int64_t done = 0;
+	if (offset < (uint64_t)na->data_size) {
+		uint64_t want = (uint64_t)na->data_size - offset;
+		if (want > len)
+			want = len;
+		while ((uint64_t)done < want) {
+			s64 n = ntfs_attr_pread(na, offset + done, want - done, (char *)buf + done);
+			if (n <= 0) {
+				rc = n < 0 ? fail() : -EIO;
+				break;
+			}
+			done += n;
+		}
+	}
+	ntfs_attr_close(na);
+	rc = close_inode(ni, rc);
+	return rc ? rc : done;
+}
+
+int64_t w2v_ntfsvol_stream_size(w2v_ntfsvol *v, const char *path, const char *stream)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	if (is_dir(ni) && (!stream || !*stream))
+		return close_inode(ni, -EISDIR);
+	ntfs_attr *na = open_stream(ni, stream, 0, &rc);
+	if (!na)
+		return close_inode(ni, rc);
+	int64_t size = na->data_size;
+	ntfs_attr_close(na);
+	rc = close_inode(ni, rc);
+	return rc ? rc : size;
+}
+
+int w2v_ntfsvol_remove_stream(w2v_ntfsvol *v, const char *path, const char *stream)
+{
+	begin();
+	if (!stream || !*stream) {
+		note("only a named stream can be removed");
+		return -EINVAL;
+	}
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	ntfschar *u;
+	int ulen;
+	rc = stream_name(stream, &u, &ulen);
+	if (!rc && ntfs_attr_remove(ni, AT_DATA, u, ulen))
+		rc = fail();
+	free(u);
+	return close_inode(ni, rc);
+}
+
+/* ---- metadata ------------------------------------------------------------------ */
+
+int w2v_ntfsvol_get_attributes(w2v_ntfsvol *v, const char *path, uint32_t *out)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	le32 attr;
+	if (ntfs_get_ntfs_attrib(ni, (char *)&attr, sizeof(attr)) < 0)
+		rc = fail();
+	else
+		*out = le32_to_cpu(attr);
+	return close_inode(ni, rc);
+}
+
+int w2v_ntfsvol_set_attributes(w2v_ntfsvol *v, const char *path, uint32_t attributes)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	le32 attr = cpu_to_le32(attributes);
+	if (ntfs_set_ntfs_attrib(ni, (const char *)&attr, sizeof(attr), 0))
+		rc = fail();
+	return close_inode(ni, rc);
+}
+
+int w2v_ntfsvol_get_security(w2v_ntfsvol *v, const char *path, void *buf, size_t size)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	int n = ntfs_get_ntfs_acl(&v->scx, ni, buf, size);
+	if (n < 0)
+		rc = n;
+	else if (n == 0)
+		rc = -ENODATA;
+	rc = close_inode(ni, rc);
+	return rc ? rc : n;
+}
+
+int w2v_ntfsvol_set_security(w2v_ntfsvol *v, const char *path, const void *sd, size_t size)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	if (ntfs_set_ntfs_acl(&v->scx, ni, sd, size, 0)) {
+		rc = fail();
+		if (rc == -EINVAL)
+			note("not a valid self-relative security descriptor");
+	}
+	return close_inode(ni, rc);
+}
+
+int w2v_ntfsvol_get_reparse(w2v_ntfsvol *v, const char *path, void *buf, size_t size)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	/* Returns the size; copies only when it fits. */
+	int n = ntfs_get_ntfs_reparse_data(ni, buf, size);
+	rc = close_inode(ni, n < 0 ? n : 0);
+	return rc ? rc : n;
+}
+
+int w2v_ntfsvol_set_reparse(w2v_ntfsvol *v, const char *path, const void *data, size_t size)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	if (ntfs_set_ntfs_reparse_data(ni, data, size, 0))
+		rc = fail();
+	return close_inode(ni, rc);
+}
+
+int w2v_ntfsvol_remove_reparse(w2v_ntfsvol *v, const char *path)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	if (ntfs_remove_ntfs_reparse_data(ni))
+		rc = fail();
+	return close_inode(ni, rc);
+}
+
+int w2v_ntfsvol_get_short_name(w2v_ntfsvol *v, const char *path, char *buf, size_t size)
+{
+	begin();
+	struct w2v_path p;
+	int rc = path_split(path, &p);
+	if (rc)
+		return rc;
+	ntfs_inode *dir, *ni = NULL;
+	ntfschar *u = NULL;
+	int ulen, n = 0;
+	rc = open_parent(v, &p, &dir, &u, &ulen);
+	if (rc) {
+		path_free(&p);
+		return rc;
+	}
+	u64 mref = ntfs_inode_lookup_by_name(dir, u, ulen);
+	if (mref == (u64)-1 || !(ni = ntfs_inode_open(v->vol, mref)))
+		rc = fail();
+	if (!rc) {
+		n = ntfs_get_ntfs_dos_name(ni, dir, buf, size);
+		if (n < 0)
+			rc = n;
+		else if (n == 0)
+			rc = -ENODATA;
+	}
+	free(u);
+	rc = close_inode(dir, rc);
+	rc = close_inode(ni, rc);
+	path_free(&p);
+	return rc ? rc : n;
+}
+
+static int set_times(ntfs_inode *ni, int64_t creation, int64_t write, int64_t access, int64_t change)
+{
+	u64 t[4];
+	if (ntfs_inode_get_times(ni, (char *)t, sizeof(t)) < 0)
+		return fail();
+	if (creation != W2V_NTFSVOL_KEEP_TIME) t[0] = creation;
+	if (write != W2V_NTFSVOL_KEEP_TIME) t[1] = write;
+	if (access != W2V_NTFSVOL_KEEP_TIME) t[2] = access;
+	if (change != W2V_NTFSVOL_KEEP_TIME) t[3] = change;
+	/* Sets the first three in $STANDARD_INFORMATION and every
+	 * $FILE_NAME, marks them as set (so closing keeps them), and stamps
+	 * the MFT change time with "now"... */
+	if (ntfs_inode_set_times(ni, (const char *)t, 3 * sizeof(u64), 0))
+		return fail();
+	/* ...which we then replace with the time asked for, in the same places. */
+	ntfs_attr_search_ctx *ctx = ntfs_attr_get_search_ctx(ni, NULL);
+	if (!ctx)
+		return fail();
+	sle64 ct = cpu_to_sle64(t[3]);
+	while (!ntfs_attrs_walk(ctx)) {
+		ATTR_RECORD *a = ctx->attr;
+		if (a->type == AT_STANDARD_INFORMATION) {
+			STANDARD_INFORMATION *si = (STANDARD_INFORMATION *)((u8 *)a + le16_to_cpu(a->value_offset));
+			si->last_mft_change_time = ct;
+			ntfs_inode_mark_dirty(ctx->ntfs_ino);
+		} else if (a->type == AT_FILE_NAME) {
+			FILE_NAME_ATTR *fn = (FILE_NAME_ATTR *)((u8 *)a + le16_to_cpu(a->value_offset));
+			fn->last_mft_change_time = ct;
+			ntfs_inode_mark_dirty(ctx->ntfs_ino);
+		}
+	}
+	ntfs_attr_put_search_ctx(ctx);
+	ni->last_mft_change_time = ct;
+	NInoFileNameSetDirty(ni);
+	return 0;
+}
+
+int w2v_ntfsvol_set_times(w2v_ntfsvol *v, const char *path, int64_t creation,
+			  int64_t write, int64_t access, int64_t change)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	rc = set_times(ni, creation, write, access, change);
+	return close_inode(ni, rc);
+}
+
+int w2v_ntfsvol_set_short_name(w2v_ntfsvol *v, const char *path, const char *short_name)
+{
+	begin();
+	struct w2v_path p;
+	int rc = path_split(path, &p);
+	if (rc)
+		return rc;
+	ntfs_inode *dir, *ni = NULL;
+	ntfschar *u = NULL;
+	int ulen;
+	rc = open_parent(v, &p, &dir, &u, &ulen);
+	if (rc) {
+		path_free(&p);
+		return rc;
+	}
+	u64 dir_ref = MK_MREF(dir->mft_no, le16_to_cpu(dir->mrec->sequence_number));
+	u64 t[4];
+	if (ntfs_inode_get_times(dir, (char *)t, sizeof(t)) < 0)
+		rc = fail();
+	u64 mref = rc ? (u64)-1 : ntfs_inode_lookup_by_name(dir, u, ulen);
+	if (!rc && (mref == (u64)-1 || !(ni = ntfs_inode_open(v->vol, mref))))
+		rc = fail();
+	free(u);
+	if (rc) {
+		rc = close_inode(dir, rc);
+		rc = close_inode(ni, rc);
+		path_free(&p);
+		return rc;
+	}
+	/* Closes both inodes, whatever happens. */
+	if (ntfs_set_ntfs_dos_name(ni, dir, short_name, strlen(short_name), 0)) {
+		rc = fail();
+		if (rc == -EINVAL)
+			note("not a valid DOS 8.3 name for this file");
+	}
+	/* Setting a DOS name touches the directory's times; put them back,
+	 * so a short name never shows as a change to the folder. */
+	if (!rc) {
+		ntfs_inode *d = ntfs_inode_open(v->vol, dir_ref);
+		if (!d)
+			rc = fail();
+		else
+			rc = close_inode(d, set_times(d, t[0], t[1], t[2], t[3]));
+	}
+	path_free(&p);
+	return rc;
+}
+
+int w2v_ntfsvol_link(w2v_ntfsvol *v, const char *existing, const char *new_path)
+{
+	begin();
+	int rc;
+	ntfs_inode *ni = open_path(v, existing, &rc);
+	if (!ni)
+		return rc;
+	if (is_dir(ni))
+		return close_inode(ni, -EPERM);
+	struct w2v_path p;
+	rc = path_split(new_path, &p);
+	if (rc)
+		return close_inode(ni, rc);
+	ntfs_inode *dir;
+	ntfschar *u = NULL;
+	int ulen;
+	rc = open_parent(v, &p, &dir, &u, &ulen);
+	if (!rc) {
+		if (dir->mft_no == ni->mft_no) {
+			rc = -EINVAL;
+		} else if (ntfs_inode_lookup_by_name(dir, u, ulen) != (u64)-1) {
+			rc = -EEXIST;
+		} else if (errno != ENOENT) {
+			rc = fail();
+		} else if (ntfs_link(ni, dir, u, ulen)) {
+			rc = fail();
+		}
+		free(u);
+		rc = close_inode(dir, rc);
+	}
+	path_free(&p);
+	return close_inode(ni, rc);
+}
+
+int w2v_ntfsvol_unlink(w2v_ntfsvol *v, const char *path)
+{
+	begin();
+	struct w2v_path p;
+	int rc = path_split(path, &p);
+	if (rc)
+		return rc;
+	ntfs_inode *dir, *ni = NULL;
+	ntfschar *u = NULL;
+	int ulen;
+	rc = open_parent(v, &p, &dir, &u, &ulen);
+	if (rc) {
+		path_free(&p);
+		return rc;
+	}
+	u64 mref = ntfs_inode_lookup_by_name(dir, u, ulen);
+	if (mref == (u64)-1 || !(ni = ntfs_inode_open(v->vol, mref)))
+		rc = fail();
+	else if (MREF(mref) < FILE_first_user)
+		rc = -EPERM;
+	else if (is_dir(ni) && ntfs_check_empty_dir(ni))
+		rc = fail();
+	if (rc) {
+		free(u);
+		rc = close_inode(dir, rc);
+		rc = close_inode(ni, rc);
+		path_free(&p);
+		return rc;
+	}
+	/* libntfs-3g needs the name as stored (the lookup ignored case), so
+	 * delete by the name of the entry found; ntfs_delete matches it in
+	 * any case through its own collation.  Both inodes are closed. */
+	if (ntfs_delete(v->vol, NULL, ni, dir, u, ulen))
+		rc = fail();
+	free(u);
+	path_free(&p);
+	return rc;
+}
