@@ -173,3 +173,63 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
         cache_size=parse_size(cache_size, what="cache size"), locale=locale, bcd_devices=bcd_devices,
         bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize)
     return apply(opts, progress)
+
+
+def find_windows_partition(disk: Disk, number: int | None = None):
+    """The partition to capture: number N, or the NTFS partition that holds \\Windows."""
+    from wim2vhd import partition
+    from wim2vhd.apply import NtfsWindow
+    from wim2vhd.errors import InputError
+    from wim2vhd.ntfs import NtfsVolume
+    layout = partition.read_table(disk)
+    if layout is None:
+        raise InputError(f"{disk.path} has no partition table")
+    parts = list(layout.partitions)
+    if number is not None:
+        for p in parts:
+            if p.number == number:
+                return p
+        raise UsageError(f"{disk.path} has no partition {number}; it has {', '.join(str(p.number) for p in parts)}")
+    found = []
+    for p in parts:
+        with NtfsWindow(disk, p.start, p.size, writable=False) as dev:
+            try:
+                with NtfsVolume(dev, readonly=True) as vol:
+                    if vol.is_dir("Windows"):
+                        found.append(p)
+            except Exception:  # not NTFS: try the next one
+                continue
+    if not found:
+        raise InputError(f"{disk.path}: no NTFS partition holds \\Windows; choose one with --partition N")
+    return found[0]
+
+
+def capture(disk_path: str, out: str, *, partition_number: int | None = None, name: str | None = None,
+            description: str | None = None, compress: str = "lzx", append: bool = False, force: bool = False,
+            progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Capture the Windows volume of a VHD(X) (or a raw image) into a WIM, through the native layer."""
+    from wim2vhd.apply import NtfsWindow
+    from wim2vhd.errors import InputError
+    from wim2vhd.wim import Wim, capture_ntfs
+    t0 = time.monotonic()
+    if append and not os.path.exists(out):
+        raise InputError(f"--append: {out} does not exist")
+    d = open_disk(disk_path)
+    try:
+        part = find_windows_partition(d, partition_number)
+        img_name = name or f"{os.path.splitext(os.path.basename(disk_path))[0]} partition {part.number}"
+        with NtfsWindow(d, part.start, part.size, writable=False) as dev:
+            if append:
+                idx = capture_ntfs(dev, out, name=img_name, description=description, compression=compress,
+                                   append_to=out, progress=progress)
+            else:
+                with AtomicOutput(out, force=force, inputs=(disk_path,)) as ao:
+                    idx = capture_ntfs(dev, ao.temp, name=img_name, description=description,
+                                       compression=compress, progress=progress)
+                    ao.commit()
+    finally:
+        d.close()
+    with Wim(out) as w:
+        img = w.image(idx)
+    return {"output": os.path.abspath(out), "source": os.path.abspath(disk_path), "partition": part.number,
+            "image": img.to_dict(), "seconds": round(time.monotonic() - t0, 3)}

@@ -294,7 +294,7 @@ def capture_ntfs(device: str, out: str, *, name: str, description: str | None = 
         raise UsageError(f"unknown compression {compression!r}: use lzx, xpress, lzms or none")
     pp = ffi.new("WIMStruct **")
     if append_to:
-        _check(lib.wimlib_open_wim(append_to.encode(), 0, pp), append_to)
+        _check(lib.wimlib_open_wim(append_to.encode(), lib.WIMLIB_OPEN_FLAG_WRITE_ACCESS, pp), append_to)
     else:
         _check(lib.wimlib_create_new_wim(ctype, pp), "creating a WIM")
     wim = pp[0]
@@ -308,10 +308,13 @@ def capture_ntfs(device: str, out: str, *, name: str, description: str | None = 
         if description:
             _check(lib.wimlib_set_image_property(wim, idx, b"DESCRIPTION", description.encode()), out)
         if append_to:
-            lib.wimlib_set_output_compression_type(wim, ctype)
-        wflags = lib.WIMLIB_WRITE_FLAG_SOLID if compression == "lzms" and not append_to else 0
-        _run(wim, progress, lambda: lib.wimlib_write(wim, out.encode(), lib.WIMLIB_ALL_IMAGES, wflags, 0),
-             f"writing {out}")
+            # wimlib appends the new image's data after the old and rewrites the header last,
+            # so an interrupted append leaves the original images intact.
+            _run(wim, progress, lambda: lib.wimlib_overwrite(wim, 0, 0), f"appending to {append_to}")
+        else:
+            wflags = lib.WIMLIB_WRITE_FLAG_SOLID if compression == "lzms" else 0
+            _run(wim, progress, lambda: lib.wimlib_write(wim, out.encode(), lib.WIMLIB_ALL_IMAGES, wflags, 0),
+                 f"writing {out}")
         return idx
     finally:
         lib.wimlib_free(wim)

@@ -81,3 +81,29 @@ def apply_cmd(
     console.print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
                   f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
     console.print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
+
+
+@app.command("capture")
+def capture_cmd(
+    disk: str = typer.Argument(..., help="A VHD, VHDX (differencing too) or raw disk holding Windows."),
+    out: str = typer.Argument(..., help="The WIM to write."),
+    partition: Optional[int] = typer.Option(None, "--partition", "-p",
+                                            help="Partition number. Default: the NTFS partition that holds \\Windows."),
+    name: Optional[str] = typer.Option(None, "--name", help="Image name."),
+    description: Optional[str] = typer.Option(None, "--description", help="Image description."),
+    compress: str = typer.Option("lzx", "--compress", help="lzx, xpress, lzms (solid, like ESD) or none."),
+    append: bool = typer.Option(False, "--append", help="Add the image to the existing WIM OUT."),
+    force: bool = ForceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Capture a disk's Windows volume into a WIM, keeping every Windows attribute (unprivileged)."""
+    with Progress(enabled=None if not json else False) as prog:
+        res = api.capture(disk, out, partition_number=partition, name=name, description=description,
+                          compress=compress, append=append, force=force, progress=prog)
+    if json:
+        emit_json(res)
+    else:
+        i = res["image"]
+        console.print(f"captured partition {res['partition']} of {res['source']} as image {i['index']} "
+                      f"({i['name']}) of {res['output']}: {i['files']} files, {format_size(i['total_bytes'])}, "
+                      f"{res['seconds']:.2f}s")
