@@ -1,0 +1,206 @@
+"""A minimal empty Windows registry hive (regf), built from the format's facts.
+
+hivex can edit a hive but cannot make one from nothing, so a new BCD store
+starts from :func:`empty_hive`: a 4 KiB base block and one 4 KiB hbin holding
+the root key (nk), its security descriptor (sk) and one free cell.  hivex then
+opens the result for writing and grows it.
+
+Format facts used (regf as Windows writes it):
+  * base block: "regf", two sequence numbers (equal = cleanly written), a
+    FILETIME, version 1.x, the root cell's offset relative to the first hbin,
+    the size of all hbins, and at 0x1FC the XOR of the 127 dwords before it;
+  * hbin: "hbin", its offset from the first hbin, its size (4 KiB multiple);
+  * cells: a signed 32-bit size (negative = in use), 8-byte aligned;
+  * nk: the key node; sk: a self-relative SECURITY_DESCRIPTOR with a
+    circular list of sk cells and a reference count.
+"""
+from __future__ import annotations
+
+import struct
+
+from wim2vhd.disk.record import Record
+
+PAGE = 0x1000  # base block size and hbin granularity
+HBIN_HEADER_SIZE = 0x20
+NO_CELL = 0xFFFFFFFF
+
+# -- declarative layouts -----------------------------------------------------
+BASE_BLOCK = Record("regf base block", "<", [
+    ("magic", "4s"),                # b"regf"
+    ("sequence1", "I"),
+    ("sequence2", "I"),
+    ("timestamp", "Q"),             # FILETIME of the last write
+    ("major", "I"),                 # 1
+    ("minor", "I"),                 # 3 .. 6
+    ("file_type", "I"),             # 0 = primary file
+    ("file_format", "I"),           # 1 = direct memory load
+    ("root_cell", "I"),             # offset from the first hbin
+    ("hbins_size", "I"),            # bytes of all hbins
+    ("clustering", "I"),            # 1
+    ("file_name", "64s"),           # UTF-16LE tail of the file's name, informational
+    ("reserved", "396s"),           # up to the checksum at 0x1FC
+    ("checksum", "I"),
+    ("reserved2", "3584s"),         # up to 4 KiB
+])
+assert BASE_BLOCK.size == PAGE and BASE_BLOCK.offset_of("checksum") == 0x1FC
+
+HBIN = Record("regf hbin header", "<", [
+    ("magic", "4s"),                # b"hbin"
+    ("offset", "I"),                # from the first hbin
+    ("size", "I"),
+    ("reserved", "8s"),
+    ("timestamp", "Q"),             # meaningful in the first hbin only
+    ("spare", "I"),
+])
+assert HBIN.size == HBIN_HEADER_SIZE
+
+NK = Record("regf nk cell", "<", [
+    ("signature", "2s"),            # b"nk"
+    ("flags", "H"),
+    ("timestamp", "Q"),
+    ("access_bits", "I"),
+    ("parent", "I"),
+    ("subkeys", "I"),
+    ("volatile_subkeys", "I"),
+    ("subkeys_list", "I"),
+    ("volatile_subkeys_list", "I"),
+    ("values", "I"),
+    ("values_list", "I"),
+    ("security", "I"),              # the sk cell
+    ("class_name", "I"),
+    ("max_subkey_name", "I"),
+    ("max_subkey_class", "I"),
+    ("max_value_name", "I"),
+    ("max_value_data", "I"),
+    ("work_var", "I"),
+    ("name_length", "H"),
+    ("class_length", "H"),
+])
+assert NK.size == 0x4C
+
+SK = Record("regf sk cell", "<", [
+    ("signature", "2s"),            # b"sk"
+    ("reserved", "H"),
+    ("flink", "I"),                 # next sk cell (itself when it is the only one)
+    ("blink", "I"),                 # previous sk cell
+    ("refcount", "I"),              # keys that use it
+    ("descriptor_size", "I"),
+])
+
+# nk flags
+KEY_HIVE_ENTRY = 0x0004             # the root key
+KEY_NO_DELETE = 0x0008
+KEY_COMP_NAME = 0x0020              # name is stored as Latin-1, not UTF-16
+
+# -- security descriptor -----------------------------------------------------
+SE_DACL_PRESENT = 0x0004
+SE_SELF_RELATIVE = 0x8000
+ACCESS_ALLOWED_ACE_TYPE = 0
+KEY_ALL_ACCESS = 0x000F003F
+SID_ADMINISTRATORS = (5, (32, 544))  # S-1-5-32-544 (NT authority, builtin\Administrators)
+SID_SYSTEM = (5, (18,))              # S-1-5-18 (LocalSystem)
+
+
+def sid_bytes(sid: tuple[int, tuple[int, ...]]) -> bytes:
+    authority, subs = sid
+    return (struct.pack("<BB", 1, len(subs)) + authority.to_bytes(6, "big")
+            + b"".join(struct.pack("<I", s) for s in subs))
+
+
+def _ace(mask: int, sid: tuple[int, tuple[int, ...]], flags: int = 0) -> bytes:
+    body = struct.pack("<I", mask) + sid_bytes(sid)
+    return struct.pack("<BBH", ACCESS_ALLOWED_ACE_TYPE, flags, 4 + len(body)) + body
+
+
+def key_security_descriptor() -> bytes:
+    """Self-relative SD: owner Administrators, group SYSTEM, both with full control.
+
+    Windows gives the root of a BCD store exactly these two ACEs; every key
+    that hivex adds shares this descriptor (hivex copies the parent's sk).
+    """
+    aces = _ace(KEY_ALL_ACCESS, SID_ADMINISTRATORS) + _ace(KEY_ALL_ACCESS, SID_SYSTEM)
+    dacl = struct.pack("<BBHHH", 2, 0, 8 + len(aces), 2, 0) + aces
+    owner = sid_bytes(SID_ADMINISTRATORS)
+    group = sid_bytes(SID_SYSTEM)
+    dacl_off = 20
+    owner_off = dacl_off + len(dacl)
+    group_off = owner_off + len(owner)
+    header = struct.pack("<BBHIIII", 1, 0, SE_SELF_RELATIVE | SE_DACL_PRESENT,
+                         owner_off, group_off, 0, dacl_off)
+    return header + dacl + owner + group
+
+
+# -- pure helpers -------------------------------------------------------------
+def align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def cell(payload: bytes) -> bytes:
+    """An allocated cell: negative size, then the payload, padded to 8 bytes."""
+    size = align8(4 + len(payload))
+    return struct.pack("<i", -size) + payload + b"\0" * (size - 4 - len(payload))
+
+
+def free_cell(size: int) -> bytes:
+    return struct.pack("<i", size) + b"\0" * (size - 4)
+
+
+def base_block_checksum(block: bytes) -> int:
+    """XOR of the dwords before 0x1FC, with the two values Windows avoids remapped."""
+    csum = 0
+    for (d,) in struct.iter_unpack("<I", block[:0x1FC]):
+        csum ^= d
+    # Windows never stores 0 or ~0 here; hivex checks the plain XOR, and
+    # empty_hive() steers clear of both by construction (see below).
+    return csum
+
+
+def empty_hive(root_name: str = "NewStoreRoot", timestamp: int = 0) -> bytes:
+    """The bytes of a valid hive holding one empty root key named `root_name`.
+
+    `timestamp` is a Windows FILETIME (100 ns since 1601) used for the header,
+    the hbin and the root key.  The result is 8 KiB: the smallest file hivex
+    accepts.
+    """
+    name = root_name.encode("latin-1")
+    if not 0 < len(name) <= 255:
+        raise ValueError("root key name must be 1..255 Latin-1 characters")
+    root_off = HBIN_HEADER_SIZE
+    nk_payload_len = NK.size + len(name)
+    sk_off = root_off + align8(4 + nk_payload_len)
+    sd = key_security_descriptor()
+    nk = NK.pack(dict(
+        signature=b"nk", flags=KEY_HIVE_ENTRY | KEY_NO_DELETE | KEY_COMP_NAME,
+        timestamp=timestamp, access_bits=0, parent=0,
+        subkeys=0, volatile_subkeys=0, subkeys_list=NO_CELL, volatile_subkeys_list=NO_CELL,
+        values=0, values_list=NO_CELL, security=sk_off, class_name=NO_CELL,
+        max_subkey_name=0, max_subkey_class=0, max_value_name=0, max_value_data=0,
+        work_var=0, name_length=len(name), class_length=0,
+    )) + name
+    sk = SK.pack(dict(signature=b"sk", flink=sk_off, blink=sk_off, refcount=1,
+                      descriptor_size=len(sd))) + sd
+    cells = cell(nk) + cell(sk)
+    assert sk_off == root_off + len(cell(nk))
+    used = HBIN_HEADER_SIZE + len(cells)
+    hbin = HBIN.pack(dict(magic=b"hbin", offset=0, size=PAGE, timestamp=timestamp, spare=0))
+    hbin += cells + free_cell(PAGE - used)
+
+    fields = dict(
+        magic=b"regf", sequence1=1, sequence2=1, timestamp=timestamp,
+        major=1, minor=3,  # what Windows uses for BCD stores
+        file_type=0, file_format=1, root_cell=root_off, hbins_size=PAGE,
+        clustering=1, file_name=b"", checksum=0,
+    )
+    block = BASE_BLOCK.pack(fields)
+    csum = base_block_checksum(block)
+    if csum in (0, 0xFFFFFFFF):
+        # Windows would store 1 / 0xFFFFFFFE and hivex would then disagree:
+        # nudge an informational field instead so both readers accept the hive.
+        fields["file_name"] = b"w\0"
+        block = BASE_BLOCK.pack(fields)
+        csum = base_block_checksum(block)
+    fields["checksum"] = csum
+    block = BASE_BLOCK.pack(fields)
+    out = block + hbin
+    assert len(out) == 2 * PAGE
+    return out

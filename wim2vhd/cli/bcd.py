@@ -1,0 +1,99 @@
+"""`wim2vhd bcd ...`: create, show and edit Boot Configuration Data stores."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from wim2vhd.boot import bcd
+from wim2vhd.boot.devices import Boot, Device, parse_host
+from wim2vhd.cli import app
+from wim2vhd.cli._common import ForceOpt, JsonOpt, emit_json
+from wim2vhd.errors import UsageError
+
+bcd_app = typer.Typer(help="Create, show and edit Windows BCD stores (no Windows needed).", no_args_is_help=True)
+app.add_typer(bcd_app, name="bcd")
+
+FirmwareHelp = "uefi (bootmgfw.efi, winload.efi) or bios (bootmgr, winload.exe)."
+
+
+def _firmware(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if v not in bcd.FIRMWARES:
+        raise UsageError(f"--firmware must be uefi or bios, not {value!r}")
+    return v
+
+
+@bcd_app.command("create")
+def create(
+    store: str = typer.Argument(..., help="The new store file (e.g. EFI/Microsoft/Boot/BCD)."),
+    firmware: str = typer.Option("uefi", "--firmware", help=FirmwareHelp),
+    locale: str = typer.Option("en-US", "--locale", help="Locale of the boot menus."),
+    force: bool = ForceOpt,
+    json: bool = JsonOpt,
+) -> None:
+    """Make a new system store: {bootmgr}, {memdiag} and the settings objects bcdboot writes."""
+    info = bcd.create_store_file(store, firmware=_firmware(firmware), force=force, locale=locale)
+    if json:
+        emit_json(info)
+    else:
+        print(f"created {info['store']} ({info['firmware']}, {len(info['objects'])} objects)")
+
+
+@bcd_app.command("show")
+def show(
+    store: str = typer.Argument(..., help="A BCD store (never modified)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show GUIDs instead of names like {bootmgr} (bcdedit /v)."),
+    json: bool = JsonOpt,
+) -> None:
+    """Every object and element, like `bcdedit /enum all`; unknown values as hex."""
+    with bcd.BcdStore.open(store) as s:
+        objects = bcd.describe(s, verbose=verbose)
+        if json:
+            emit_json({"store": s.path, "system": s.is_system_store, "firmware": s.firmware,
+                       "objects": objects})
+        else:
+            print(bcd.render_text(objects), end="")
+
+
+def _host(host: Optional[str], host_gpt: Optional[str], host_mbr: Optional[str]) -> Optional[Device]:
+    given = [x for x in (host, host_gpt, host_mbr) if x is not None]
+    if len(given) > 1:
+        raise UsageError("give only one of --host, --host-gpt and --host-mbr")
+    try:
+        if host_gpt is not None:
+            return parse_host("gpt:" + host_gpt)
+        if host_mbr is not None:
+            return parse_host("mbr:" + host_mbr)
+    except ValueError as e:
+        raise UsageError(str(e).replace("gpt:", "--host-gpt ").replace("mbr:", "--host-mbr ")) from None
+    if host is None or host.strip().lower() == "locate":
+        return None  # [locate]: bcd.add_vhd_entry searches for the VHD's own path
+    if host.strip().lower() == "boot":
+        return Boot()
+    raise UsageError(f"--host must be locate or boot, not {host!r} (or use --host-gpt / --host-mbr)")
+
+
+@bcd_app.command("add-vhd")
+def add_vhd(
+    store: str = typer.Argument(..., help="The BCD store to add to (replaced atomically; the old one is kept as STORE.bak)."),
+    vhd_path: str = typer.Option(..., "--vhd-path", help="The VHD/VHDX on its host volume, e.g. '\\vhds\\win.vhdx'."),
+    host: Optional[str] = typer.Option(None, "--host", help="locate (search every volume for the file; the default) or boot."),
+    host_gpt: Optional[str] = typer.Option(None, "--host-gpt", help="The host volume as DISKGUID:PARTGUID (a GPT partition)."),
+    host_mbr: Optional[str] = typer.Option(None, "--host-mbr", help="The host volume as SIG:OFFSET (MBR disk signature, partition offset in bytes; 0x-hex or decimal)."),
+    description: str = typer.Option("Windows", "--description", help="The boot menu entry's name."),
+    default: bool = typer.Option(False, "--default", help="Make the new entry {bootmgr}'s default."),
+    firmware: Optional[str] = typer.Option(None, "--firmware", help=FirmwareHelp + " Default: what the store is for."),
+    locale: str = typer.Option("en-US", "--locale", help="Locale of the new entry."),
+    json: bool = JsonOpt,
+) -> None:
+    """Add a Windows Boot Loader (+ resume) that boots from a VHD/VHDX; prints its GUID."""
+    h = _host(host, host_gpt, host_mbr)
+    info = bcd.add_vhd_entry(store, vhd_path, host=h, description=description, default=default,
+                             firmware=_firmware(firmware), locale=locale)
+    if json:
+        emit_json(info)
+    else:
+        print(info["id"])
