@@ -19,9 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <link.h>
+#include <elf.h>
 #include <linux/fs.h>
 #include "w2v_ntfs3g.h"
+#include <ntfs-3g/lcnalloc.h>
 #include "w2v_block.h"
 #include "w2v_ntfsdev.h"
 
@@ -33,6 +38,9 @@ struct w2v_window {
 	uint64_t offset, length;
 	uint32_t sector_size;
 	int writable;
+	int compact;      /* steer libntfs-3g's data allocations to stay contiguous (see below) */
+	int64_t next_lcn; /* where the next new file's clusters should start, or -1 */
+	int64_t next_mft_lcn; /* the same for allocations in the MFT zone */
 	int in_use;
 };
 
@@ -274,13 +282,146 @@ int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint3
 	int id = -1;
 	for (int i = 0; i < MAX_DEVS; i++) {
 		if (!windows[i].in_use) {
-			windows[i] = (struct w2v_window){ disk, offset, length, sector_size ? sector_size : 512, writable, 1 };
+			windows[i] = (struct w2v_window){ disk, offset, length, sector_size ? sector_size : 512, writable,
+							  0, -1, -1, 1 };
 			id = i;
 			break;
 		}
 	}
 	pthread_mutex_unlock(&reg_lock);
 	return id < 0 ? -EMFILE : id;
+}
+
+/* ---- compact allocation ------------------------------------------------
+ *
+ * libntfs-3g's cluster allocator, asked for clusters with no hint (the first
+ * clusters of each new file), starts at the data zone's current position and
+ * then moves that position NTFS_LCNALLOC_SKIP (4096) clusters past what it
+ * allocated.  Over thousands of files this scatters data every 16 MiB across
+ * the whole volume.  A raw sparse file does not mind; a dynamic VHD(X), whose
+ * blocks are 1 MiB or more, allocates nearly every block it touches.
+ *
+ * For our windows with compact set, we wrap ntfs_cluster_alloc: before an
+ * data-zone allocation we set vol->data1_zone_pos to just past the previous
+ * allocation (the allocator falls back to that position when a hint fails too), so files are laid out one after another, as Windows
+ * Setup lays them out.  The wrapper is installed by patching the one PLT slot
+ * through which libntfs-3g calls its own ntfs_cluster_alloc (it is linked
+ * BIND_NOW with RELRO, so the slot is made writable for the patch only).
+ * Other volumes and other callers see the stock allocator.
+ */
+typedef runlist *(*cluster_alloc_fn)(ntfs_volume *, VCN, s64, LCN, const NTFS_CLUSTER_ALLOCATION_ZONES);
+static cluster_alloc_fn orig_cluster_alloc;
+static int compact_state; /* 0 not tried, 1 installed, -1 unavailable */
+
+static runlist *compact_cluster_alloc(ntfs_volume *vol, VCN start_vcn, s64 count, LCN start_lcn,
+				      const NTFS_CLUSTER_ALLOCATION_ZONES zone)
+{
+	struct w2v_window *w = NULL;
+	if (vol && vol->dev && ours(vol->dev) && vol->dev->d_private)
+		w = PRIV(vol->dev)->win;
+	/* Also for hinted calls: when the hinted cluster is taken, the allocator falls back to the zone position. */
+	if (w && w->compact) {
+		if (zone == DATA_ZONE && w->next_lcn >= vol->mft_zone_end && w->next_lcn < vol->nr_clusters)
+			vol->data1_zone_pos = w->next_lcn;
+		else if (zone == MFT_ZONE && w->next_mft_lcn >= vol->mft_zone_start &&
+			 w->next_mft_lcn < vol->mft_zone_end)
+			vol->mft_zone_pos = w->next_mft_lcn;
+	}
+	runlist *rl = orig_cluster_alloc(vol, start_vcn, count, start_lcn, zone);
+	if (w && w->compact && rl) {
+		for (runlist *r = rl; r->length; r++) {
+			if (r->lcn < 0)
+				continue;
+			int64_t end = r->lcn + r->length;
+			if (r->lcn >= vol->mft_zone_end && end > w->next_lcn)
+				w->next_lcn = end;
+			else if (r->lcn >= vol->mft_zone_start && r->lcn < vol->mft_zone_end && end > w->next_mft_lcn)
+				w->next_mft_lcn = end;
+		}
+	}
+	return rl;
+}
+
+struct slot_search { void **slot; };
+
+static int find_alloc_slot(struct dl_phdr_info *info, size_t size, void *data)
+{
+	struct slot_search *ss = data;
+	(void)size;
+	if (!info->dlpi_name || !strstr(info->dlpi_name, "libntfs-3g.so"))
+		return 0;
+	ElfW(Addr) base = info->dlpi_addr;
+	const ElfW(Dyn) *dyn = NULL;
+	for (int i = 0; i < info->dlpi_phnum; i++)
+		if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+			dyn = (const ElfW(Dyn) *)(base + info->dlpi_phdr[i].p_vaddr);
+	if (!dyn)
+		return 0;
+	ElfW(Addr) jmprel = 0, symtab = 0, strtab = 0;
+	size_t relsz = 0;
+	for (; dyn->d_tag != DT_NULL; dyn++) {
+		switch (dyn->d_tag) {
+		case DT_JMPREL: jmprel = dyn->d_un.d_ptr; break;
+		case DT_PLTRELSZ: relsz = dyn->d_un.d_val; break;
+		case DT_SYMTAB: symtab = dyn->d_un.d_ptr; break;
+		case DT_STRTAB: strtab = dyn->d_un.d_ptr; break;
+		}
+	}
+	if (!jmprel || !symtab || !strtab)
+		return 0;
+	/* The loader may or may not have relocated these pointers in place. */
+	if (jmprel < base) jmprel += base;
+	if (symtab < base) symtab += base;
+	if (strtab < base) strtab += base;
+	const ElfW(Rela) *rel = (const ElfW(Rela) *)jmprel;
+	const ElfW(Sym) *syms = (const ElfW(Sym) *)symtab;
+	const char *strs = (const char *)strtab;
+	for (size_t i = 0; i < relsz / sizeof(*rel); i++) {
+		const char *name = strs + syms[ELF64_R_SYM(rel[i].r_info)].st_name;
+		if (strcmp(name, "ntfs_cluster_alloc") == 0) {
+			ss->slot = (void **)(base + rel[i].r_offset);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int install_compact(void)
+{
+	if (compact_state)
+		return compact_state;
+	struct slot_search ss = { NULL };
+	dl_iterate_phdr(find_alloc_slot, &ss);
+	if (!ss.slot || *ss.slot != (void *)ntfs_cluster_alloc) {
+		compact_state = -1;
+		return -1;
+	}
+	long pg = sysconf(_SC_PAGESIZE);
+	void *page = (void *)((uintptr_t)ss.slot & ~(uintptr_t)(pg - 1));
+	if (mprotect(page, pg, PROT_READ | PROT_WRITE) != 0) {
+		compact_state = -1;
+		return -1;
+	}
+	orig_cluster_alloc = (cluster_alloc_fn)*ss.slot;
+	*ss.slot = (void *)compact_cluster_alloc;
+	mprotect(page, pg, PROT_READ);
+	compact_state = 1;
+	return 1;
+}
+
+int w2v_ntfsdev_set_compact(int id, int on)
+{
+	if (id < 0 || id >= MAX_DEVS)
+		return -EINVAL;
+	pthread_mutex_lock(&reg_lock);
+	int r = on ? install_compact() : 0;
+	if (r >= 0) {
+		windows[id].compact = on;
+		windows[id].next_lcn = -1;
+		windows[id].next_mft_lcn = -1;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return r < 0 ? -ENOSYS : 0;
 }
 
 void w2v_ntfsdev_unregister(int id)

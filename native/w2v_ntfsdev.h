@@ -7,4 +7,6 @@ int w2v_ntfsdev_install(void);
 /* A window of a disk as the libntfs-3g device "w2v:<id>".  Returns id, or -errno. */
 int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint32_t sector_size, int writable);
 void w2v_ntfsdev_unregister(int id);
+/* Keep libntfs-3g's data allocations on window id contiguous (for dynamic disks).  0, or -ENOSYS. */
+int w2v_ntfsdev_set_compact(int id, int on);
 #endif

@@ -89,11 +89,14 @@ class Report:
 class NtfsWindow:
     """A partition of a disk as the libntfs-3g device name "w2v:N" (see native/w2v_ntfsdev.c)."""
 
-    def __init__(self, disk: Disk, offset: int, length: int, *, writable: bool = True):
+    def __init__(self, disk: Disk, offset: int, length: int, *, writable: bool = True, compact: bool = False):
         self.id = lib.w2v_ntfsdev_register(disk.handle, offset, length, disk.sector_size, int(writable))
         if self.id < 0:
             raise from_errno(self.id, "registering the NTFS device")
         self.name = f"w2v:{self.id}"
+        # Contiguous allocation keeps dynamic disks small; where it cannot be installed,
+        # libntfs-3g's own allocator is used and only the file size differs.
+        self.compact = bool(compact) and lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
 
     def __enter__(self) -> str:
         return self.name
@@ -157,7 +160,7 @@ def apply(o: ApplyOptions, progress: Progress | None = None) -> dict[str, Any]:
                     formatted = fsformat.format_layout(disk, plan, windows_label=o.label, seed=o.seed,
                                                        tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
                 with rep.stage("apply", progress):
-                    with NtfsWindow(disk, win.start, win.size) as dev:
+                    with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
                         wim.extract_ntfs(index, dev, progress)
                     if o.customize is not None:
                         o.customize.apply_to_volume(disk, win)

@@ -47,3 +47,4 @@ void w2v_get_stats(w2v_disk *d, struct w2v_stats *out);
 int w2v_ntfsdev_install(void);
 int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint32_t sector_size, int writable);
 void w2v_ntfsdev_unregister(int id);
+int w2v_ntfsdev_set_compact(int id, int on);

@@ -1,0 +1,241 @@
+"""`make bench`: wim2vhd side by side with its anchors, alternating, medians of several runs.
+
+    python -m tests.bench [--runs N] [--quick] [--only convert,apply,capture,scale]
+
+Anchors (named in the issues):
+  convert  raw (sparse, 1 GiB of data) -> dynamic VHDX: `wim2vhd disk convert` vs `qemu-img convert -O vhdx`
+  apply    a WIM of /usr/share: `wim2vhd apply` to a dynamic VHDX vs `mkntfs` + `wimapply` into a raw
+           sparse image + `sync` (the anchor), and `wimverify` (the floor)
+  capture  `wim2vhd capture` from that VHDX vs `wimcapture` from the equivalent raw NTFS image
+  scale    apply time against the number of files (10k, 50k, 150k) and bytes
+
+WIMs are built once and cached under .cache/bench/.  Nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(ROOT, ".cache", "bench")
+W2V = os.path.join(os.path.dirname(sys.executable), "wim2vhd")
+MiB, GiB = 1 << 20, 1 << 30
+
+
+def run(cmd: list[str], **kw) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS in bytes of the command and its children)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}): {err[-2000:]}")
+    return dt, ru.ru_maxrss * 1024
+
+
+def sh(script: str) -> tuple[float, int]:
+    return run(["bash", "-c", script])
+
+
+def rm(*paths: str) -> None:
+    for p in paths:
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+def alternate(runs: int, cases: dict[str, callable]) -> dict[str, list[tuple[float, int]]]:
+    res: dict[str, list[tuple[float, int]]] = {k: [] for k in cases}
+    for _ in range(runs):
+        for k, fn in cases.items():
+            res[k].append(fn())
+    return res
+
+
+def med(xs: list[tuple[float, int]]) -> float:
+    return statistics.median(x[0] for x in xs)
+
+
+def peak(xs: list[tuple[float, int]]) -> int:
+    return max(x[1] for x in xs)
+
+
+def line(label: str, secs: float, extra: str = "") -> None:
+    print(f"  {label:<44} {secs:8.2f} s  {extra}")
+
+
+# ---- inputs --------------------------------------------------------------------
+
+def sparse_raw_with_data(path: str, size: int = 8 * GiB, data: int = 1 * GiB) -> str:
+    if os.path.exists(path):
+        return path
+    rnd = random.Random(42)
+    chunk = rnd.randbytes(4 * MiB)
+    with open(path + ".part", "wb") as f:
+        f.truncate(size)
+        written = 0
+        while written < data:
+            n = rnd.choice((64 * 1024, 1 * MiB, 4 * MiB))
+            off = rnd.randrange(0, size - n) // 4096 * 4096
+            f.seek(off)
+            f.write(chunk[:n])
+            written += n
+    os.replace(path + ".part", path)
+    return path
+
+
+def tree_wim(path: str, source: str) -> str:
+    if not os.path.exists(path):
+        subprocess.run(["wimcapture", source, path + ".part", os.path.basename(path), "--compress=lzx"],
+                       check=True, stdout=subprocess.DEVNULL)
+        os.replace(path + ".part", path)
+    return path
+
+
+def synthetic_tree(root: str, files: int, size_fn) -> str:
+    if os.path.isdir(root) and os.path.exists(os.path.join(root, ".done")):
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rnd = random.Random(files)
+    words = rnd.randbytes(1 << 20)
+    for i in range(files):
+        d = os.path.join(root, f"d{i // 500:04d}", f"s{(i // 50) % 10}")
+        os.makedirs(d, exist_ok=True)
+        n = size_fn(rnd)
+        off = rnd.randrange(0, len(words) - min(n, len(words) - 1))
+        with open(os.path.join(d, f"f{i:06d}.dat"), "wb") as f:
+            # compressible but not trivial
+            f.write((words[off:off + n] * (n // max(1, len(words) - off) + 1))[:n])
+    open(os.path.join(root, ".done"), "w").close()
+    return root
+
+
+def wim_total_bytes(wim: str) -> int:
+    out = subprocess.run(["wiminfo", wim, "1"], capture_output=True, text=True, check=True).stdout
+    for ln in out.splitlines():
+        if ln.startswith("Total Bytes:"):
+            return int(ln.split(":")[1].strip())
+    return 0
+
+
+# ---- benchmarks --------------------------------------------------------------------
+
+def bench_convert(runs: int, work: str) -> None:
+    print("convert: sparse raw (8 GiB, 1 GiB of data) -> dynamic VHDX")
+    raw = sparse_raw_with_data(os.path.join(CACHE, "sparse-1g.img"))
+    ours, theirs = os.path.join(work, "c-ours.vhdx"), os.path.join(work, "c-qemu.vhdx")
+
+    def o():
+        rm(ours)
+        return run([W2V, "disk", "convert", raw, ours])
+
+    def q():
+        rm(theirs)
+        return run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic", raw, theirs])
+
+    r = alternate(runs, {"ours": o, "qemu": q})
+    line("wim2vhd disk convert", med(r["ours"]), f"file {os.path.getsize(ours) / MiB:.0f} MiB")
+    line("qemu-img convert -O vhdx", med(r["qemu"]), f"file {os.path.getsize(theirs) / MiB:.0f} MiB")
+    print(f"  ratio ours/qemu-img: {med(r['ours']) / med(r['qemu']):.2f} (goal <= 1.0)")
+    rm(ours, theirs)
+
+
+def apply_pair(wim: str, work: str, runs: int, label: str) -> dict[str, float]:
+    total = wim_total_bytes(wim)
+    size = max(8 * GiB, (int(total * 1.5) + 2 * GiB) // GiB * GiB)
+    vhdx, raw = os.path.join(work, "a.vhdx"), os.path.join(work, "a.img")
+    cap_ours, cap_theirs = os.path.join(work, "ours.wim"), os.path.join(work, "theirs.wim")
+
+    def ours():
+        rm(vhdx)
+        return run([W2V, "apply", wim, vhdx, "--layout", "native", "--no-boot", "--size", str(size), "--json"])
+
+    def anchor():
+        rm(raw)
+        return sh(f"truncate -s {size - MiB} {raw} && mkntfs -F -Q -q -p 2048 -H 255 -S 63 {raw} >/dev/null 2>&1 && "
+                  f"wimapply {wim} 1 {raw} >/dev/null && sync -f {raw}")
+
+    def floor():
+        return run(["wimverify", wim])
+
+    r = alternate(runs, {"ours": ours, "anchor": anchor, "floor": floor})
+    o, a, f = med(r["ours"]), med(r["anchor"]), med(r["floor"])
+    vhdx_size = os.path.getsize(vhdx)
+    raw_alloc = os.stat(raw).st_blocks * 512
+    print(f"apply {label}: {total / MiB:.0f} MiB of file data, disk {size // GiB} GiB, {runs} runs, medians")
+    line("wim2vhd apply -> dynamic VHDX", o, f"peak RSS {peak(r['ours']) / MiB:.0f} MiB")
+    line("anchor: mkntfs + wimapply raw + sync", a, f"peak RSS {peak(r['anchor']) / MiB:.0f} MiB")
+    line("floor: wimverify", f)
+    print(f"  ratio ours/anchor: {o / a:.2f} (goal <= 0.6)   ours/floor: {o / f:.2f} (goal <= 1.8)")
+    print(f"  size: VHDX {vhdx_size / MiB:.0f} MiB, raw allocates {raw_alloc / MiB:.0f} MiB, "
+          f"ratio {vhdx_size / raw_alloc:.2f} (goal <= 1.10)")
+    return {"ours": o, "anchor": a, "floor": f, "files": 0, "bytes": total, "vhdx": vhdx, "raw": raw,
+            "cap_ours": cap_ours, "cap_theirs": cap_theirs}
+
+
+def bench_capture(runs: int, res: dict) -> None:
+    vhdx, raw, co, ct = res["vhdx"], res["raw"], res["cap_ours"], res["cap_theirs"]
+
+    def ours():
+        rm(co)
+        return run([W2V, "capture", vhdx, co, "--partition", "1", "--name", "bench"])
+
+    def theirs():
+        rm(ct)
+        return run(["wimcapture", raw, ct, "bench"])
+
+    r = alternate(runs, {"ours": ours, "theirs": theirs})
+    print("capture from the applied volume:")
+    line("wim2vhd capture from the VHDX", med(r["ours"]))
+    line("wimcapture from the raw NTFS image", med(r["theirs"]))
+    print(f"  ratio ours/wimcapture: {med(r['ours']) / med(r['theirs']):.2f} (goal <= 1.0)")
+    rm(co, ct)
+
+
+def bench_scale(work: str) -> None:
+    print("scale: apply time by number of files and bytes (one run each)")
+    for n in (10_000, 50_000, 150_000):
+        root = synthetic_tree(os.path.join(CACHE, f"tree-{n}"), n, lambda r: r.choice((200, 1500, 6000, 20000)))
+        wim = tree_wim(os.path.join(CACHE, f"tree-{n}.wim"), root)
+        total = wim_total_bytes(wim)
+        out = os.path.join(work, "s.vhdx")
+        rm(out)
+        t, rss = run([W2V, "apply", wim, out, "--layout", "native", "--no-boot", "--size", "16G"])
+        line(f"{n} files, {total / MiB:.0f} MiB", t, f"{n / t:,.0f} files/s, peak RSS {rss / MiB:.0f} MiB")
+        rm(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default="convert,apply,capture,scale")
+    args = ap.parse_args()
+    os.makedirs(CACHE, exist_ok=True)
+    work = os.path.join(CACHE, "work")
+    os.makedirs(work, exist_ok=True)
+    only = set(args.only.split(","))
+    print(f"wim2vhd bench on {os.uname().nodename}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    if "convert" in only:
+        bench_convert(args.runs, work)
+    res = None
+    if "apply" in only or "capture" in only:
+        wim = tree_wim(os.path.join(CACHE, "usr-share.wim"), "/usr/share")
+        res = apply_pair(wim, work, args.runs, "/usr/share")
+        if "capture" in only:
+            bench_capture(args.runs, res)
+        rm(res["vhdx"], res["raw"])
+    if "scale" in only:
+        bench_scale(work)
+
+
+if __name__ == "__main__":
+    main()
