@@ -114,6 +114,15 @@ static int fail(void)
 	return errno > 0 ? -errno : -EIO;
 }
 
+/* Every call that changes the volume starts here: libntfs-3g itself would
+ * get halfway on a read-only mount and fail with confusing errors. */
+#define WRITABLE(v) do { \
+		if (NVolReadOnly((v)->vol)) { \
+			note("the volume is open read-only"); \
+			return -EROFS; \
+		} \
+	} while (0)
+
 /* ---- paths ---------------------------------------------------------------- */
 
 /* A path split into components: a copy with separators replaced by NULs. */
@@ -387,6 +396,7 @@ static int create_in(w2v_ntfsvol *v, ntfs_inode *dir, const ntfschar *u, int ule
 int w2v_ntfsvol_mkdir(w2v_ntfsvol *v, const char *path, int parents)
 {
 	begin();
+	WRITABLE(v);
 	struct w2v_path p;
 	int rc = path_split(path, &p);
 	if (rc)
@@ -631,6 +641,7 @@ int w2v_ntfsvol_write(w2v_ntfsvol *v, const char *path, const char *stream,
 		      const void *buf, uint64_t len, uint64_t offset, int flags)
 {
 	begin();
+	WRITABLE(v);
 	ntfs_inode *ni = NULL;
 	int rc = open_or_create_file(v, path, !(flags & W2V_NTFSVOL_NOCREATE), &ni);
 	if (rc)
@@ -712,6 +723,7 @@ int64_t w2v_ntfsvol_stream_size(w2v_ntfsvol *v, const char *path, const char *st
 int w2v_ntfsvol_remove_stream(w2v_ntfsvol *v, const char *path, const char *stream)
 {
 	begin();
+	WRITABLE(v);
 	if (!stream || !*stream) {
 		note("only a named stream can be removed");
 		return -EINVAL;
@@ -749,6 +761,7 @@ int w2v_ntfsvol_get_attributes(w2v_ntfsvol *v, const char *path, uint32_t *out)
 int w2v_ntfsvol_set_attributes(w2v_ntfsvol *v, const char *path, uint32_t attributes)
 {
 	begin();
+	WRITABLE(v);
 	int rc;
 	ntfs_inode *ni = open_path(v, path, &rc);
 	if (!ni)
@@ -778,6 +791,7 @@ int w2v_ntfsvol_get_security(w2v_ntfsvol *v, const char *path, void *buf, size_t
 int w2v_ntfsvol_set_security(w2v_ntfsvol *v, const char *path, const void *sd, size_t size)
 {
 	begin();
+	WRITABLE(v);
 	int rc;
 	ntfs_inode *ni = open_path(v, path, &rc);
 	if (!ni)
@@ -806,6 +820,7 @@ int w2v_ntfsvol_get_reparse(w2v_ntfsvol *v, const char *path, void *buf, size_t 
 int w2v_ntfsvol_set_reparse(w2v_ntfsvol *v, const char *path, const void *data, size_t size)
 {
 	begin();
+	WRITABLE(v);
 	int rc;
 	ntfs_inode *ni = open_path(v, path, &rc);
 	if (!ni)
@@ -818,6 +833,7 @@ int w2v_ntfsvol_set_reparse(w2v_ntfsvol *v, const char *path, const void *data, 
 int w2v_ntfsvol_remove_reparse(w2v_ntfsvol *v, const char *path)
 {
 	begin();
+	WRITABLE(v);
 	int rc;
 	ntfs_inode *ni = open_path(v, path, &rc);
 	if (!ni)
@@ -900,6 +916,7 @@ int w2v_ntfsvol_set_times(w2v_ntfsvol *v, const char *path, int64_t creation,
 			  int64_t write, int64_t access, int64_t change)
 {
 	begin();
+	WRITABLE(v);
 	int rc;
 	ntfs_inode *ni = open_path(v, path, &rc);
 	if (!ni)
@@ -911,6 +928,7 @@ int w2v_ntfsvol_set_times(w2v_ntfsvol *v, const char *path, int64_t creation,
 int w2v_ntfsvol_set_short_name(w2v_ntfsvol *v, const char *path, const char *short_name)
 {
 	begin();
+	WRITABLE(v);
 	struct w2v_path p;
 	int rc = path_split(path, &p);
 	if (rc)
@@ -959,6 +977,7 @@ int w2v_ntfsvol_set_short_name(w2v_ntfsvol *v, const char *path, const char *sho
 int w2v_ntfsvol_link(w2v_ntfsvol *v, const char *existing, const char *new_path)
 {
 	begin();
+	WRITABLE(v);
 	int rc;
 	ntfs_inode *ni = open_path(v, existing, &rc);
 	if (!ni)
@@ -993,6 +1012,7 @@ int w2v_ntfsvol_link(w2v_ntfsvol *v, const char *existing, const char *new_path)
 int w2v_ntfsvol_unlink(w2v_ntfsvol *v, const char *path)
 {
 	begin();
+	WRITABLE(v);
 	struct w2v_path p;
 	int rc = path_split(path, &p);
 	if (rc)

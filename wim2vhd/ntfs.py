@@ -322,20 +322,34 @@ def _lib():
     return ffi, lib
 
 
-def _raise_for(rc: int, what: str) -> None:
-    """The one place a libntfs-3g failure (-errno) becomes our error."""
+def _detail() -> str:
+    """What libntfs-3g logged during the last native call, on one line."""
+    ffi, lib = _lib()
+    text = ffi.string(lib.w2v_ntfsvol_last_error()).decode("utf-8", "replace").strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _raise_for(rc: int, what: str, *, invalid: type[errors.Wim2VhdError] | None = None) -> None:
+    """The one place a libntfs-3g failure (-errno) becomes our error.
+
+    ``invalid``: the error class for EINVAL when it means "a bad value was
+    passed" (a descriptor, a DOS name) rather than "the volume is damaged".
+    """
     if rc >= 0:
         return
-    ffi, lib = _lib()
-    detail = ffi.string(lib.w2v_ntfsvol_last_error()).decode("utf-8", "replace").strip()
-    code = -rc
+    code, detail = -rc, _detail()
     if code == _errno.EEXIST:
         e: errors.Wim2VhdError = errors.OutputExists(f"{what}: {os.strerror(code)}")
+    elif code == _errno.EROFS:
+        e = errors.UsageError(f"{what}: the NTFS volume is open read-only")
+        detail = ""
+    elif code == _errno.EINVAL and invalid is not None:
+        e = invalid(f"{what}: {os.strerror(code)}")
     else:
         e = errors.from_errno(code, what)
     msg = e.message
     if detail and detail.lower() not in msg.lower():
-        msg = f"{msg} (libntfs-3g: {detail.splitlines()[0][:300]})"
+        msg = f"{msg} (libntfs-3g: {detail})"
     raise type(e)(msg, hint=e.hint)
 
 
@@ -364,18 +378,17 @@ class NtfsVolume:
         self._h = handle
 
     def _mount_failed(self, code: int) -> None:
-        ffi, lib = _lib()
-        detail = ffi.string(lib.w2v_ntfsvol_last_error()).decode("utf-8", "replace").strip()
-        where = f"{self.device}" + (f" (libntfs-3g: {detail.splitlines()[0][:300]})" if detail else "")
+        detail = _detail()
+        why = f" (libntfs-3g: {detail})" if detail else ""
         if code == _errno.ENOENT:
-            raise errors.InputError(f"cannot open NTFS volume {where}: no such file")
+            raise errors.InputError(f"cannot open NTFS volume {self.device}: no such file")
         if code == _errno.EINVAL:
-            raise errors.CorruptInput(f"{where} is not an NTFS volume, or it is damaged",
-                                      hint="check the partition with ntfsfix -n")
-        if code in (_errno.EPERM, _errno.EBUSY):
-            raise errors.InputError(f"NTFS volume {where} cannot be opened for writing: it is hibernated, "
-                                    "has an unclean journal or is in use",
-                                    hint="shut Windows down fully (no Fast Startup) or run ntfsfix")
+            raise errors.CorruptInput(f"{self.device} is not an NTFS volume, or it is damaged{why}",
+                                      hint="check it with ntfsfix -n")
+        if code in (_errno.EPERM, _errno.EBUSY) and not self.readonly:
+            raise errors.InputError(f"NTFS volume {self.device} cannot be opened for writing{why}",
+                                    hint="it may be hibernated or have an unclean journal: shut Windows down "
+                                         "fully (no Fast Startup), or run ntfsfix")
         _raise_for(-code, f"cannot open NTFS volume {self.device}")
 
     # context management
@@ -569,7 +582,7 @@ class NtfsVolume:
         archive, ...); DIRECTORY and REPARSE_POINT follow the file itself."""
         _, lib = _lib()
         _raise_for(lib.w2v_ntfsvol_set_attributes(self._handle, _s(path), int(attributes)),
-                   f"cannot set attributes of {_norm(path)} on {self.device}")
+                   f"cannot set attributes of {_norm(path)} on {self.device}", invalid=errors.UsageError)
 
     def get_security(self, path: str) -> bytes:
         ffi, lib = _lib()
@@ -586,7 +599,7 @@ class NtfsVolume:
     def set_security(self, path: str, descriptor: bytes) -> None:
         ffi, lib = _lib()
         _raise_for(lib.w2v_ntfsvol_set_security(self._handle, _s(path), ffi.from_buffer(descriptor), len(descriptor)),
-                   f"cannot set the security descriptor of {_norm(path)} on {self.device}")
+                   f"cannot set the security descriptor of {_norm(path)} on {self.device}", invalid=errors.UsageError)
 
     def get_reparse(self, path: str) -> bytes | None:
         """The whole reparse buffer, or None if ``path`` is no reparse point."""
@@ -601,7 +614,7 @@ class NtfsVolume:
     def set_reparse(self, path: str, data: bytes) -> None:
         ffi, lib = _lib()
         _raise_for(lib.w2v_ntfsvol_set_reparse(self._handle, _s(path), ffi.from_buffer(data), len(data)),
-                   f"cannot set reparse data of {_norm(path)} on {self.device}")
+                   f"cannot set reparse data of {_norm(path)} on {self.device}", invalid=errors.UsageError)
 
     def remove_reparse(self, path: str) -> None:
         _, lib = _lib()
@@ -635,7 +648,7 @@ class NtfsVolume:
         """Give ``path`` a DOS 8.3 name, e.g. PROGRA~1."""
         _, lib = _lib()
         _raise_for(lib.w2v_ntfsvol_set_short_name(self._handle, _s(path), _s(short_name)),
-                   f"cannot set short name {short_name!r} on {_norm(path)} on {self.device}")
+                   f"cannot set short name {short_name!r} on {_norm(path)} on {self.device}", invalid=errors.UsageError)
 
     def set_times(self, path: str, creation: Time | None = None, write: Time | None = None,
                   access: Time | None = None, change: Time | None = None) -> None:
