@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from wim2vhd._lib import ffi, lib
-from wim2vhd.boot.regf import empty_hive
+from wim2vhd.boot.regf import BASE_BLOCK, empty_hive
 from wim2vhd.errors import CorruptInput, EnvironmentFault, InputError, InternalError, OutputError, from_errno
 
 
@@ -138,6 +138,23 @@ def _raise(what: str, path: str | None = None, err: int | None = None) -> None:
     if code == _errno.ENOMEM:
         raise EnvironmentFault(f"out of memory while {what}{where}")
     raise EnvironmentFault(f"hivex: {what}{where} failed: {os.strerror(code) if code else 'unknown error'}")
+
+
+def _check_not_truncated(path: str) -> None:
+    """hivex reads a hive cut at an hbin boundary without complaint; Windows
+    does not, so neither do we: the base block says how long the hbins are."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(BASE_BLOCK.size)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return  # hivex_open reports it
+    if len(head) < BASE_BLOCK.size or head[:4] != b"regf":
+        return
+    hbins = BASE_BLOCK.parse(head)["hbins_size"]
+    if size < BASE_BLOCK.size + hbins:
+        raise CorruptInput(f"{path} is a damaged registry hive (truncated: {size} bytes, "
+                           f"its header says {BASE_BLOCK.size + hbins})", hint="restore it from a backup")
 
 
 def _take_str(p) -> str:
@@ -345,6 +362,7 @@ class Hive:
         path = os.fspath(path)
         if os.path.isdir(path):
             raise InputError(f"{path} is a directory, not a registry hive")
+        _check_not_truncated(path)
         flags = lib.HIVEX_OPEN_WRITE if write else 0
         ffi.errno = 0
         h = lib.hivex_open(path.encode("utf-8", "surrogateescape"), flags)
