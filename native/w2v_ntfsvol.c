@@ -1039,9 +1039,9 @@ int w2v_ntfsvol_unlink(w2v_ntfsvol *v, const char *path)
 		path_free(&p);
 		return rc;
 	}
-	/* libntfs-3g needs the name as stored (the lookup ignored case), so
-	 * delete by the name of the entry found; ntfs_delete matches it in
-	 * any case through its own collation.  Both inodes are closed. */
+	/* The name may differ in case from the one stored: ntfs_delete looks
+	 * for an exact match first, then ignores case, and removes a DOS name
+	 * along with its long name.  It closes both inodes. */
 	if (ntfs_delete(v->vol, NULL, ni, dir, u, ulen))
 		rc = fail();
 	free(u);

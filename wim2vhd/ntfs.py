@@ -564,6 +564,24 @@ class NtfsVolume:
             done += len(chunk)
         return done
 
+    def copy_in(self, src: str | os.PathLike, dest: str) -> int:
+        """Copy a host file or directory tree into the volume at ``dest``
+        (merging into directories that exist, replacing files).  Host
+        symlinks are followed.  Returns the number of files written."""
+        src = os.fspath(src)
+        if not os.path.isdir(src):
+            try:
+                with open(src, "rb") as f:
+                    self.write_file(dest, f)
+            except OSError as e:
+                raise errors.from_oserror(e) from None
+            return 1
+        count = 0
+        self.mkdir(dest, parents=True, exist_ok=True)
+        for name in sorted(os.listdir(src)):
+            count += self.copy_in(os.path.join(src, name), f"{dest}\\{name}" if dest.strip("\\/") else name)
+        return count
+
     def remove_stream(self, path: str, name: str) -> None:
         _, lib = _lib()
         _raise_for(lib.w2v_ntfsvol_remove_stream(self._handle, _s(path), _s(name)),
