@@ -141,8 +141,8 @@ def test_attributes_and_times(tree, image):
     assert stamps.most_common(1)[0][1] == 1
     assert all(s[0].endswith("2019 UTC") for s in stamps)
     assert t["/"]["Creation Time"] == "Sat Dec 07 09:15:00 2019 UTC"
-    c, w, a, _ = (x for x in entry_times(0))
-    assert c < w < a
+    creation, write, access, change = entry_times(0)
+    assert creation < write < access and change > write
 
 
 BOOT_FILES = ["EFI/bootmgfw.efi", "EFI/bootmgr.efi", "EFI/memtest.efi", "EFI/en-US/bootmgfw.efi.mui",
