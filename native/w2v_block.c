@@ -21,7 +21,7 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 }
 
 /* pread that loops, and reads zeros past the end of the file (holes of a block allocated at the end). */
-static int64_t file_pread(int fd, void *buf, uint64_t count, uint64_t off)
+static int64_t file_pread_raw(int fd, void *buf, uint64_t count, uint64_t off)
 {
 	uint8_t *p = buf;
 	uint64_t done = 0;
@@ -41,7 +41,7 @@ static int64_t file_pread(int fd, void *buf, uint64_t count, uint64_t off)
 	return count;
 }
 
-static int64_t file_pwrite(int fd, const void *buf, uint64_t count, uint64_t off)
+int64_t w2v_file_pwrite_raw(int fd, const void *buf, uint64_t count, uint64_t off)
 {
 	const uint8_t *p = buf;
 	uint64_t done = 0;
@@ -57,6 +57,17 @@ static int64_t file_pwrite(int fd, const void *buf, uint64_t count, uint64_t off
 		done += r;
 	}
 	return count;
+}
+
+/* Reads see every queued write: the queue is drained first (reads of the file are rare: cache misses). */
+static int64_t disk_pread(w2v_disk *d, void *buf, uint64_t count, uint64_t off)
+{
+	if (d->writer) {
+		int r = w2v_writer_drain(d);
+		if (r < 0)
+			return r;
+	}
+	return file_pread_raw(d->p.fd, buf, count, off);
 }
 
 w2v_disk *w2v_disk_new(const struct w2v_params *p)
@@ -100,6 +111,7 @@ void w2v_disk_free(w2v_disk *d)
 	if (!d)
 		return;
 	w2v_cache_free(d);
+	w2v_writer_free(d);
 	if (d->bitmap)
 		for (uint64_t i = 0; i < d->n_blocks; i++)
 			free(d->bitmap[i]);
@@ -200,7 +212,7 @@ static uint8_t *get_bitmap(w2v_disk *d, uint64_t blk, int *err)
 	}
 	uint64_t off = bitmap_file_off(d, blk);
 	if (off) {
-		int64_t r = file_pread(d->p.fd, bm, d->p.bitmap_bytes, off);
+		int64_t r = disk_pread(d, bm, d->p.bitmap_bytes, off);
 		if (r < 0) {
 			free(bm);
 			*err = (int)r;
@@ -242,7 +254,7 @@ static int64_t read_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, uint8_t
 		return len;
 	case W2V_ST_PRESENT:
 		d->stats.file_reads++;
-		return file_pread(d->p.fd, buf, len, d->data_off[blk] + in_off);
+		return disk_pread(d, buf, len, d->data_off[blk] + in_off);
 	default: {
 		int err = 0;
 		uint8_t *bm = get_bitmap(d, blk, &err);
@@ -260,7 +272,7 @@ static int64_t read_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, uint8_t
 			int64_t r;
 			if (here) {
 				d->stats.file_reads++;
-				r = file_pread(d->p.fd, buf + (pos - in_off), run_end - pos, d->data_off[blk] + pos);
+				r = disk_pread(d, buf + (pos - in_off), run_end - pos, d->data_off[blk] + pos);
 			} else {
 				r = read_below(d, buf + (pos - in_off), run_end - pos, blk * d->p.block_size + pos);
 			}
@@ -280,7 +292,7 @@ int64_t w2v_xlate_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset)
 	count = MIN(count, d->p.virtual_size - offset);
 	if (!d->p.block_size) {
 		d->stats.file_reads++;
-		return file_pread(d->p.fd, buf, count, d->p.flat_offset + offset);
+		return disk_pread(d, buf, count, d->p.flat_offset + offset);
 	}
 	uint8_t *p = buf;
 	uint64_t done = 0;
@@ -359,7 +371,7 @@ static int alloc_block(w2v_disk *d, uint64_t blk, int partial)
 		if (!ones)
 			return -ENOMEM;
 		memset(ones, 0xff, lead);
-		int64_t r = file_pwrite(d->p.fd, ones, lead, off - lead);
+		int64_t r = w2v_file_pwrite(d, ones, lead, off - lead);
 		free(ones);
 		if (r < 0)
 			return (int)r;
@@ -380,7 +392,7 @@ static int fill_sector_from_below(w2v_disk *d, uint64_t blk, uint64_t sector)
 		return -ENOMEM;
 	int64_t r = read_below(d, tmp, ss, blk * d->p.block_size + sector * ss);
 	if (r >= 0)
-		r = file_pwrite(d->p.fd, tmp, ss, d->data_off[blk] + sector * ss);
+		r = w2v_file_pwrite(d, tmp, ss, d->data_off[blk] + sector * ss);
 	if (tmp != stackbuf)
 		free(tmp);
 	return r < 0 ? (int)r : 0;
@@ -417,7 +429,7 @@ static int64_t write_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, const 
 		    (r = fill_sector_from_below(d, blk, last)) < 0)
 			return r;
 		d->stats.file_writes++;
-		int64_t w = file_pwrite(d->p.fd, buf, len, d->data_off[blk] + in_off);
+		int64_t w = w2v_file_pwrite(d, buf, len, d->data_off[blk] + in_off);
 		if (w < 0)
 			return w;
 		for (uint64_t s = first; s <= last; s++)
@@ -429,7 +441,7 @@ static int64_t write_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, const 
 		return len;
 	}
 	d->stats.file_writes++;
-	return file_pwrite(d->p.fd, buf, len, d->data_off[blk] + in_off);
+	return w2v_file_pwrite(d, buf, len, d->data_off[blk] + in_off);
 }
 
 int64_t w2v_xlate_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset)
@@ -440,7 +452,7 @@ int64_t w2v_xlate_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 		return -ENOSPC;
 	if (!d->p.block_size) {
 		d->stats.file_writes++;
-		return file_pwrite(d->p.fd, buf, count, d->p.flat_offset + offset);
+		return w2v_file_pwrite(d, buf, count, d->p.flat_offset + offset);
 	}
 	const uint8_t *p = buf;
 	uint64_t done = 0;
@@ -494,7 +506,7 @@ static int flush_bitmaps(w2v_disk *d)
 		uint64_t off = bitmap_file_off(d, blk);
 		if (!off)
 			return -EIO;
-		int64_t r = file_pwrite(d->p.fd, d->bitmap[blk], d->p.bitmap_bytes, off);
+		int64_t r = w2v_file_pwrite(d, d->bitmap[blk], d->p.bitmap_bytes, off);
 		if (r < 0)
 			return (int)r;
 		d->bitmap_dirty[blk] = 0;
@@ -509,6 +521,8 @@ int w2v_flush(w2v_disk *d)
 	int r = d->cache ? w2v_cache_flush(d) : 0;
 	if (r == 0)
 		r = flush_bitmaps(d);
+	if (r == 0 && d->writer)
+		r = w2v_writer_drain(d);
 	pthread_mutex_unlock(&d->lock);
 	return r;
 }

@@ -6,6 +6,7 @@
 #include "w2v_block.h"
 
 struct w2v_cache;
+struct w2v_writer;
 
 struct w2v_disk {
 	struct w2v_params p;
@@ -22,6 +23,7 @@ struct w2v_disk {
 	uint64_t n_dirty_bitmaps;
 	w2v_disk *parent;
 	struct w2v_cache *cache;
+	struct w2v_writer *writer; /* background pwrite thread (w2v_writer.c), or NULL */
 	pthread_mutex_t lock;
 	struct w2v_stats stats;
 };
@@ -29,6 +31,11 @@ struct w2v_disk {
 /* Translation without the cache (w2v_block.c); the cache calls these. */
 int64_t w2v_xlate_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset);
 int64_t w2v_xlate_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset);
+
+/* File I/O of the translation layer: through the writer thread when there is one. */
+int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t off);
+int w2v_writer_drain(w2v_disk *d);      /* wait until queued writes are in the file; 0 or -errno */
+void w2v_writer_free(w2v_disk *d);
 
 /* The cache (w2v_cache.c); called with d->lock held. */
 int64_t w2v_cache_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset);

@@ -568,6 +568,7 @@ int w2v_ntfsvol_list_streams(w2v_ntfsvol *v, const char *path, char **out, size_
 /* Open (creating it when asked and missing) the file at path. */
 static int open_or_create_file(w2v_ntfsvol *v, const char *path, int create, ntfs_inode **out)
 {
+	*out = NULL;
 	struct w2v_path p;
 	int rc = path_split(path, &p);
 	if (rc)

@@ -33,7 +33,9 @@ DEFAULT_MIN_SIZE = 25 * GiB
 # $LogFile, bitmaps), so large blocks (Hyper-V's 32 MiB) leave many mostly-empty blocks allocated;
 # 2 MiB (VHD's only common size, and fine for Hyper-V's VHDX) keeps a dynamic disk close to its data.
 APPLY_BLOCK_SIZE = 2 * MiB
-DEFAULT_CACHE = 128 * MiB
+DEFAULT_CACHE = 96 * MiB
+# File writes queued for the writer thread, so that they overlap wimlib's decompression.
+WRITER_QUEUE = 32 * MiB
 
 
 def default_size(img: ImageInfo) -> int:
@@ -154,6 +156,7 @@ def apply(o: ApplyOptions, progress: Progress | None = None) -> dict[str, Any]:
                                       sector_size=o.sector_size)
                     if o.cache_size:
                         disk.set_cache(o.cache_size)
+                    disk.set_writer(WRITER_QUEUE)
                 with rep.stage("partition", progress):
                     partition.write_table(disk, plan)
                 with rep.stage("format", progress):

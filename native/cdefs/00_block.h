@@ -37,6 +37,7 @@ uint64_t w2v_next_data(w2v_disk *d, uint64_t offset, uint64_t *len);
 uint64_t w2v_allocated_bytes(w2v_disk *d);
 int64_t w2v_copy(w2v_disk *src, uint64_t src_off, w2v_disk *dst, uint64_t dst_off, uint64_t len);
 int w2v_cache_configure(w2v_disk *d, uint64_t bytes);
+int w2v_writer_configure(w2v_disk *d, uint64_t max_pending);
 struct w2v_stats {
 	uint64_t reads, writes, read_bytes, write_bytes;
 	uint64_t cache_hits, cache_misses, cache_writebacks;

@@ -155,6 +155,12 @@ class Disk:
         if r < 0:
             raise from_errno(r, f"{self.path}: cache")
 
+    def set_writer(self, max_pending: int) -> None:
+        """Queue file writes to a background thread, up to max_pending bytes (0 stops it)."""
+        r = lib.w2v_writer_configure(self._h, max_pending)
+        if r < 0:
+            raise from_errno(r, f"{self.path}: writer thread")
+
     def stats(self) -> dict[str, int]:
         s = ffi.new("struct w2v_stats *")
         lib.w2v_get_stats(self._h, s)

@@ -1,0 +1,161 @@
+/*
+ * The background writer: overlaps the file writes of block translation with
+ * the caller's work (wimlib's decompression, during apply).
+ *
+ * Writes are copied into a FIFO queue, bounded by max_pending bytes, and one
+ * thread pwrite()s them in order, then asks the kernel to start writing them
+ * back (sync_file_range), so that the final fsync has little left to do.
+ * Reads of the file drain the queue first, so they always see what was
+ * written.  The first error is kept and returned by the next call that waits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "w2v_block_int.h"
+
+int64_t w2v_file_pwrite_raw(int fd, const void *buf, uint64_t count, uint64_t off); /* w2v_block.c */
+
+struct job {
+	struct job *next;
+	uint64_t off, len;
+	uint8_t data[];
+};
+
+struct w2v_writer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t more, room;
+	struct job *head, *tail;
+	uint64_t pending, max_pending;
+	int busy, stop, error;
+	int fd;
+};
+
+static void *writer_main(void *arg)
+{
+	struct w2v_writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (!w->head && !w->stop)
+			pthread_cond_wait(&w->more, &w->lock);
+		if (!w->head && w->stop)
+			break;
+		struct job *j = w->head;
+		w->head = j->next;
+		if (!w->head)
+			w->tail = NULL;
+		w->busy = 1;
+		pthread_mutex_unlock(&w->lock);
+		int64_t r = w->error ? 0 : w2v_file_pwrite_raw(w->fd, j->data, j->len, j->off);
+		if (r >= 0 && j->len >= (1u << 20))
+			sync_file_range(w->fd, j->off, j->len, SYNC_FILE_RANGE_WRITE);
+		pthread_mutex_lock(&w->lock);
+		if (r < 0 && !w->error)
+			w->error = (int)-r;
+		w->pending -= j->len;
+		w->busy = 0;
+		free(j);
+		pthread_cond_broadcast(&w->room);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t off)
+{
+	struct w2v_writer *w = d->writer;
+	if (!w)
+		return w2v_file_pwrite_raw(d->p.fd, buf, count, off);
+	struct job *j = malloc(sizeof(*j) + count);
+	if (!j)
+		return -ENOMEM;
+	j->next = NULL;
+	j->off = off;
+	j->len = count;
+	memcpy(j->data, buf, count);
+	pthread_mutex_lock(&w->lock);
+	while (w->pending && w->pending + count > w->max_pending && !w->error)
+		pthread_cond_wait(&w->room, &w->lock);
+	int err = w->error;
+	if (!err) {
+		if (w->tail)
+			w->tail->next = j;
+		else
+			w->head = j;
+		w->tail = j;
+		w->pending += count;
+		pthread_cond_signal(&w->more);
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (err) {
+		free(j);
+		return -err;
+	}
+	return count;
+}
+
+int w2v_writer_drain(w2v_disk *d)
+{
+	struct w2v_writer *w = d->writer;
+	if (!w)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	while ((w->head || w->busy) && !w->error)
+		pthread_cond_wait(&w->room, &w->lock);
+	int err = w->error;
+	pthread_mutex_unlock(&w->lock);
+	return -err;
+}
+
+void w2v_writer_free(w2v_disk *d)
+{
+	struct w2v_writer *w = d->writer;
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stop = 1;
+	pthread_cond_signal(&w->more);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	for (struct job *j = w->head, *n; j; j = n) {
+		n = j->next;
+		free(j);
+	}
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->more);
+	pthread_cond_destroy(&w->room);
+	free(w);
+	d->writer = NULL;
+}
+
+int w2v_writer_configure(w2v_disk *d, uint64_t max_pending)
+{
+	pthread_mutex_lock(&d->lock);
+	int r = w2v_writer_drain(d);
+	w2v_writer_free(d);
+	if (max_pending) {
+		struct w2v_writer *w = calloc(1, sizeof(*w));
+		if (!w) {
+			r = r ? r : -ENOMEM;
+			goto out;
+		}
+		w->fd = d->p.fd;
+		w->max_pending = max_pending;
+		pthread_mutex_init(&w->lock, NULL);
+		pthread_cond_init(&w->more, NULL);
+		pthread_cond_init(&w->room, NULL);
+		if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+			free(w);
+			r = r ? r : -EAGAIN;
+			goto out;
+		}
+		d->writer = w;
+	}
+out:
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
