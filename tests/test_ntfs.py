@@ -402,6 +402,17 @@ def test_mount_errors_are_clear(tmp_path):
         NtfsVolume("w2v:63")  # nothing registered there
 
 
+def test_full_volume_is_no_space_and_stays_consistent(tmp_path):
+    small = mkntfs(tmp_path / "small.img", 8 << 20)
+    with NtfsVolume(small) as vol:
+        with pytest.raises(errors.NoSpace, match="No space left"):
+            vol.write_file("big", os.urandom(20 << 20))
+        vol.unlink("big")
+        vol.write_file("after", b"still works")
+    assert catbytes(small, "/after") == b"still works"
+    assert "processed successfully" in run("ntfsfix", "-n", small).stdout
+
+
 def test_path_errors_are_clear(img):
     with NtfsVolume(img) as vol:
         vol.write_file("file", b"")
