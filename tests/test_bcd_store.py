@@ -246,3 +246,42 @@ def test_add_vhd_entry_and_path_rules(tmp_path):
     with pytest.raises(InputError, match="no Windows Boot Manager"):
         add_vhd_entry(q, "\\x.vhdx")
     assert sha(q) == before
+
+
+def test_save_through_a_symlink_edits_the_store(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    p = real / "BCD"
+    with BcdStore.new_system_store("uefi") as st:
+        st.save(p)
+    link = tmp_path / "BCD"
+    link.symlink_to(p)
+    with BcdStore.open(link, write=True) as st:
+        st.object("{bootmgr}").set(E.TIMEOUT, 7)
+        st.save()
+    assert link.is_symlink()
+    with BcdStore.open(p) as st:
+        assert st.object("{bootmgr}").get(E.TIMEOUT) == 7
+    assert (real / "BCD.bak").exists()
+
+
+def test_bytes_round_trip(tmp_path):
+    with BcdStore.new_system_store("bios") as st:
+        g = st.add_os_loader("W", MbrPartition(0xDEADBEEF, 0x100000))
+        data = st.to_bytes()
+    assert data[:4] == b"regf"
+    with BcdStore.from_bytes(data) as st2:
+        assert st2.object(g).get(E.DESCRIPTION) == "W"
+        assert st2.resolve("{default}") == g
+    with pytest.raises(CorruptInput, match="^BCD is not a registry hive"):
+        BcdStore.from_bytes(b"nope" * 3000)
+    with pytest.raises(UnsupportedInput, match="^image:/EFI/BCD is a registry hive"):
+        h = Hive.new()
+        h.root.add_child("x")
+        BcdStore.from_bytes(_hive_bytes(h, tmp_path), name="image:/EFI/BCD")
+
+
+def _hive_bytes(h: Hive, tmp_path) -> bytes:
+    h.commit(tmp_path / "h")
+    h.close()
+    return (tmp_path / "h").read_bytes()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import secrets
 import struct
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from wim2vhd.boot.devices import Boot, Device, Locate, Vhd, decode_device, encod
 from wim2vhd.boot.elements import E, Format, ObjectType
 from wim2vhd.boot.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
 from wim2vhd.errors import (InputError, InternalError, OutputError, OutputExists, UnsupportedInput,
-                            UsageError, from_oserror)
+                            UsageError, Wim2VhdError, from_oserror)
 
 ELEMENT_VALUE = "Element"
 FIRMWARES = ("uefi", "bios")
@@ -355,6 +356,36 @@ class BcdStore:
             store.add_memdiag(device=dev, firmware=firmware, locale=locale)
         return store
 
+    @classmethod
+    def from_bytes(cls, data: bytes, *, write: bool = False, name: str = "BCD") -> "BcdStore":
+        """A store from bytes (e.g. read out of a disk image); save() needs a path."""
+        fd, tmp = tempfile.mkstemp(prefix="wim2vhd-bcd-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            # the same checks as open(); messages name the store, not the temporary file
+            try:
+                store = cls.open(tmp, write=write)
+            except Wim2VhdError as e:
+                raise type(e)(str(e).replace(tmp, name)) from None
+        finally:
+            os.unlink(tmp)  # hivex holds the data in memory (write) or a mapping (read)
+        store.path = None
+        store.hive.path = None
+        return store
+
+    def to_bytes(self) -> bytes:
+        """The whole store as a hive file's bytes (to copy into a disk image)."""
+        self._require_writable()
+        fd, tmp = tempfile.mkstemp(prefix="wim2vhd-bcd-")
+        os.close(fd)
+        try:
+            self.hive.commit(tmp)
+            with open(tmp, "rb") as f:
+                return f.read()
+        finally:
+            os.unlink(tmp)
+
     def close(self) -> None:
         self.hive.close()
 
@@ -595,7 +626,9 @@ class BcdStore:
         if target is None:
             raise InternalError("a new BCD store needs a path to save to")
         target = os.path.abspath(target)
-        same = self.path is not None and os.path.abspath(self.path) == target
+        if os.path.islink(target):
+            target = os.path.realpath(target)  # edit the store, not the link to it
+        same = self.path is not None and os.path.realpath(self.path) == os.path.realpath(target)
         if overwrite is None:
             overwrite = same
         if os.path.lexists(target) and not overwrite:

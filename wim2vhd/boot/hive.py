@@ -127,7 +127,11 @@ def _raise(what: str, path: str | None = None, err: int | None = None) -> None:
                 magic = b""
             if magic != b"regf":
                 raise CorruptInput(f"{path} is not a registry hive")
-            raise CorruptInput(f"{path} is a damaged registry hive ({os.strerror(code)})",
+            # hivex says EINVAL for a short file or a bad header checksum,
+            # ENOTSUP for a bad version, hbin or cell; its own text goes nowhere.
+            reason = {_errno.EINVAL: "too short, or a bad header checksum",
+                      _errno.ENOTSUP: "bad version, hbin or cell"}.get(code, "unreadable structure")
+            raise CorruptInput(f"{path} is a damaged registry hive ({reason})",
                                hint="restore it from a backup")
         raise from_errno(code or _errno.EIO, path)
     where = f" in {path}" if path else ""

@@ -187,7 +187,10 @@ def empty_hive(root_name: str = "NewStoreRoot", timestamp: int = 0) -> bytes:
 
     fields = dict(
         magic=b"regf", sequence1=1, sequence2=1, timestamp=timestamp,
-        major=1, minor=3,  # what Windows uses for BCD stores
+        # Windows writes BCD stores as 1.3 with "lf" leaves; hivex adds "lh"
+        # (hash) leaves, which format 1.5 introduced and every Windows since XP
+        # reads (bootmgr and winload read the 1.5 SYSTEM hive with the same code).
+        major=1, minor=5,
         file_type=0, file_format=1, root_cell=root_off, hbins_size=PAGE,
         clustering=1, file_name=b"", checksum=0,
     )
