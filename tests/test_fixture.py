@@ -246,3 +246,15 @@ def test_cli_errors_leave_nothing(tmp_path):
             text=True)
     assert p.returncode == 4 and len(p.stderr.strip().splitlines()) == 1 and "does not exist" in p.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("starter", ["project", "fallback"])
+def test_hive_builder_with_either_empty_hive(tmp_path, starter):
+    from fixtures.hives import SYSTEM, build_hive, default_empty_hive, minimal_empty_hive
+
+    data = build_hive(SYSTEM, "ROOT", empty_hive=default_empty_hive if starter == "project" else minimal_empty_hive)
+    path = tmp_path / "SYSTEM"
+    path.write_bytes(data)
+    assert run("hivexget", path, "Select", "Current", text=True).stdout.strip() == "1"
+    assert run("hivexget", path, "ControlSet001\\Control\\ProductOptions", "ProductType",
+               text=True).stdout.strip() == "WinNT"
