@@ -7,9 +7,11 @@ import subprocess
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from wim2vhd.boot import elements as el
-from wim2vhd.boot.bcd import (BcdStore, RawValue, add_vhd_entry, create_store_file, describe,
+from wim2vhd.boot.bcd import (BcdStore, RawValue, add_vhd_entry, create_store_file, describe, encode_element,
                               normalize_windows_path, parse_object_id, render_text)
 from wim2vhd.boot.devices import Boot, GptPartition, MbrPartition, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E
@@ -285,3 +287,39 @@ def _hive_bytes(h: Hive, tmp_path) -> bytes:
     h.commit(tmp_path / "h")
     h.close()
     return (tmp_path / "h").read_bytes()
+
+
+_values = {
+    0x12000004: hst.text(hst.characters(min_codepoint=1, max_codepoint=0xD7FF), max_size=300),
+    0x24000001: hst.lists(hst.uuids(), max_size=8),
+    0x25000004: hst.integers(0, 2**64 - 1),
+    0x16000009: hst.booleans(),
+    0x17000077: hst.lists(hst.integers(0, 2**64 - 1), max_size=8),
+    0x23000003: hst.uuids(),
+    0x11000001: hst.builds(lambda s, o: MbrPartition(s, o), hst.integers(0, 2**32 - 1), hst.integers(0, 2**64 - 1)),
+}
+
+
+@settings(max_examples=30, deadline=None)
+@given(hst.dictionaries(hst.sampled_from(sorted(_values)), hst.none(), min_size=1).flatmap(
+    lambda d: hst.fixed_dictionaries({k: _values[k] for k in d})))
+def test_any_elements_written_are_read_back_by_regipy(tmp_path_factory, elements):
+    out = tmp_path_factory.mktemp("s") / "BCD"
+    with BcdStore.new() as st_:
+        o = st_.add_object(0x10100002, el.BOOTMGR)
+        for e, v in elements.items():
+            o.set(e, v)
+        st_.save(out)
+    got = regipy_store(out)[BOOTMGR]["elements"]
+    assert set(got) == {f"{e:08x}" for e in elements}
+    for e, v in elements.items():
+        enc = encode_element(e, v)
+        rtype, rval = got[f"{e:08x}"]
+        if enc.type == RegType.BINARY:
+            assert rval == enc.data
+        elif enc.type == RegType.MULTI_SZ:
+            assert [x.lower() for x in rval] == ["{%s}" % g for g in v]
+        else:
+            assert rval == enc.data[:-2].decode("utf-16-le")
+    with BcdStore.open(out) as back:
+        assert back.object(el.BOOTMGR).elements() == elements
