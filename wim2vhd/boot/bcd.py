@@ -28,11 +28,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from wim2vhd.atomic import AtomicOutput
 from wim2vhd.boot import elements as el
 from wim2vhd.boot.devices import Boot, Device, Locate, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E, Format, ObjectType
 from wim2vhd.boot.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
-from wim2vhd.errors import (InputError, InternalError, OutputError, OutputExists, UnsupportedInput,
+from wim2vhd.errors import (InputError, InternalError, OutputExists, UnsupportedInput,
                             UsageError, Wim2VhdError, from_oserror)
 
 ELEMENT_VALUE = "Element"
@@ -631,36 +632,18 @@ class BcdStore:
         same = self.path is not None and os.path.realpath(self.path) == os.path.realpath(target)
         if overwrite is None:
             overwrite = same
-        if os.path.lexists(target) and not overwrite:
-            raise OutputExists(f"{target} exists: use --force to replace it")
-        if os.path.isdir(target):
-            raise OutputError(f"cannot write {target}: it is a directory")
-        d = os.path.dirname(target)
-        if not os.path.isdir(d):
-            raise OutputError(f"cannot write {target}: directory {d} does not exist")
-        tmp = os.path.join(d, f".{os.path.basename(target)}.{secrets.token_hex(4)}.tmp")
         try:
-            self.hive.commit(tmp)
-            try:
+            with AtomicOutput(target, force=overwrite) as out:
+                self.hive.commit(out.temp)
                 if os.path.exists(target):
-                    os.chmod(tmp, os.stat(target).st_mode & 0o7777)
-                _fsync_file(tmp)
-            except OSError as e:
-                raise from_oserror(e, tmp) from None
-            with BcdStore.open(tmp):  # read it back through the same checks as any store
-                pass
-            if os.path.exists(target) and backup:
-                _replace_backup(target)
-            os.replace(tmp, target)
-            _fsync_dir(d)
+                    os.chmod(out.temp, os.stat(target).st_mode & 0o7777)
+                with BcdStore.open(out.temp):  # read it back through the checks any store gets
+                    pass
+                if os.path.exists(target) and backup:
+                    _replace_backup(target)
+                out.commit()  # fsync, rename over the target, fsync the directory
         except OSError as e:
             raise from_oserror(e, target) from None
-        finally:
-            if os.path.lexists(tmp):
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
         if path is not None and self.path is None:
             self.path = target
         return target
@@ -671,31 +654,10 @@ def _check_firmware(fw: str) -> None:
         raise UsageError(f"firmware must be uefi or bios, not {fw!r}")
 
 
-def _fsync_file(p: str) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(d: str) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _replace_backup(target: str) -> None:
     """TARGET.bak := the current TARGET (a hard link when possible), atomically."""
     bak = target + ".bak"
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(bak)}.{secrets.token_hex(4)}.tmp")
+    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(bak)}.{secrets.token_hex(4)}.w2v-tmp")
     try:
         try:
             os.link(target, tmp)
