@@ -177,11 +177,14 @@ def test_mismatched_registry_types_stay_raw():
         assert format_value(e, d) == ["hex:" + v.data.hex()]
 
 
-def test_double_nul_string_round_trips():
-    v = Value("Element", RegType.SZ, "\\EFI\\x.efi\0\0".encode("utf-16-le"))
+@pytest.mark.parametrize("tail", [b"\0\0", b"\xc2\x01", b"x\0y\0\0\0"])
+def test_strings_with_bytes_after_the_nul_round_trip(tail):
+    # Windows wrote both: a doubled NUL (windeploy-BCD-efi) and leftovers of an older value
+    v = Value("Element", RegType.SZ, "\\EFI\\x.efi\0".encode("utf-16-le") + tail)
     d = decode_element(0x12000002, v)
     assert d == "\\EFI\\x.efi" and isinstance(d, PaddedStr)
     assert encode_element(0x12000002, d) == v
+    assert format_value(0x12000002, d) == ["\\EFI\\x.efi"]
 
 
 def test_element_names_and_values():

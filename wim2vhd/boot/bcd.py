@@ -65,15 +65,15 @@ class RawValue:
 
 
 class PaddedStr(str):
-    """A string element stored with more than one terminating NUL (Windows
-    sometimes writes two); the extra NULs are kept so the value re-encodes
-    to the same bytes, and never shown."""
+    """A string element with bytes after its terminating NUL: Windows sometimes
+    writes a second NUL, or leftovers of an older value.  The text is the
+    string; `tail` is kept so the value re-encodes to the same bytes."""
 
-    extra_nuls: int = 0
+    tail: bytes = b""
 
-    def __new__(cls, text: str, extra_nuls: int):
+    def __new__(cls, text: str, tail: bytes):
         s = super().__new__(cls, text)
-        s.extra_nuls = extra_nuls
+        s.tail = tail
         return s
 
 
@@ -102,8 +102,8 @@ def encode_element(element: int, value: ElementValue) -> Value:
     if fmt == Format.STRING:
         if not isinstance(value, str):
             raise TypeError(f"element {element:08x} holds a string, not {value!r}")
-        pad = "\0" * value.extra_nuls if isinstance(value, PaddedStr) else ""
-        return Value(ELEMENT_VALUE, RegType.SZ, encode_sz(value + pad))
+        tail = value.tail if isinstance(value, PaddedStr) else b""
+        return Value(ELEMENT_VALUE, RegType.SZ, encode_sz(value) + tail)
     if fmt == Format.OBJECT:
         return Value(ELEMENT_VALUE, RegType.SZ, encode_sz(_guid_text(_as_uuid(value))))
     if fmt == Format.OBJECT_LIST:
@@ -131,9 +131,7 @@ def decode_element(element: int, value: Value) -> ElementValue:
         if fmt == Format.DEVICE and t == RegType.BINARY:
             out = decode_device(data)
         elif fmt == Format.STRING and t == RegType.SZ:
-            text = decode_sz(data)
-            stripped = text.rstrip("\0")
-            out = PaddedStr(stripped, len(text) - len(stripped)) if stripped != text else text
+            out = _decode_string(data)
         elif fmt == Format.OBJECT and t == RegType.SZ:
             out = _parse_guid(decode_sz(data))
         elif fmt == Format.OBJECT_LIST and t == RegType.MULTI_SZ:
@@ -149,6 +147,18 @@ def decode_element(element: int, value: Value) -> ElementValue:
     if out is None or encode_element(element, out).data != data:
         return RawValue(int(t), data)
     return out
+
+
+def _decode_string(data: bytes) -> str:
+    """REG_SZ text up to its first NUL; anything after it rides along as a PaddedStr tail."""
+    if len(data) % 2:
+        raise ValueError("odd-length UTF-16")
+    for i in range(0, len(data), 2):
+        if data[i:i + 2] == b"\0\0":
+            text = data[:i].decode("utf-16-le")
+            tail = data[i + 2:]
+            return PaddedStr(text, tail) if tail else text
+    raise ValueError("no NUL terminator")
 
 
 def _as_uuid(v) -> uuid.UUID:
