@@ -323,3 +323,22 @@ def test_any_elements_written_are_read_back_by_regipy(tmp_path_factory, elements
             assert rval == enc.data[:-2].decode("utf-16-le")
     with BcdStore.open(out) as back:
         assert back.object(el.BOOTMGR).elements() == elements
+
+
+@settings(max_examples=60, deadline=None)
+@given(hst.sampled_from(["windeploy-BCD", "pybcd-BCDTest"]),
+       hst.lists(hst.tuples(hst.integers(0x1000, 0x3FFF), hst.integers(0, 255)), min_size=1, max_size=16))
+def test_damaged_stores_give_one_clean_error(tmp_path_factory, name, flips):
+    """Random damage past the header: the store reads, or a one-line input error; never a crash."""
+    data = bytearray(ref(name).read_bytes())
+    for pos, byte in flips:
+        data[pos % len(data)] = byte
+    p = tmp_path_factory.mktemp("f") / "BCD"
+    p.write_bytes(bytes(data))
+    try:
+        with BcdStore.open(p, write=True) as st_:
+            render_text(describe(st_))
+    except (CorruptInput, UnsupportedInput) as e:
+        assert "\n" not in str(e)
+        assert str(p) in str(e)
+    assert p.read_bytes() == bytes(data)

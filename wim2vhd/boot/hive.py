@@ -134,14 +134,25 @@ def _raise(what: str, path: str | None = None, err: int | None = None) -> None:
             raise CorruptInput(f"{path} is a damaged registry hive ({reason})",
                                hint="restore it from a backup")
         raise from_errno(code or _errno.EIO, path)
-    where = f" in {path}" if path else ""
-    if code in (_errno.EFAULT, _errno.ENOTSUP, _errno.ERANGE, _errno.ELOOP, _errno.EINVAL):
-        raise CorruptInput(f"registry hive{where} is damaged: {what} failed ({os.strerror(code)})")
+    name = path or "the registry hive"
+    if code in _DAMAGE:
+        raise CorruptInput(f"{name} is a damaged registry hive ({_DAMAGE[code]}, found while {what})",
+                           hint="restore it from a backup")
     if code == _errno.EROFS:
-        raise InternalError(f"registry hive{where} was opened read-only: cannot {what}")
+        raise InternalError(f"{name} was opened read-only: cannot {what}")
     if code == _errno.ENOMEM:
-        raise EnvironmentFault(f"out of memory while {what}{where}")
-    raise EnvironmentFault(f"hivex: {what}{where} failed: {os.strerror(code) if code else 'unknown error'}")
+        raise EnvironmentFault(f"out of memory while {what} in {name}")
+    raise EnvironmentFault(f"hivex failed while {what} in {name}: {os.strerror(code) if code else 'unknown error'}")
+
+
+# What hivex's errno means when it walks a damaged hive.
+_DAMAGE = {
+    _errno.EFAULT: "a cell points outside the hive",
+    _errno.ERANGE: "a length is out of range",
+    _errno.ENOTSUP: "a cell of an unknown kind",
+    _errno.EINVAL: "an inconsistent cell",
+    _errno.ELOOP: "a loop in the key tree",
+}
 
 
 def _check_not_truncated(path: str) -> None:
