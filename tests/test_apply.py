@@ -1,0 +1,221 @@
+"""`wim2vhd apply` end to end, checked with readers nobody here wrote."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import W2V, leftovers, run, w2v
+from wim2vhd.disk import open_disk
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="session")
+def fixture_wim(tmp_path_factory):
+    from fixtures.build import build_fixture_wim
+    d = tmp_path_factory.mktemp("wim")
+    return str(build_fixture_wim(d / "fixture.wim"))
+
+
+def to_raw(disk, tmp):
+    raw = tmp / (os.path.basename(disk) + ".raw")
+    fmt = {".vhd": "vpc", ".vhdx": "vhdx"}.get(os.path.splitext(disk)[1], "raw")
+    run("qemu-img", "convert", "-f", fmt, "-O", "raw", disk, raw)
+    return raw
+
+
+def extract_partition(raw, part, tmp, name):
+    out = tmp / name
+    with open(raw, "rb") as f, open(out, "wb") as g:
+        f.seek(part["start"] * 512)
+        left = part["size"] * 512
+        while left:
+            b = f.read(min(left, 8 * MiB))
+            g.write(b)
+            left -= len(b)
+    return out
+
+
+def sfdisk(raw):
+    return json.loads(run("sfdisk", "--json", raw).stdout)["partitiontable"]
+
+
+def test_info_lists_both_editions(fixture_wim):
+    out = json.loads(w2v("info", fixture_wim, "--json").stdout)
+    assert [i["index"] for i in out["images"]] == [1, 2]
+    assert all(i["architecture"] == "x64" for i in out["images"])
+    assert out["images"][0]["edition"] != out["images"][1]["edition"]
+
+
+@pytest.mark.parametrize("ext,kind", [(".vhdx", "dynamic"), (".vhd", "fixed")])
+def test_apply_uefi_checked_by_real_readers(fixture_wim, tmp, ext, kind):
+    out = tmp / f"w{ext}"
+    res = json.loads(w2v("apply", fixture_wim, out, "--index", "2", "--size", "3G", "--type", kind,
+                         "--seed", "t1", "--json").stdout)
+    assert list(res["stages"]) == ["create", "partition", "format", "apply", "boot", "finalize"]
+    assert not leftovers(tmp)
+    if ext == ".vhdx":
+        assert "No errors" in run("qemu-img", "check", out).stdout
+    raw = to_raw(out, tmp)
+    assert "No problems found" in run("sgdisk", "-v", raw).stdout
+    pt = sfdisk(raw)
+    assert pt["label"] == "gpt"
+    types = [p["type"] for p in pt["partitions"]]
+    assert types == ["C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "E3C9E316-0B5C-4DB8-817D-F92DF00215AE",
+                     "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"]
+    assert all(p["start"] % 2048 == 0 for p in pt["partitions"])
+    esp = extract_partition(raw, pt["partitions"][0], tmp, "esp.img")
+    run("fsck.fat", "-n", esp)
+    ntfs = extract_partition(raw, pt["partitions"][2], tmp, "ntfs.img")
+    assert "processed successfully" in run("ntfsfix", "-n", ntfs).stdout
+    ls = run("ntfsls", ntfs, "-p", "/Windows/System32").stdout.split()
+    assert "ntoskrnl.exe" in ls
+    # the boot sector has what booting needs: hidden sectors = partition start, 255 heads, 63 sectors
+    boot = ntfs.read_bytes()[:512]
+    assert int.from_bytes(boot[0x1C:0x20], "little") == pt["partitions"][2]["start"]
+    assert int.from_bytes(boot[0x1A:0x1C], "little") == 255 and int.from_bytes(boot[0x18:0x1A], "little") == 63
+    # reproducible IDs with --seed
+    assert res["layout"]["disk_guid"] == pt["id"].lower()
+
+
+def _stream_ids(streams):
+    return {name: (f.get("Hash"), f.get("Uncompressed size")) for name, f in streams.items()}
+
+
+def test_metadata_round_trip(fixture_wim, tmp):
+    """Capture the applied volume with wimlib (NTFS-3G mode) and compare wimdir --detailed, file by file."""
+    from fixtures.wimdir import wimdir_detailed
+    out = tmp / "rt.vhdx"
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "3G", "--layout", "native", "--no-boot")
+    raw = to_raw(out, tmp)
+    pt = sfdisk(raw)
+    part = extract_partition(raw, pt["partitions"][0], tmp, "win.img")
+    run("wimcapture", part, tmp / "back.wim", "back")  # wimlib's own capture, from the raw partition
+    src, back = wimdir_detailed(fixture_wim, 1), wimdir_detailed(str(tmp / "back.wim"), 1)
+    ignore = {"Index", "Subdir Count", "Link Group ID"}  # bookkeeping; link groups are compared below
+    skip_paths = {"/System Volume Information"}
+    assert set(src) == set(p for p in back if not any(p.startswith(s) for s in skip_paths))
+    checked = 0
+    for path, e in src.items():
+        b = back[path]
+        for k, v in e.items():
+            if k in ignore:
+                continue
+            if k == "streams":  # compare the data, not where it sits in each WIM
+                v, bv = _stream_ids(v), _stream_ids(b.get(k, {}))
+                assert bv == v, f"{path}: streams {v} != {bv}"
+                continue
+            assert b.get(k) == v, f"{path}: {k}: {v!r} != {b.get(k)!r}"
+        checked += 1
+    assert checked > 50
+
+    def groups(entries):
+        g = {}
+        for p, e in entries.items():
+            if "Link Group ID" in e:
+                g.setdefault(e["Link Group ID"], set()).add(p)
+        return sorted(sorted(v) for v in g.values() if len(v) > 1)
+    assert groups(src) == groups(back) and groups(src), "hard links must stay hard links"
+    # the fixture carries each kind of metadata; make sure they were compared
+    kinds = {k for e in src.values() for k in e}
+    assert {"Security Descriptor", "Attributes", "Short Name", "Link Count"} <= kinds
+
+
+def test_apply_bios_layout(fixture_wim, tmp):
+    out = tmp / "b.vhd"
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "2G", "--layout", "bios")
+    raw = to_raw(out, tmp)
+    pt = sfdisk(raw)
+    assert pt["label"] == "dos" and len(pt["partitions"]) == 1
+    assert pt["partitions"][0]["type"] == "7" and pt["partitions"][0].get("bootable")
+
+
+def test_apply_native_mbr(fixture_wim, tmp):
+    out = tmp / "n.vhdx"
+    w2v("apply", fixture_wim, out, "--name", "Windows 10 Pro" if False else json.loads(
+        w2v("info", fixture_wim, "--json").stdout)["images"][0]["name"],
+        "--size", "2G", "--layout", "native", "--mbr", "--no-boot")
+    pt = sfdisk(to_raw(out, tmp))
+    assert pt["label"] == "dos" and len(pt["partitions"]) == 1
+
+
+def test_capture_back_through_native_layer(fixture_wim, tmp):
+    from fixtures.wimdir import wimdir_detailed
+    out = tmp / "c.vhdx"
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "3G", "--no-boot")
+    w2v("disk", "diff", out, tmp / "child.vhdx")
+    res = json.loads(w2v("capture", tmp / "child.vhdx", tmp / "cap.wim", "--name", "cap", "--json").stdout)
+    assert res["partition"] == 3
+    a, b = wimdir_detailed(fixture_wim, 1), wimdir_detailed(str(tmp / "cap.wim"), 1)
+    for path, e in a.items():
+        assert b[path].get("Security Descriptor") == e.get("Security Descriptor"), path
+        assert _stream_ids(b[path]["streams"]) == _stream_ids(e["streams"]), path
+
+
+# ---- bad input and interruption -----------------------------------------------
+
+def _fails(args, code, words, tmp, out):
+    p = w2v(*args, check=False)
+    assert p.returncode == code, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0, p.stderr
+    assert words in p.stderr, p.stderr
+    assert not os.path.exists(out) and not leftovers(tmp)
+
+
+def test_bad_inputs(fixture_wim, tmp):
+    out = tmp / "o.vhdx"
+    _fails(["apply", fixture_wim, out, "--index", "7"], 3, "images: 1:", tmp, out)
+    _fails(["apply", fixture_wim, out, "--name", "nope"], 3, "no image named", tmp, out)
+    _fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 4, "", tmp, out)
+    data = open(fixture_wim, "rb").read()
+    (tmp / "trunc.wim").write_bytes(data[:len(data) // 2])
+    _fails(["apply", tmp / "trunc.wim", out, "--index", "1", "--size", "2G"], 3, "trunc.wim", tmp, out)
+    (tmp / "junk.wim").write_bytes(b"this is not a wim" * 100)
+    _fails(["apply", tmp / "junk.wim", out], 3, "", tmp, out)
+    _fails(["apply", tmp / "missing.wim", out], 3, "no such file", tmp, out)
+    out.write_bytes(b"keep me")
+    p = w2v("apply", fixture_wim, out, "--index", "1", check=False)
+    assert p.returncode == 4 and "--force" in p.stderr and out.read_bytes() == b"keep me"
+
+
+def test_sigterm_leaves_nothing(tmp):
+    # A WIM big enough that apply is still running when the signal comes.
+    src = tmp / "src"
+    src.mkdir()
+    for i in range(300):
+        (src / f"f{i}").write_bytes(os.urandom(64 * 1024))
+    run("wimcapture", src, tmp / "big.wim", "big", "--compress=none")
+    out = tmp / "sig.vhdx"
+    p = subprocess.Popen([W2V, "apply", tmp / "big.wim", out, "--size", "2G"], stderr=subprocess.PIPE)
+    time.sleep(0.6)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=60)
+    assert p.returncode != 0
+    assert not out.exists() and not leftovers(tmp)
+
+
+def test_no_privileges_needed(fixture_wim):
+    """Apply as an unprivileged user with every capability dropped and no_new_privs set: no mount, loop
+    device or FUSE (fusermount is setuid, which no_new_privs disables) can be used."""
+    import tempfile
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv missing")
+    d = tempfile.mkdtemp(prefix="w2v-np-", dir="/tmp")
+    try:
+        os.chmod(d, 0o777)
+        wim = os.path.join(d, "f.wim")
+        shutil.copy(fixture_wim, wim)
+        os.chmod(wim, 0o644)
+        out = os.path.join(d, "np.vhdx")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+               "--bounding-set=-all", "--no-new-privs", W2V, "apply", wim, out, "--index", "1", "--size", "2G"]
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HOME": d})
+        assert p.returncode == 0, p.stderr
+        assert os.stat(out).st_uid == 65534
+        assert "No errors" in run("qemu-img", "check", out).stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

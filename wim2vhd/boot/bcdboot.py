@@ -1,0 +1,179 @@
+"""The boot stage of apply: what bcdboot does, from Linux.
+
+- Boot files come from the applied volume's \\Windows\\Boot.
+  UEFI: EFI\\* (with the locale folders), Fonts and Resources go to the ESP's
+  \\EFI\\Microsoft\\Boot, and bootmgfw.efi also to the fallback \\EFI\\Boot\\bootx64.efi.
+  BIOS: PCAT\\bootmgr and BOOTNXT go to the root of the system (here: Windows)
+  partition, PCAT\\* with Fonts and Resources to \\Boot.
+- The store (\\EFI\\Microsoft\\Boot\\BCD or \\Boot\\BCD) starts from the image's
+  \\Windows\\System32\\config\\BCD-Template, keeping its objects, or from an
+  empty store; then {bootmgr}, a Windows Boot Loader with its resume object,
+  and {memdiag} when the image has memtest.
+- Devices default to `locate`, as `bcdedit /set {default} device locate`
+  writes them and Convert-WindowsImage does, so the disk keeps booting as a
+  differencing child or under a new disk signature.  bcd_devices="partition"
+  writes fully qualified partition devices instead.
+- BIOS boot code: GRUB's i386-pc images in the MBR and the gap after it
+  (wim2vhd.boot.biosboot), or the user's own MBR code.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from wim2vhd.boot import devices as dv
+from wim2vhd.boot.bcd import BcdStore
+from wim2vhd.boot.elements import E
+from wim2vhd.boot.hive import Value
+from wim2vhd.errors import InputError, UsageError
+
+BOOT = "Windows\\Boot"
+TEMPLATE = "Windows\\System32\\config\\BCD-Template"
+# bcdboot marks the BIOS boot files hidden and system (bootmgr read-only too).
+ATTR_RO, ATTR_HIDDEN, ATTR_SYSTEM, ATTR_ARCHIVE = 0x1, 0x2, 0x4, 0x20
+
+
+def _tree(vol, top: str) -> dict[str, bytes]:
+    """Every file under top in the volume: {relative path with '/': contents}."""
+    out: dict[str, bytes] = {}
+    if not vol.is_dir(top):
+        return out
+    base = top.replace("\\", "/").strip("/")
+    for d, _dirs, files in vol.walk(top):
+        rel_dir = d.replace("\\", "/").strip("/")[len(base):].strip("/")
+        for f in files:
+            rel = f"{rel_dir}/{f}" if rel_dir else f
+            out[rel] = vol.read_file(f"{d}\\{f}" if d else f)
+    return out
+
+
+def _devices(o, plan, firmware: str) -> dict[str, dv.Device]:
+    """The devices of {bootmgr} and of the loader, for --bcd-devices."""
+    win = plan.role("windows")
+    sysp = plan.role("esp") if firmware == "uefi" else win
+    if o.bcd_devices == "partition":
+        if plan.scheme == "gpt":
+            disk = uuid.UUID(plan.disk_guid)
+            sys_dev = dv.GptPartition(disk, uuid.UUID(sysp.guid))
+            win_dev = dv.GptPartition(disk, uuid.UUID(win.guid))
+        else:
+            sys_dev = dv.MbrPartition(plan.disk_signature, sysp.start)
+            win_dev = dv.MbrPartition(plan.disk_signature, win.start)
+        return {"bootmgr": sys_dev, "device": win_dev, "osdevice": win_dev}
+    # `locate`: found at boot by the element's own path (bcdedit writes locate=custom:12000002 for
+    # device and locate=custom:22000002 for osdevice); {bootmgr} is where bootmgr was loaded from.
+    return {"bootmgr": dv.Boot(), "device": dv.Locate.by_element(E.PATH),
+            "osdevice": dv.Locate.by_element(E.SYSTEMROOT)}
+
+
+def build_store(template: bytes | None, firmware: str, description: str, devs: dict[str, dv.Device], *,
+                locale: str, memdiag: bool) -> BcdStore:
+    """The system store: the template's objects, then what bcdboot adds."""
+    if template:
+        store = BcdStore.from_bytes(template, write=True, name="BCD-Template")
+        # The template becomes the system store: Windows loads it as BCD00000000, marked System.
+        desc = store.hive.root.ensure_child("Description")
+        desc.set_value(Value.sz("KeyName", "BCD00000000"))
+        desc.set_value(Value.dword("System", 1))
+    else:
+        store = BcdStore.new(system=True)
+    store.add_settings()
+    bm = store.find("{bootmgr}")
+    if bm is None:
+        store.add_boot_manager(firmware=firmware, device=devs["bootmgr"], locale=locale)
+    else:
+        bm.set(E.DEVICE, devs["bootmgr"])
+        from wim2vhd.boot.bcd import BOOTMGR_PATH
+        if BOOTMGR_PATH[firmware]:
+            bm.set(E.PATH, BOOTMGR_PATH[firmware])
+        bm.set(E.LOCALE, locale)
+    if memdiag and store.find("{memdiag}") is None:
+        store.add_memdiag(device=devs["bootmgr"], firmware=firmware, locale=locale)
+    store.add_os_loader(description, devs["device"], devs["osdevice"], firmware=firmware, locale=locale,
+                        default=True)
+    return store
+
+
+def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[str, Any]:
+    """Run the boot stage on an applied disk; returns what it did, for the summary."""
+    from wim2vhd import fsformat
+    from wim2vhd.apply import NtfsWindow
+    from wim2vhd.ntfs import NtfsVolume
+
+    if o.layout == "native":
+        # A native-boot VHD(X) is started by the host's boot manager: see `wim2vhd bcd add-vhd`.
+        return {"firmware": None, "note": "native layout: add the disk to a host's store with `wim2vhd bcd add-vhd`"}
+    firmware = "uefi" if o.layout == "uefi" else "bios"
+    win = plan.role("windows")
+    devs = _devices(o, plan, firmware)
+    description = img.display_name or img.name or "Windows"
+    with NtfsWindow(disk, win.start, win.size) as dev, NtfsVolume(dev) as vol:
+        if not vol.is_dir(BOOT):
+            raise InputError(f"image {index} has no \\{BOOT}: it cannot be made bootable (use --no-boot)")
+        template = vol.read_file(TEMPLATE) if vol.exists(TEMPLATE) else None
+        fonts = _tree(vol, BOOT + "\\Fonts")
+        resources = _tree(vol, BOOT + "\\Resources")
+        if firmware == "uefi":
+            efi = _tree(vol, BOOT + "\\EFI")
+            if "bootmgfw.efi" not in efi:
+                raise InputError(f"image {index} has no \\{BOOT}\\EFI\\bootmgfw.efi: it cannot boot on UEFI")
+            memdiag = "memtest.efi" in efi
+        else:
+            pcat = _tree(vol, BOOT + "\\PCAT")
+            if "bootmgr" not in pcat:
+                raise InputError(f"image {index} has no \\{BOOT}\\PCAT\\bootmgr: it cannot boot on BIOS")
+            memdiag = "memtest.exe" in pcat
+        store = build_store(template, firmware, description, devs, locale=o.locale, memdiag=memdiag)
+        try:
+            bcd = store.to_bytes()
+        finally:
+            store.close()
+
+        if firmware == "bios":
+            # bcdboot's BIOS layout: \bootmgr and \BOOTNXT at the root, the rest under \Boot.
+            vol.write_file("bootmgr", pcat.pop("bootmgr"))
+            vol.set_attributes("bootmgr", ATTR_RO | ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
+            if "BOOTNXT" in pcat:
+                vol.write_file("BOOTNXT", pcat.pop("BOOTNXT"))
+                vol.set_attributes("BOOTNXT", ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
+            vol.mkdir("Boot", exist_ok=True)
+            tree = dict(pcat)
+            tree.update({f"Fonts/{k}": v for k, v in fonts.items()})
+            tree.update({f"Resources/{k}": v for k, v in resources.items()})
+            tree["BCD"] = bcd
+            for rel, data in sorted(tree.items()):
+                parts = rel.split("/")
+                if len(parts) > 1:
+                    vol.mkdir("Boot\\" + "\\".join(parts[:-1]), parents=True, exist_ok=True)
+                vol.write_file("Boot\\" + rel.replace("/", "\\"), data)
+            vol.set_attributes("Boot", ATTR_HIDDEN | ATTR_SYSTEM | 0x10)
+            files = len(tree) + 1
+
+    if firmware == "uefi":
+        esp_files: dict[str, bytes] = {f"EFI/Microsoft/Boot/{k}": v for k, v in efi.items()}
+        esp_files.update({f"EFI/Microsoft/Boot/Fonts/{k}": v for k, v in fonts.items()})
+        esp_files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
+        esp_files["EFI/Microsoft/Boot/BCD"] = bcd
+        esp_files["EFI/Boot/bootx64.efi"] = efi["bootmgfw.efi"]  # the removable-media fallback path
+        fsformat.rebuild_esp(disk, esp_files, layout=plan, seed=o.seed, tmp_dir=tmp_dir)
+        files = len(esp_files)
+    else:
+        from wim2vhd.boot.biosboot import install_bios_boot
+        code = None
+        if o.bios_boot_code:
+            try:
+                with open(o.bios_boot_code, "rb") as f:
+                    code = f.read()
+            except OSError as e:
+                raise InputError(f"--bios-boot-code {o.bios_boot_code}: {e.strerror}") from None
+            if not 1 <= len(code) <= 512:
+                raise UsageError(f"--bios-boot-code must be at most 440 bytes of MBR code, not {len(code)}")
+        install_bios_boot(disk, sector_size=disk.sector_size, mbr_code=code)
+    return {
+        "firmware": firmware,
+        "bcd_devices": o.bcd_devices,
+        "description": description,
+        "template": template is not None,
+        "files": files,
+        "bcd_bytes": len(bcd),
+    }
