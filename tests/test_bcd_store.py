@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import uuid
@@ -342,3 +343,19 @@ def test_damaged_stores_give_one_clean_error(tmp_path_factory, name, flips):
         assert "\n" not in str(e)
         assert str(p) in str(e)
     assert p.read_bytes() == bytes(data)
+
+
+@pytest.mark.skipif(not shutil.which("regfexport"), reason="regfexport (libregf-utils) is not installed")
+def test_libregf_reads_a_new_store(tmp_path):
+    """libregf, a third independent reader, walks a store wim2vhd made and sees every element."""
+    p = tmp_path / "BCD"
+    with BcdStore.new_system_store("uefi") as st_:
+        g = st_.add_os_loader("Windows", Vhd.located("\\v.vhdx"))
+        st_.save(p)
+    out = subprocess.run(["regfexport", str(p)], check=True, capture_output=True, text=True).stdout
+    assert "Data: \\Windows\\system32\\winload.efi" in out
+    assert f"Key path: NewStoreRoot\\Objects\\{{{g}}}\\Elements\\21000001" in out
+    info = subprocess.run(["regfinfo", str(p)], check=True, capture_output=True, text=True).stdout
+    assert "Version:\t1.5" in info
+    with BcdStore.open(p) as back:
+        assert info.count("(value: 0) Element") == sum(len(o.element_ids()) for o in back.objects())
