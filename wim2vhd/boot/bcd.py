@@ -702,6 +702,13 @@ def _sort_key(order: list[uuid.UUID]):
     return key
 
 
+def _format_name(element: int) -> str:
+    try:
+        return Format(el.element_format(element)).name.lower()
+    except ValueError:
+        return "unknown"
+
+
 def describe(store: BcdStore, *, verbose: bool = False) -> list[dict]:
     """Every object with every element: id, names, values, display text."""
     objs = store.objects()
@@ -729,8 +736,7 @@ def describe(store: BcdStore, *, verbose: bool = False) -> list[dict]:
             elems.append({
                 "id": f"0x{eid:08x}",
                 "name": el.element_name(eid, t),
-                "format": Format(el.element_format(eid)).name.lower()
-                if el.element_format(eid) in Format._value2member_map_ else "unknown",
+                "format": _format_name(eid),
                 "lines": format_value(eid, val, t, names),
                 "value": value_to_json(val),
                 "known": info is not None,
