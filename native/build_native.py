@@ -1,32 +1,45 @@
 """Build wim2vhd's one cffi extension, ``wim2vhd._native``.
 
-Everything native lives in this folder: the C sources (``*.c``) and, under
-``cdefs/``, the declarations cffi sees, one file per area, read in name order.
+Everything native lives in this folder: the C sources (``*.c``), their public
+headers (``w2v_*.h``), and under ``cdefs/`` what cffi must see of the system's
+libraries (wimlib, hivex), one file per library.  Our own headers are not
+declared twice: cffi reads them directly, minus the preprocessor lines.
 The extension links the system's libwim, libntfs-3g and hivex.
 
     make native      # rebuild in place (pip install -e . without build isolation)
 """
 import pathlib
-import sys
+import re
 
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 
+# Headers of our C code that Python calls (w2v_block_int.h and w2v_ntfs3g.h are internal).
+PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfsdev.h", "w2v_wim.h", "w2v_ntfsvol.h")
+
+
+def header_cdef(path: pathlib.Path) -> str:
+    """A C header as cffi declarations: include guards and includes dropped, constants as `...`."""
+    out = []
+    for line in path.read_text().splitlines():
+        s = line.strip()
+        if s.startswith("#"):
+            m = re.match(r"#\s*define\s+(\w+)\s+\S", s)
+            if m:
+                out.append(f"#define {m.group(1)} ...")
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
 ffibuilder = FFI()
-ffibuilder.cdef("\n".join(p.read_text() for p in sorted((HERE / "cdefs").glob("*.h"))))
+ffibuilder.cdef("\n".join([p.read_text() for p in sorted((HERE / "cdefs").glob("*.h"))]
+                          + [header_cdef(HERE / h) for h in PUBLIC_HEADERS]))
 ffibuilder.set_source(
     "wim2vhd._native",
-    """
-    #include "w2v_ntfs3g.h"
-    #include <wimlib.h>
-    #include <hivex.h>
-    #include "w2v_block.h"
-    #include "w2v_ntfsdev.h"
-    #include "w2v_wim.h"
-    """
-    + "".join(f'#include "{h.name}"\n' for h in sorted(HERE.glob("w2v_*.h"))
-              if h.name not in ("w2v_block_int.h", "w2v_ntfs3g.h")),
+    '#include "w2v_ntfs3g.h"\n#include <wimlib.h>\n#include <hivex.h>\n'
+    + "".join(f'#include "{h}"\n' for h in PUBLIC_HEADERS),
     sources=[str(p.relative_to(HERE.parent)) for p in sorted(HERE.glob("*.c"))],
     include_dirs=[str(HERE)],
     libraries=["wim", "ntfs-3g", "hivex", "pthread"],

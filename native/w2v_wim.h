@@ -8,7 +8,6 @@ struct w2v_progress {
 	uint64_t done2, total2;   /* streams, files or directories, by message */
 	const char *path;         /* scan: the current path, when there is one */
 };
-typedef struct WIMStruct WIMStruct;
 /* Route a WIM's progress messages to w2v_py_progress with ctx (NULL to stop). */
-void w2v_wim_set_progress(WIMStruct *wim, void *ctx);
+void w2v_wim_set_progress(struct WIMStruct *wim, void *ctx);
 #endif

@@ -1,4 +1,4 @@
-/* cffi declarations: the parts of wimlib.h that wim2vhd uses, and native/w2v_wim.h */
+/* cffi declarations: the parts of wimlib.h that wim2vhd uses */
 typedef struct WIMStruct WIMStruct;
 struct wimlib_wim_info {
 	uint8_t guid[16];
@@ -108,11 +108,5 @@ int wimlib_set_output_compression_type(WIMStruct *wim, int ctype);
 int wimlib_set_output_pack_compression_type(WIMStruct *wim, int ctype);
 int wimlib_export_image(WIMStruct *src_wim, int src_image, WIMStruct *dest_wim, const char *dest_name, const char *dest_description, int export_flags);
 
-struct w2v_progress {
-	int msg;
-	uint64_t done, total;
-	uint64_t done2, total2;
-	const char *path;
-};
-void w2v_wim_set_progress(WIMStruct *wim, void *ctx);
+/* native/w2v_wim.c calls this for each progress message (see w2v_wim.h) */
 extern "Python+C" int w2v_py_progress(struct w2v_progress *p, void *ctx);

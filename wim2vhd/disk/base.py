@@ -55,7 +55,17 @@ class Disk:
         raise NotImplementedError
 
     @classmethod
-    def open(cls, path: str, *, writable: bool = False) -> "Disk":
+    def open(cls, path: str, *, writable: bool = False, _parent: "Disk | None" = None) -> "Disk":
+        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        try:
+            return cls._open_fd(path, fd, writable, _parent)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def _open_fd(cls, path: str, fd: int, writable: bool, parent: "Disk | None") -> "Disk":
+        """Parse the file open on fd (which the caller closes if this raises)."""
         raise NotImplementedError
 
     def _flush_metadata(self) -> None:
@@ -144,6 +154,30 @@ class Disk:
             self.close()
         else:
             self.abandon()
+
+    def identity(self) -> dict[str, Any]:
+        """What a differencing child records about this disk as its parent."""
+        return {}
+
+    def parent_paths(self) -> list[str]:
+        """Where this differencing disk's parent may be, most likely first."""
+        return []
+
+    def _find_parent(self, key: str, accepted: tuple[str, ...], show=str) -> "Disk":
+        """Open the first existing candidate from parent_paths(); its identity()[key] must be one of accepted."""
+        from wim2vhd.disk import open_disk
+        from wim2vhd.errors import ParentError
+        tried = self.parent_paths()
+        for p in tried:
+            if os.path.exists(p):
+                parent = open_disk(p)
+                got = parent.identity().get(key)
+                if accepted and got not in accepted:
+                    parent.close()
+                    raise ParentError(f"{self.path}: parent {p} has {key} {show(got)}, expected {show(accepted[0])}: "
+                                      "it was changed or is not the disk this child was made from")
+                return parent
+        raise ParentError(f"{self.path}: parent disk not found (looked for: {', '.join(tried) or 'nothing recorded'})")
 
     def set_parent(self, parent: "Disk") -> None:
         self.parent = parent

@@ -30,10 +30,8 @@ class RawDisk(Disk):
         return cls(path, fd, {"virtual_size": size, "sector_size": sector_size}, writable=True)
 
     @classmethod
-    def open(cls, path: str, *, writable: bool = False) -> "RawDisk":
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
-        size = os.fstat(fd).st_size
-        return cls(path, fd, {"virtual_size": size, "sector_size": 512}, writable=writable)
+    def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "RawDisk":
+        return cls(path, fd, {"virtual_size": os.fstat(fd).st_size, "sector_size": 512}, writable=writable)
 
     def allocated_bytes(self) -> int:
         return os.fstat(self.fd).st_blocks * 512

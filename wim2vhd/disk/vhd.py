@@ -21,7 +21,7 @@ from wim2vhd.disk.vhd_layout import (
     BAT_UNUSED, DYNAMIC_HEADER, DYNHDR_COOKIE, FOOTER, FOOTER_COOKIE, FORMAT_VERSION, HEADER_VERSION,
     NO_OFFSET, PARENT_LOCATOR, PLAT_W2KU, PLAT_W2RU, TYPE_DIFFERENCING, TYPE_DYNAMIC, TYPE_FIXED, TYPE_NAMES,
 )
-from wim2vhd.errors import CorruptInput, ParentError, UnsupportedInput, UsageError
+from wim2vhd.errors import CorruptInput, UnsupportedInput, UsageError
 from wim2vhd.units import MiB
 
 DEFAULT_BLOCK_SIZE = 2 * MiB
@@ -187,15 +187,6 @@ class VhdDisk(Disk):
 
     # -- open ------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str, *, writable: bool = False, _parent: Disk | None = None) -> "VhdDisk":
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
-        try:
-            return cls._open_fd(path, fd, writable, _parent)
-        except BaseException:
-            os.close(fd)
-            raise
-
-    @classmethod
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "VhdDisk":
         file_size = os.fstat(fd).st_size
         if file_size < 512:
@@ -266,7 +257,7 @@ class VhdDisk(Disk):
                 # Blocks of a differencing disk are read sector by sector through their bitmaps.
                 state[i] = PARTIAL if differencing else PRESENT
             if differencing:
-                d.set_parent(parent if parent is not None else d._find_parent())
+                d.set_parent(parent if parent is not None else d._parent())
         except BaseException:
             d._free_native()
             raise
@@ -274,7 +265,6 @@ class VhdDisk(Disk):
 
     # -- parent ----------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
-        """What a differencing child records about this disk as its parent."""
         return {"unique_id": self._footer["unique_id"], "timestamp": self._footer["timestamp"]}
 
     def parent_paths(self) -> list[str]:
@@ -297,21 +287,9 @@ class VhdDisk(Disk):
             out.append(os.path.join(here, ntpath.basename(name)))
         return list(dict.fromkeys(out))
 
-    def _find_parent(self) -> Disk:
-        from wim2vhd.disk import open_disk
-        want = self._hdr["parent_unique_id"]
-        tried = self.parent_paths()
-        for p in tried:
-            if os.path.exists(p):
-                parent = open_disk(p)
-                got = parent.identity().get("unique_id")
-                if got != want:
-                    parent.close()
-                    raise ParentError(
-                        f"{self.path}: parent {p} has ID {uuid.UUID(bytes=got)}, expected {uuid.UUID(bytes=want)}: "
-                        "it is not the disk this child was made from")
-                return parent
-        raise ParentError(f"{self.path}: parent disk not found (looked for: {', '.join(tried) or 'nothing recorded'})")
+    def _parent(self) -> Disk:
+        return self._find_parent("unique_id", (self._hdr["parent_unique_id"],),
+                                 show=lambda b: uuid.UUID(bytes=b) if b else None)
 
     # -- flush -----------------------------------------------------------------
     def _flush_metadata(self) -> None:

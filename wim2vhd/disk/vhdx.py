@@ -15,7 +15,7 @@ from typing import Any
 from wim2vhd.disk import geometry as geo
 from wim2vhd.disk import vhdx_layout as L
 from wim2vhd.disk.base import ABSENT, PARTIAL, PRESENT, ZERO, Disk, read_exact, write_all
-from wim2vhd.errors import CorruptInput, ParentError, UnsupportedInput, UsageError
+from wim2vhd.errors import CorruptInput, UnsupportedInput, UsageError
 from wim2vhd.units import MiB, align_up
 
 DEFAULT_BLOCK_SIZE = 32 * MiB      # what Hyper-V uses for dynamic VHDX
@@ -198,15 +198,6 @@ class VhdxDisk(Disk):
 
     # -- open ------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str, *, writable: bool = False, _parent: Disk | None = None) -> "VhdxDisk":
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
-        try:
-            return cls._open_fd(path, fd, writable, _parent)
-        except BaseException:
-            os.close(fd)
-            raise
-
-    @classmethod
     def _read_header(cls, fd: int, path: str) -> tuple[dict[str, Any], int]:
         best, slot = None, -1
         bad = []
@@ -344,7 +335,7 @@ class VhdxDisk(Disk):
             if differencing:
                 d._locator = _parse_parent_locator(meta[L.META_PARENT_LOCATOR], path) \
                     if L.META_PARENT_LOCATOR in meta else {}
-                d.set_parent(parent if parent is not None else d._find_parent())
+                d.set_parent(parent if parent is not None else d._parent())
         except BaseException:
             d._free_native()
             raise
@@ -373,21 +364,10 @@ class VhdxDisk(Disk):
             out.append(os.path.join(here, v.replace("\\", "/").rsplit("/", 1)[-1]))
         return list(dict.fromkeys(out))
 
-    def _find_parent(self) -> Disk:
-        from wim2vhd.disk import open_disk
-        want = self._locator.get("parent_linkage", "").strip("{}").upper()
-        also = self._locator.get("parent_linkage2", "").strip("{}").upper()
-        tried = self.parent_paths()
-        for p in tried:
-            if os.path.exists(p):
-                parent = open_disk(p)
-                got = parent.identity().get("data_write_guid", "")
-                if want and got not in (want, also):
-                    parent.close()
-                    raise ParentError(f"{self.path}: parent {p} has DataWriteGuid {got}, expected {want}: "
-                                      "it was changed or is not the disk this child was made from")
-                return parent
-        raise ParentError(f"{self.path}: parent disk not found (looked for: {', '.join(tried) or 'nothing recorded'})")
+    def _parent(self) -> Disk:
+        want = tuple(g for g in (self._locator.get(k, "").strip("{}").upper()
+                                 for k in ("parent_linkage", "parent_linkage2")) if g)
+        return self._find_parent("data_write_guid", want)
 
     # -- flush -----------------------------------------------------------------
     def _flush_metadata(self) -> None:
