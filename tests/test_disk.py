@@ -128,12 +128,12 @@ def test_qemu_io_writes_read_back_through_us(tmp):
     d.close()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(st.tuples(st.integers(0, 24 * MiB - 1), st.integers(1, 3 * MiB), st.integers(0, 255)),
                     min_size=1, max_size=12),
        ext=st.sampled_from([".vhd", ".vhdx", ".img"]),
-       diff=st.booleans(), cache=st.sampled_from([0, 4 * MiB]))
-def test_random_writes_match_model(tmp_path_factory, ops, ext, diff, cache):
+       diff=st.booleans(), cache=st.sampled_from([0, 4 * MiB]), writer=st.sampled_from([0, MiB]))
+def test_random_writes_match_model(tmp_path_factory, ops, ext, diff, cache, writer):
     tmp = tmp_path_factory.mktemp("h")
     size = 24 * MiB
     model = bytearray(size)
@@ -146,6 +146,7 @@ def test_random_writes_match_model(tmp_path_factory, ops, ext, diff, cache):
         w2v("disk", "diff", tmp / f"p{ext}", tmp / f"c{ext}")
         d = open_disk(str(tmp / f"c{ext}"), writable=True)
     d.set_cache(cache)
+    d.set_writer(writer)  # writes queued to the background thread must be seen by reads at once
     for off, ln, val in ops:
         ln = min(ln, size - off)
         data = bytes([val]) * ln
