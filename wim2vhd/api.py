@@ -83,12 +83,9 @@ def disk_info(path: str) -> dict[str, Any]:
 
 
 def _partition_table(d: Disk) -> Any:
-    try:
-        from wim2vhd import partition
-    except ImportError:  # pragma: no cover
-        return None
-    describe = getattr(partition, "describe", None)
-    return describe(d) if describe else None
+    from wim2vhd import partition
+    layout = partition.read_table(d)
+    return layout.to_dict() if layout is not None else None
 
 
 def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = False,

@@ -78,17 +78,13 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
     else:
         store = BcdStore.new(system=True)
     store.add_settings()
-    bm = store.find("{bootmgr}")
-    if bm is None:
-        store.add_boot_manager(firmware=firmware, device=devs["bootmgr"], locale=locale)
-    else:
-        bm.set(E.DEVICE, devs["bootmgr"])
-        from wim2vhd.boot.bcd import BOOTMGR_PATH
-        if BOOTMGR_PATH[firmware]:
-            bm.set(E.PATH, BOOTMGR_PATH[firmware])
-        bm.set(E.LOCALE, locale)
-    if memdiag and store.find("{memdiag}") is None:
+    # bcdboot rewrites {bootmgr} and {memdiag} for this firmware, whatever the template had.
+    for alias in ("{bootmgr}", "{fwbootmgr}", "{memdiag}"):
+        if store.find(alias) is not None:
+            store.delete_object(alias)
+    if memdiag:
         store.add_memdiag(device=devs["bootmgr"], firmware=firmware, locale=locale)
+    store.add_boot_manager(firmware=firmware, device=devs["bootmgr"], locale=locale)
     store.add_os_loader(description, devs["device"], devs["osdevice"], firmware=firmware, locale=locale,
                         default=True)
     return store

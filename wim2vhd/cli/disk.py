@@ -31,10 +31,11 @@ def _print_info(info: dict[str, Any], indent: str = "") -> None:
     parts = info.get("partitions")
     if parts:
         print(f"{indent}{'partitions':<13} {parts.get('scheme', '').upper()} "
-              f"{parts.get('disk_guid') or parts.get('signature') or ''}")
+              f"{parts.get('disk_guid') or parts.get('disk_signature') or ''}")
         for p in parts.get("partitions", []):
+            kind = p.get("type_name") or p.get("type_guid") or p.get("mbr_type")
             print(f"{indent}  {p.get('number', ''):>2}  start {p['start']:>14}  size {format_size(p['size']):>10}  "
-                  f"{p.get('type_name') or p.get('type')}  {p.get('name') or ''}")
+                  f"{kind}  {p.get('name') or ''}")
     if info.get("parent"):
         print(f"{indent}parent:")
         _print_info(info["parent"], indent + "  ")

@@ -1,0 +1,87 @@
+"""The boot stage of apply: boot files and the BCD store, read back with tools that are not ours."""
+import json
+import os
+import uuid
+
+import pytest
+
+from tests.conftest import run, w2v
+from tests.test_apply import extract_partition, fixture_wim, sfdisk, to_raw  # noqa: F401 (fixture)
+from tests.test_bcd_helpers import regipy_store
+
+LOADER = 0x10200003
+
+
+def esp_file(raw, path, out):
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    run("mcopy", "-n", "-i", f"{raw}@@1M", f"::{path}", out, env=env)
+    return out
+
+
+def loaders(store):
+    return {g: o for g, o in store.items() if o["type"] == LOADER}
+
+
+def test_uefi_store_and_files(fixture_wim, tmp):
+    out = tmp / "u.vhdx"
+    res = json.loads(w2v("apply", fixture_wim, out, "--index", "2", "--size", "2G", "--json").stdout)
+    assert res["boot"]["firmware"] == "uefi" and res["boot"]["template"]
+    raw = to_raw(out, tmp)
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    listing = run("mdir", "-/", "-b", "-i", f"{raw}@@1M", "::/EFI", env=env).stdout.lower()
+    for f in ("/efi/microsoft/boot/bootmgfw.efi", "/efi/boot/bootx64.efi", "/efi/microsoft/boot/bcd",
+              "/efi/microsoft/boot/en-us/", "/efi/microsoft/boot/fonts/", "/efi/microsoft/boot/resources/"):
+        assert f in listing, f
+    # bootx64.efi is bootmgfw.efi
+    a, b = esp_file(raw, "/EFI/Boot/bootx64.efi", tmp / "a"), esp_file(raw, "/EFI/Microsoft/Boot/bootmgfw.efi", tmp / "b")
+    assert a.read_bytes() == b.read_bytes()
+    store = regipy_store(esp_file(raw, "/EFI/Microsoft/Boot/BCD", tmp / "BCD"))
+    ld = loaders(store)
+    assert len(ld) == 1
+    (g, o), = ld.items()
+    els = o["elements"]
+    assert "winload.efi" in els["12000002"][1]
+    name = json.loads(w2v("info", fixture_wim, "--json").stdout)["images"][1]["name"]
+    assert els["12000004"][1] == name
+    # device and osdevice: locate (as `bcdedit /set {default} device locate` writes)
+    out_show = w2v("bcd", "show", tmp / "BCD").stdout
+    assert "locate=custom:12000002" in out_show and "locate=custom:22000002" in out_show
+    bootmgr = store["{9dea862c-5cdd-4e70-acc1-f32b344d4795}"]["elements"]
+    assert bootmgr["23000003"][1].lower() == g  # default
+    # objects of the image's BCD-Template are kept
+    assert "{7ea2e1ac-2e61-4728-aaa3-896d9d0a9f0e}" in store  # {globalsettings}
+
+
+def test_partition_devices(fixture_wim, tmp):
+    out = tmp / "p.vhdx"
+    res = json.loads(w2v("apply", fixture_wim, out, "--index", "1", "--size", "2G", "--bcd-devices", "partition",
+                         "--seed", "pd", "--json").stdout)
+    raw = to_raw(out, tmp)
+    store = regipy_store(esp_file(raw, "/EFI/Microsoft/Boot/BCD", tmp / "BCD"))
+    (g, o), = loaders(store).items()
+    dev = bytes.fromhex(o["elements"]["11000001"][1]) if isinstance(o["elements"]["11000001"][1], str) \
+        else bytes(o["elements"]["11000001"][1])
+    win = [p for p in res["layout"]["partitions"] if p["role"] == "windows"][0]
+    assert uuid.UUID(win["guid"]).bytes_le in dev
+    assert uuid.UUID(res["layout"]["disk_guid"]).bytes_le in dev
+    assert "partition=gpt:" in w2v("bcd", "show", tmp / "BCD").stdout
+
+
+def test_bios_files_in_ntfs(fixture_wim, tmp):
+    out = tmp / "b.vhdx"
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "2G", "--layout", "bios")
+    raw = to_raw(out, tmp)
+    pt = sfdisk(raw)
+    ntfs = extract_partition(raw, pt["partitions"][0], tmp, "n.img")
+    root = run("ntfsls", "-a", ntfs).stdout.split()
+    assert "bootmgr" in root and "Boot" in root
+    boot = run("ntfsls", ntfs, "-p", "/Boot").stdout.split()
+    assert "BCD" in boot and "Fonts" in boot
+    run("ntfscat", ntfs, "/Boot/BCD", stdout=open(tmp / "BCD", "wb"))
+    (g, o), = loaders(regipy_store(tmp / "BCD")).items()
+    assert "winload.exe" in o["elements"]["12000002"][1]
+    attrs = run("ntfsinfo", "-F", "/bootmgr", ntfs).stdout
+    assert "HIDDEN" in attrs and "SYSTEM" in attrs
+    # MBR boot code is there and the partition table survived it
+    mbr = raw.read_bytes()[:512]
+    assert mbr[510:512] == b"\x55\xaa" and any(mbr[:440])
