@@ -7,6 +7,10 @@
  * back (sync_file_range), so that the final fsync has little left to do.
  * Reads of the file drain the queue first, so they always see what was
  * written.  The first error is kept and returned by the next call that waits.
+ *
+ * Large jobs (the cache's coalesced writebacks, file data) reuse buffers from
+ * a small pool: a fresh malloc of megabytes is an mmap, page faults and an
+ * munmap each time, and those serialise both threads on the address space.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,8 +26,12 @@ int64_t w2v_file_pwrite_raw(int fd, const void *buf, uint64_t count, uint64_t of
 struct job {
 	struct job *next;
 	uint64_t off, len;
+	int pooled;
 	uint8_t data[];
 };
+
+#define POOL_MIN (128u << 10)  /* jobs this big or bigger take a pool buffer */
+#define POOL_BUF (4u << 20)    /* the size of a pool buffer; larger jobs are malloc'ed */
 
 struct w2v_writer {
 	pthread_t thread;
@@ -33,7 +41,18 @@ struct w2v_writer {
 	uint64_t pending, max_pending;
 	int busy, stop, error;
 	int fd;
+	struct job *pool; /* free pool buffers (struct job with POOL_BUF of data) */
 };
+
+static void release(struct w2v_writer *w, struct job *j) /* with w->lock held */
+{
+	if (j->pooled) {
+		j->next = w->pool;
+		w->pool = j;
+	} else {
+		free(j);
+	}
+}
 
 static void *writer_main(void *arg)
 {
@@ -58,7 +77,7 @@ static void *writer_main(void *arg)
 			w->error = (int)-r;
 		w->pending -= j->len;
 		w->busy = 0;
-		free(j);
+		release(w, j);
 		pthread_cond_broadcast(&w->room);
 	}
 	pthread_mutex_unlock(&w->lock);
@@ -70,16 +89,27 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 	struct w2v_writer *w = d->writer;
 	if (!w)
 		return w2v_file_pwrite_raw(d->p.fd, buf, count, off);
-	struct job *j = malloc(sizeof(*j) + count);
-	if (!j)
-		return -ENOMEM;
-	j->next = NULL;
-	j->off = off;
-	j->len = count;
-	memcpy(j->data, buf, count);
 	pthread_mutex_lock(&w->lock);
 	while (w->pending && w->pending + count > w->max_pending && !w->error)
 		pthread_cond_wait(&w->room, &w->lock);
+	struct job *j = NULL;
+	int pooled = count >= POOL_MIN && count <= POOL_BUF;
+	if (pooled && w->pool) {
+		j = w->pool;
+		w->pool = j->next;
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (!j) {
+		j = malloc(sizeof(*j) + (pooled ? POOL_BUF : count));
+		if (!j)
+			return -ENOMEM;
+	}
+	j->next = NULL;
+	j->off = off;
+	j->len = count;
+	j->pooled = pooled;
+	memcpy(j->data, buf, count);
+	pthread_mutex_lock(&w->lock);
 	int err = w->error;
 	if (!err) {
 		if (w->tail)
@@ -92,7 +122,9 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 	}
 	pthread_mutex_unlock(&w->lock);
 	if (err) {
-		free(j);
+		pthread_mutex_lock(&w->lock);
+		release(w, j);
+		pthread_mutex_unlock(&w->lock);
 		return -err;
 	}
 	return count;
@@ -122,6 +154,10 @@ void w2v_writer_free(w2v_disk *d)
 	pthread_mutex_unlock(&w->lock);
 	pthread_join(w->thread, NULL);
 	for (struct job *j = w->head, *n; j; j = n) {
+		n = j->next;
+		free(j);
+	}
+	for (struct job *j = w->pool, *n; j; j = n) {
 		n = j->next;
 		free(j);
 	}

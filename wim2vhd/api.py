@@ -157,7 +157,7 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
                 refs: tuple[str, ...] = (), size: str | int | None = None, type: str = "dynamic",
                 layout: str = "uefi", mbr: bool = False, recovery: str | int | None = None,
                 label: str = "Windows", seed: str | None = None, sector_size: int = 512,
-                block_size: str | int | None = None, cache_size: str | int = "96M", locale: str = "en-US",
+                block_size: str | int | None = None, cache_size: str | int = "32M", locale: str = "en-US",
                 bcd_devices: str = "locate", bios_boot_code: str | None = None, boot: bool = True,
                 force: bool = False, customize: Any = None, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Apply one image of a WIM to a new virtual disk (see wim2vhd.apply)."""

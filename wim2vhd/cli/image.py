@@ -52,7 +52,7 @@ def apply_cmd(
     seed: Optional[str] = typer.Option(None, "--seed", help="Derive GUIDs, signatures and serials from this, for reproducible builds."),
     sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (VHDX)."),
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M)."),
-    cache_size: str = typer.Option("96M", "--cache-size", help="Write-back cache of the disk layer."),
+    cache_size: str = typer.Option("32M", "--cache-size", help="Write-back cache of the disk layer."),
     locale: str = typer.Option("en-US", "--locale", help="Boot manager locale."),
     bcd_devices: str = typer.Option("locate", "--bcd-devices",
                                     help="locate: BCD devices found at boot (survive new disk IDs, differencing). "
