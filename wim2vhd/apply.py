@@ -126,15 +126,16 @@ def _check_options(o: ApplyOptions) -> None:
         raise UsageError("BIOS boot needs 512-byte sectors")
 
 
-def apply(o: ApplyOptions, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the pipeline; returns the summary that --json prints."""
+def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None = None) -> dict[str, Any]:
+    """Run the pipeline; returns the summary that --json prints.  `wim`: o.image already open (several
+    editions from one source share it), left open."""
     _check_options(o)
     fmt = format_for_path(o.out)
     if fmt is VhdDisk and o.sector_size != 512:
         raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
     rep = Report()
     t_start = time.monotonic()
-    with Wim(o.image, refs=o.refs) as wim:
+    with contextlib.nullcontext(wim) if wim is not None else Wim(o.image, refs=o.refs) as wim:
         index = wim.resolve(o.index, o.name)
         img = wim.image(index)
         size = o.size or default_size(img)
