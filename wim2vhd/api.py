@@ -5,7 +5,9 @@ returns a plain dict that the CLI prints as text or JSON.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
 from typing import Any, Callable
 
@@ -127,30 +129,58 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
 
 
 def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The images of a WIM, ESD or split WIM."""
+    """The images of a WIM, ESD, split WIM or Windows ISO (its \\sources\\install.wim or .esd)."""
     from wim2vhd.wim import Wim
     names = {0: "none", 1: "xpress", 2: "lzx", 3: "lzms"}
-    with Wim(_resolve_source(image), refs=refs) as w:
-        return {"path": os.path.abspath(image), "parts": w.total_parts,
-                "compression": names.get(w.compression, str(w.compression)),
-                "images": [i.to_dict() for i in w.images()]}
+    with _source(image, metadata_only=True) as (src, inner), Wim(src, refs=refs) as w:
+        res = {"path": os.path.abspath(image), "parts": w.total_parts,
+               "compression": names.get(w.compression, str(w.compression)),
+               "images": [i.to_dict() for i in w.images()]}
+    if inner:
+        res["install_image"] = inner
+    return res
 
 
-def _resolve_source(image: str) -> str:
-    """A Windows ISO's install.wim/esd is opened through wim2vhd.iso; anything else is passed on."""
-    if image.lower().endswith(".iso"):
+@contextlib.contextmanager
+def _source(image: str, *, temp_dir: str | None = None, metadata_only: bool = False):
+    """(path wimlib opens, path inside the ISO or None): a Windows ISO's install.wim/esd comes through
+    wim2vhd.iso as a temporary copy (removed when the block ends); anything else is passed on."""
+    if os.fspath(image).lower().endswith(".iso"):
         from wim2vhd import iso
-        return iso.install_image(image)
-    return image
+        found = iso.find_install_image(image)
+        with iso.install_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as p:
+            yield p, found.path
+    else:
+        yield image, None
 
 
-def _parse_index(index: str | int | None) -> int | None:
+ALL_IMAGES = "all"
+
+
+def _parse_index(index: str | int | None) -> tuple[list[int] | str | None, bool]:
+    """--index as (None | [numbers] | "all", whether several images were asked for): "2", "1,3,6", "all"."""
     if index is None or isinstance(index, int):
-        return index
+        return (None if index is None else [index]), False
+    text = str(index).strip()
+    if text.lower() == ALL_IMAGES:
+        return ALL_IMAGES, True
+    parts = [p.strip() for p in text.split(",")]
     try:
-        return int(index)
+        nums = [int(p) for p in parts]
     except ValueError:
-        raise UsageError(f"--index must be a number, not {index!r}") from None
+        raise UsageError(f"--index must be a number, numbers like 1,3,6, or all; not {index!r}") from None
+    if len(set(nums)) != len(nums):
+        raise UsageError(f"--index {index}: an image is named twice")
+    return nums, len(nums) > 1 or "," in text
+
+
+_PLACEHOLDERS = ("{index}", "{name}")
+
+
+def output_name(template: str, index: int, name: str) -> str:
+    """OUT with {index} and {name} filled in (the name made safe as one file name component)."""
+    safe = re.sub(r"[/\\\x00-\x1f]", "_", name).strip() or f"image{index}"
+    return template.replace("{index}", str(index)).replace("{name}", safe)
 
 
 def apply_image(image: str, out: str, *, index: str | int | None = None, name: str | None = None,
@@ -159,17 +189,73 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
                 label: str = "Windows", seed: str | None = None, sector_size: int = 512,
                 block_size: str | int | None = None, cache_size: str | int = "32M", locale: str = "en-US",
                 bcd_devices: str = "locate", bios_boot_code: str | None = None, boot: bool = True,
-                force: bool = False, customize: Any = None, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Apply one image of a WIM to a new virtual disk (see wim2vhd.apply)."""
+                force: bool = False, customize: Any = None,
+                progress: ProgressFn | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """Apply images of a WIM, ESD, split WIM or Windows ISO to new virtual disks (see wim2vhd.apply).
+
+    index: a number, "1,3,6" or "all"; with several, OUT must hold {index} or {name} (one disk per image)
+    and a list of summaries is returned.  The source is opened once for all of them.
+    customize: a wim2vhd.customize.Customizations, checked before anything is read or written."""
     from wim2vhd.apply import ApplyOptions, apply
-    opts = ApplyOptions(
-        image=_resolve_source(image), out=out, index=_parse_index(index), name=name, refs=refs,
-        size=parse_size(size) if size else None, disk_type=type, layout=layout, mbr=mbr,
+    from wim2vhd.errors import OutputError, OutputExists, Wim2VhdError
+    from wim2vhd.wim import Wim
+    wanted, several = _parse_index(index)
+    if wanted is not None and name is not None:
+        raise UsageError("give --index or --name, not both")
+    if several and not any(p in out for p in _PLACEHOLDERS):
+        raise UsageError(f"several images need one disk each: put {{index}} or {{name}} in OUT "
+                         f"(e.g. win-{{index}}{os.path.splitext(out)[1] or '.vhdx'})")
+    if customize is not None:
+        customize.validate()
+    common = dict(
+        refs=refs, size=parse_size(size) if size else None, disk_type=type, layout=layout, mbr=mbr,
         recovery_size=parse_size(recovery, what="recovery size") if recovery else 0, label=label, seed=seed,
         sector_size=sector_size, block_size=parse_size(block_size, what="block size") if block_size else None,
         cache_size=parse_size(cache_size, what="cache size"), locale=locale, bcd_devices=bcd_devices,
         bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize)
-    return apply(opts, progress)
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")
+    results: list[dict[str, Any]] = []
+    with _source(image, temp_dir=out_dir) as (src, inner), Wim(src, refs=refs) as wim:
+        # every image and every output name settled before the first disk is made
+        if wim.total_parts > 1 and not refs:
+            from wim2vhd.errors import InputError
+            stem = os.path.splitext(image)[0]
+            raise InputError(f"{image} is part 1 of a split WIM of {wim.total_parts} parts: pass the others too",
+                             hint=f"--ref '{stem}*.swm'")
+        if wanted == ALL_IMAGES:
+            indexes = list(range(1, wim.image_count + 1))
+        elif wanted is None:
+            indexes = [wim.resolve(None, name)]
+        else:
+            indexes = [wim.resolve(i) for i in wanted]
+        targets = [(i, output_name(out, i, wim.image(i).name)) for i in indexes]
+        seen: dict[str, int] = {}
+        for i, o in targets:
+            key = os.path.abspath(o)
+            if key in seen:
+                raise UsageError(f"images {seen[key]} and {i} would both be written to {o}: use {{index}} in OUT")
+            seen[key] = i
+            if len(targets) > 1 and os.path.lexists(o) and not force:
+                raise OutputExists(f"{o} exists: use --force to replace it")
+        for i, o in targets:
+            opts = ApplyOptions(image=src, out=o, index=i, name=None, **common)
+            try:
+                res = apply(opts, progress, wim=wim)
+            except Wim2VhdError as e:
+                if results:  # the disks already made are complete: say which they are
+                    done = ", ".join(r["output"] for r in results)
+                    e.message = f"image {i}: {e.message} (already written: {done})"
+                    e.args = (e.message if not e.hint else f"{e.message} ({e.hint})",)
+                raise
+            res["image"]["source"] = os.path.abspath(image)
+            if inner:
+                res["image"]["install_image"] = inner
+            if customize is not None:
+                res["customizations"] = customize.last_report
+            results.append(res)
+    return results if several else results[0]
 
 
 def find_windows_partition(disk: Disk, number: int | None = None):

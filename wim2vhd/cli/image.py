@@ -37,7 +37,9 @@ def info(
 def apply_cmd(
     image: str = typer.Argument(..., help="A WIM, ESD, split WIM (first part) or Windows ISO."),
     out: str = typer.Argument(..., help="The disk to write: .vhdx, .vhd, or .img/.raw."),
-    index: Optional[str] = typer.Option(None, "--index", "-i", help="Image number (see `wim2vhd info`)."),
+    index: Optional[str] = typer.Option(None, "--index", "-i",
+                                        help="Image number (see `wim2vhd info`); several as 1,3,6 or all, one disk each: "
+                                             "then OUT must hold {index} or {name}, e.g. 'win-{index}.vhdx'."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Image name, instead of --index."),
     ref: Optional[List[str]] = RefOpt,
     size: Optional[str] = typer.Option(None, "--size", "-s",
@@ -59,6 +61,19 @@ def apply_cmd(
                                          "partition: fully qualified partition devices."),
     bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="Your own 440-byte MBR boot code (bios layout)."),
     no_boot: bool = typer.Option(False, "--no-boot", help="Skip the boot stage (no boot files, BCD or boot code)."),
+    unattend: Optional[str] = typer.Option(None, "--unattend", help="Answer file, written as \\Windows\\Panther\\unattend.xml."),
+    merge: Optional[List[str]] = typer.Option(None, "--merge", help="Copy this folder's contents into the volume root "
+                                              "(e.g. Setup\\Scripts\\SetupComplete.cmd); repeatable, later ones win."),
+    reg_import: Optional[List[str]] = typer.Option(None, "--reg-import",
+                                                   help="Import a regedit .reg file into the image's hives (HKLM\\SYSTEM, "
+                                                        "HKLM\\SOFTWARE, HKU\\.DEFAULT, HKCR); repeatable."),
+    enable_rdp: bool = typer.Option(False, "--enable-rdp", help="Allow Remote Desktop connections (fDenyTSConnections=0; "
+                                    "firewall rules unchanged)."),
+    driver: Optional[List[str]] = typer.Option(None, "--driver",
+                                               help="Stage a folder of drivers (INF files) for Windows to install at first "
+                                                    "boot: copied to \\Windows\\wim2vhd\\Drivers\\<n>-<name> and added "
+                                                    "to DevicePath. Staging, not DISM's offline install: a boot-critical "
+                                                    "storage driver is not found in time. Repeatable."),
     force: bool = ForceOpt,
     json: bool = JsonOpt,
 ) -> None:
@@ -67,15 +82,23 @@ def apply_cmd(
     The stages: create, partition, format, apply, boot, finalize.  The disk is written
     under a temporary name beside OUT and renamed only when complete.
     """
+    from wim2vhd import customize
+    custom = customize.from_options(unattend=unattend, merge=merge, reg_import=reg_import, enable_rdp=enable_rdp,
+                                    drivers=driver)
     with Progress(enabled=None if not json else False) as prog:
         res = api.apply_image(
             image, out, index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout,
             mbr=mbr, recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
             cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
-            boot=not no_boot, force=force, progress=prog)
+            boot=not no_boot, force=force, customize=custom, progress=prog)
     if json:
         emit_json(res)
         return
+    for r in res if isinstance(res, list) else [res]:
+        _print_applied(r)
+
+
+def _print_applied(res) -> None:
     d = res["disk"]
     console.print(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}")
     console.print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "

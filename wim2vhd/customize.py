@@ -1,0 +1,431 @@
+"""Customizations made while an image is applied: answer file, merged folders, registry imports, Remote
+Desktop, staged drivers.  No mount and no second pass: the apply pipeline calls two hooks.
+
+    c = Customizations(unattend="unattend.xml", merge=("overlay",), reg_import=("tweaks.reg",),
+                       enable_rdp=True, drivers=("virtio/viostor",))
+    c.validate()                     # every input checked; nothing read from the image yet
+    c.apply_to_image(wim, index)     # before the disk exists: the image's hives, edited in memory
+    c.apply_to_volume(disk, win)     # right after extraction: files written, hives replaced
+
+Where things go (paths in the Windows volume):
+
+    --unattend FILE   \\Windows\\Panther\\unattend.xml (Windows Setup reads it in the specialize and oobe passes)
+    --merge DIR       DIR's contents into the volume root, merged with the image's folders; files replace files
+    --driver DIR      \\Windows\\wim2vhd\\Drivers\\<n>-<DIR's name>\\..., n = 1, 2, ... in the order given, and each
+                      folder of it that holds an .inf added to DevicePath (SOFTWARE\\Microsoft\\Windows\\
+                      CurrentVersion, REG_EXPAND_SZ, ';'-separated) as %SystemRoot%\\wim2vhd\\Drivers\\...
+                      Plug and Play searches DevicePath for devices it has no driver for, at first boot and
+                      later; this is staging, not DISM's offline install into the driver store, so a driver
+                      needed to reach the boot disk (a storage controller's) is not found in time.
+    --reg-import FILE regedit files (see wim2vhd.regfile) into config\\SYSTEM (CurrentControlSet through
+                      Select\\Current), config\\SOFTWARE and config\\DEFAULT
+    --enable-rdp      fDenyTSConnections = 0 under the current control set's Control\\Terminal Server, as
+                      Convert-WindowsImage's -RemoteDesktopEnable does (the firewall rules are left as they are)
+
+Order: merges (in the order given), drivers, the answer file (it wins over a merged one), then the hives
+(imports in order, then --enable-rdp, then DevicePath).  New files and folders inherit their folder's
+inheritable ACEs (wim2vhd.ntfs does that); a file that is replaced, hives included, keeps the security
+descriptor it had.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from wim2vhd import regfile
+from wim2vhd.errors import CorruptInput, InputError, UsageError
+
+UNATTEND_PATH = "Windows\\Panther\\unattend.xml"
+DRIVERS_DIR = "Windows\\wim2vhd\\Drivers"
+DRIVERS_DEVICEPATH = "%SystemRoot%\\wim2vhd\\Drivers"
+CONFIG_DIR = "Windows\\System32\\config"
+DEVICEPATH_KEY = "Microsoft\\Windows\\CurrentVersion"
+DEVICEPATH_DEFAULT = "%SystemRoot%\\inf"  # Windows' own entry, which must stay first (and stay at all)
+TS_KEY = "Control\\Terminal Server"
+
+# Characters Windows does not allow in a file name, and names it reserves for devices.
+_BAD_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+_RESERVED = re.compile(r"^(CON|PRN|AUX|NUL|COM[1-9]|LPT[1-9])(\..*)?$", re.IGNORECASE)
+
+
+def _windows_name_problem(name: str) -> str | None:
+    if _BAD_CHARS.search(name):
+        return "has a character Windows does not allow in file names (<>:\"/\\|?* or a control character)"
+    if name.endswith((" ", ".")):
+        return "ends with a space or a dot, which Windows drops"
+    if _RESERVED.match(name):
+        return "is a device name Windows reserves"
+    if len(name.encode("utf-16-le")) > 510:
+        return "is longer than 255 characters"
+    return None
+
+
+def _safe_component(name: str) -> str:
+    s = re.sub(r'[<>:"/\\|?*;%\x00-\x1f]', "_", name).rstrip(" .") or "driver"
+    return s[:64]
+
+
+@dataclass
+class _Entry:
+    dest: str            # path in the volume, '\\'-separated, no leading backslash
+    kind: str            # "d" or "f"
+    host: str | None     # host file for "f", host folder (or None) for "d"
+    origin: str          # the option that asked for it, for messages
+
+
+@dataclass
+class Customizations:
+    """What to change in each applied image.  Paths are host paths."""
+
+    unattend: str | None = None
+    merge: Sequence[str] = ()
+    reg_import: Sequence[str] = ()
+    enable_rdp: bool = False
+    drivers: Sequence[str] = ()
+
+    _plan: list[_Entry] | None = field(default=None, init=False, repr=False)
+    _regs: list[regfile.RegFile] = field(default_factory=list, init=False, repr=False)
+    _device_paths: list[str] = field(default_factory=list, init=False, repr=False)
+    _prepared: tuple[int, dict[str, bytes], dict[str, int]] | None = field(default=None, init=False, repr=False)
+    last_report: dict[str, Any] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.merge = tuple(os.fspath(m) for m in (self.merge or ()))
+        self.reg_import = tuple(os.fspath(r) for r in (self.reg_import or ()))
+        self.drivers = tuple(os.fspath(d) for d in (self.drivers or ()))
+        self.unattend = os.fspath(self.unattend) if self.unattend else None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.unattend or self.merge or self.reg_import or self.enable_rdp or self.drivers)
+
+    def hives(self) -> list[str]:
+        """The hives (file names in \\Windows\\System32\\config) these customizations change."""
+        self.validate()
+        names = {regfile.locate(op.key).hive for rf in self._regs for op in rf.ops}
+        if self.enable_rdp:
+            names.add("SYSTEM")
+        if self.drivers:
+            names.add("SOFTWARE")
+        return sorted(names)
+
+    # -- validation: everything that can be checked without the image ------------------------------------
+    def validate(self) -> None:
+        """Check every input (files exist, .reg files parse, names are valid on Windows, merges agree with
+        each other); raise the error for the first problem.  Idempotent."""
+        if self._plan is not None:
+            return
+        plan: dict[str, _Entry] = {}
+
+        def add(dest: str, kind: str, host: str | None, origin: str) -> None:
+            parts = dest.split("\\")
+            for i in range(1, len(parts)):  # the folders above it
+                add_one("\\".join(parts[:i]), "d", None, origin)
+            add_one(dest, kind, host, origin)
+
+        def add_one(dest: str, kind: str, host: str | None, origin: str) -> None:
+            name = dest.rsplit("\\", 1)[-1]
+            problem = _windows_name_problem(name)
+            if problem:
+                raise UsageError(f"{origin}: {host or name!r}: the name {name!r} {problem}")
+            old = plan.get(dest.lower())
+            if old is None:
+                plan[dest.lower()] = _Entry(dest, kind, host, origin)
+            elif old.kind != kind:
+                raise UsageError(f"{origin}: {host or dest} would make \\{dest} a "
+                                 f"{'folder' if kind == 'd' else 'file'}, but {old.origin} puts a "
+                                 f"{'file' if old.kind == 'f' else 'folder'} there")
+            elif kind == "f":  # a later file wins; the entry keeps its place in the order
+                plan[dest.lower()] = _Entry(old.dest, kind, host, origin)
+
+        for m in self.merge:
+            origin = f"--merge {m}"
+            _need_dir(m, "--merge")
+            for host, rel, kind in _walk(m, origin):
+                add(rel, kind, host, origin)
+        self._device_paths = []
+        for n, d in enumerate(self.drivers, 1):
+            origin = f"--driver {d}"
+            _need_dir(d, "--driver")
+            base = f"{n}-{_safe_component(os.path.basename(os.path.normpath(os.path.abspath(d))))}"
+            add(f"{DRIVERS_DIR}\\{base}", "d", d, origin)
+            infs = set()
+            for host, rel, kind in _walk(d, origin):
+                add(f"{DRIVERS_DIR}\\{base}\\{rel}", kind, host, origin)
+                if kind == "f" and rel.lower().endswith(".inf"):
+                    infs.add(rel.rsplit("\\", 1)[0] if "\\" in rel else "")
+            if not infs:
+                raise InputError(f"--driver {d}: no .inf file in it: Windows finds drivers by their INF files")
+            for sub in sorted(infs, key=lambda s: (s.count("\\"), s.lower())):
+                self._device_paths.append(f"{DRIVERS_DEVICEPATH}\\{base}" + (f"\\{sub}" if sub else ""))
+        if self.unattend:
+            _check_unattend(self.unattend)
+            add(UNATTEND_PATH, "f", self.unattend, "--unattend")
+        self._regs = [regfile.load(r) for r in self.reg_import]
+        # a merged hive would be overwritten by the edited copy of the image's own
+        edited = set()
+        for rf in self._regs:
+            edited |= {regfile.locate(op.key).hive for op in rf.ops}
+        if self.enable_rdp:
+            edited.add("SYSTEM")
+        if self.drivers:
+            edited.add("SOFTWARE")
+        for h in sorted(edited):
+            e = plan.get(f"{CONFIG_DIR}\\{h}".lower())
+            if e is not None:
+                raise UsageError(f"{e.origin} replaces \\{CONFIG_DIR}\\{h}, which --reg-import, --enable-rdp or "
+                                 f"--driver also change: merge a hive, or edit it, not both")
+        self._plan = list(plan.values())
+
+    # -- hook 1: before anything is written ----------------------------------------------------------------
+    def apply_to_image(self, wim, index: int) -> None:
+        """Read the image's hives and make the registry changes in memory, so that a hive that is missing,
+        damaged or without Select\\Current fails before the disk is created."""
+        self.validate()
+        self._prepared = None
+        hives = self.hives()
+        edited: dict[str, bytes] = {}
+        counts: dict[str, int] = {}
+        if hives:
+            with tempfile.TemporaryDirectory(prefix="wim2vhd-hives-") as tmp:
+                wim.extract_paths(index, [f"/{CONFIG_DIR}/{h}".replace("\\", "/") for h in hives], tmp)
+                for h in hives:
+                    local = os.path.join(tmp, *CONFIG_DIR.split("\\"), h)
+                    if not os.path.isfile(local):
+                        raise InputError(f"image {index} has no \\{CONFIG_DIR}\\{h}: is it a Windows image?")
+                    edited[h], counts[h] = self._edit_hive(h, local, index)
+        self._prepared = (index, edited, counts)
+
+    def _edit_hive(self, name: str, local: str, index: int) -> tuple[bytes, int]:
+        from wim2vhd.boot.hive import Hive, RegType, Value
+        shown = f"\\{CONFIG_DIR}\\{name} of image {index}"
+        try:
+            hive = Hive.open(local, write=True)
+        except CorruptInput as e:
+            raise CorruptInput(f"{shown} is not a usable registry hive ({e.message.split(' (', 1)[-1].rstrip(')')})",
+                               hint=e.hint) from None
+        hive.path = shown
+        changes = 0
+        try:
+            ccs = None
+            if name == "SYSTEM":
+                ccs = _current_control_set(hive, shown)
+            for rf in self._regs:
+                for op in rf.ops:
+                    loc = regfile.locate(op.key)
+                    if loc.hive != name:
+                        continue
+                    path = loc.path
+                    if loc.current_control_set:
+                        path = "\\".join([ccs, *regfile.split_key(path)[1:]])
+                    _apply_op(hive, path, op)
+                    changes += 1
+            if name == "SYSTEM" and self.enable_rdp:
+                _ensure_key(hive, f"{ccs}\\{TS_KEY}").set_value(Value.dword("fDenyTSConnections", 0))
+                changes += 1
+            if name == "SOFTWARE" and self._device_paths:
+                key = _ensure_key(hive, DEVICEPATH_KEY)
+                old = key.value("DevicePath")
+                try:
+                    current = old.as_str() if old is not None else DEVICEPATH_DEFAULT
+                except ValueError:
+                    current = DEVICEPATH_DEFAULT
+                key.set_value(Value("DevicePath", RegType.EXPAND_SZ,
+                                    (extend_device_path(current, self._device_paths) + "\0").encode("utf-16-le")))
+                changes += 1
+            out = local + ".new"
+            hive.commit(out)
+            with open(out, "rb") as f:
+                return f.read(), changes
+        finally:
+            hive.close()
+
+    # -- hook 2: right after extraction ----------------------------------------------------------------------
+    def apply_to_volume(self, disk, win) -> None:
+        """Write the files and the edited hives into the Windows partition `win` of `disk`."""
+        from wim2vhd.apply import NtfsWindow
+        from wim2vhd.ntfs import NtfsVolume
+        self.validate()
+        prepared = self._prepared
+        self._prepared = None
+        if self.hives() and prepared is None:
+            raise UsageError("Customizations.apply_to_image must run before apply_to_volume")
+        index, hives, counts = prepared if prepared else (None, {}, {})
+        files = 0
+        with NtfsWindow(disk, win.start, win.size, compact=True) as dev, NtfsVolume(dev) as vol:
+            self._check_volume(vol)
+            for e in self._plan:
+                if e.kind == "d":
+                    vol.mkdir(e.dest, exist_ok=True)
+                    continue
+                keep = vol.get_security(e.dest) if vol.exists(e.dest) else None
+                try:
+                    with open(e.host, "rb") as f:
+                        vol.write_file(e.dest, f)
+                except OSError as err:
+                    raise InputError(f"{e.origin}: cannot read {e.host}: {err.strerror}") from None
+                if keep is not None:
+                    vol.set_security(e.dest, keep)
+                files += 1
+            for name, data in hives.items():
+                path = f"{CONFIG_DIR}\\{name}"
+                keep = vol.get_security(path)
+                vol.write_file(path, data)
+                vol.set_security(path, keep)
+        self.last_report = self.report(files=files, hive_changes=counts)
+
+    def _check_volume(self, vol) -> None:
+        """Where the plan meets the image's tree: a file may replace a file, a folder merges into a folder;
+        nothing replaces a folder with a file (or the reverse), and nothing is written through a link."""
+        for e in self._plan:
+            if not vol.exists(e.dest):
+                continue
+            st = vol.stat(e.dest)
+            what = e.host or f"\\{e.dest}"
+            if st.reparse_tag:
+                raise UsageError(f"{e.origin}: {what} would be written to \\{e.dest}, which is a link (junction or "
+                                 f"symbolic link) in the image; wim2vhd does not write through links")
+            if st.is_dir and e.kind == "f":
+                raise UsageError(f"{e.origin}: {what} would replace the folder \\{e.dest} of the image with a file")
+            if not st.is_dir and e.kind == "d":
+                raise UsageError(f"{e.origin}: {what} would replace the file \\{e.dest} of the image with a folder")
+
+    # -- what was done -------------------------------------------------------------------------------------
+    def report(self, files: int = 0, hive_changes: dict[str, int] | None = None) -> dict[str, Any]:
+        self.validate()
+        return {
+            "unattend": f"\\{UNATTEND_PATH}" if self.unattend else None,
+            "merged": list(self.merge),
+            "files_written": files,
+            "drivers": [f"\\{DRIVERS_DIR}\\{p.split(DRIVERS_DEVICEPATH + chr(92), 1)[1]}"
+                        for p in self._device_paths],
+            "enable_rdp": self.enable_rdp,
+            "registry": dict(hive_changes or {}),
+        }
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def extend_device_path(current: str, extra: Sequence[str]) -> str:
+    """DevicePath with `extra` folders appended once each (compared without regard to case)."""
+    parts = [p for p in current.split(";") if p.strip()]
+    if not any(p.strip().lower() == DEVICEPATH_DEFAULT.lower() for p in parts):
+        parts.insert(0, DEVICEPATH_DEFAULT)
+    seen = {p.strip().lower() for p in parts}
+    for x in extra:
+        if x.lower() not in seen:
+            parts.append(x)
+            seen.add(x.lower())
+    return ";".join(parts)
+
+
+def _current_control_set(hive, shown: str) -> str:
+    sel = hive.get_key("Select")
+    cur = sel.value("Current") if sel is not None else None
+    try:
+        n = cur.as_dword() if cur is not None else None
+    except ValueError:
+        n = None
+    if not n:
+        raise CorruptInput(f"{shown} has no Select\\Current: its current control set is unknown")
+    name = f"ControlSet{n:03d}"
+    if hive.get_key(name) is None:
+        raise CorruptInput(f"{shown}: Select\\Current is {n}, but there is no {name}")
+    return name
+
+
+def _ensure_key(hive, path: str):
+    k = hive.root
+    for part in regfile.split_key(path):
+        k = k.ensure_child(part)
+    return k
+
+
+def _apply_op(hive, path: str, op: regfile.Op) -> None:
+    from wim2vhd.boot.hive import Value
+    if isinstance(op, regfile.CreateKey):
+        _ensure_key(hive, path)
+    elif isinstance(op, regfile.SetValue):
+        _ensure_key(hive, path).set_value(Value(op.name, op.type, op.data))
+    elif isinstance(op, regfile.DeleteValue):
+        k = hive.get_key(path)
+        if k is not None:
+            k.delete_value(op.name)
+    elif isinstance(op, regfile.DeleteKey):
+        k = hive.get_key(path)
+        if k is not None:
+            k.delete()
+
+
+def _need_dir(path: str, option: str) -> None:
+    if not os.path.exists(path):
+        raise InputError(f"{option} {path}: no such folder")
+    if not os.path.isdir(path):
+        raise InputError(f"{option} {path}: not a folder")
+
+
+def _walk(top: str, origin: str):
+    """(host path, path relative to top with '\\', 'd' or 'f') for everything below `top`, parents first;
+    host symlinks are followed (a loop or a dangling link is an error), anything else not a file or a
+    folder is an error."""
+    seen = {os.path.realpath(top)}
+
+    def rec(d: str, rel: str):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError as e:
+            raise InputError(f"{origin}: cannot read {d}: {e.strerror}") from None
+        for name in names:
+            host = os.path.join(d, name)
+            r = f"{rel}\\{name}" if rel else name
+            if os.path.isdir(host):
+                real = os.path.realpath(host)
+                if real in seen:
+                    raise InputError(f"{origin}: {host} links back to a folder above it")
+                seen.add(real)
+                yield host, r, "d"
+                yield from rec(host, r)
+                seen.discard(real)
+            elif os.path.isfile(host):
+                if not os.access(host, os.R_OK):
+                    raise InputError(f"{origin}: cannot read {host}: permission denied")
+                yield host, r, "f"
+            elif os.path.islink(host):
+                raise InputError(f"{origin}: {host} is a link to nothing")
+            else:
+                raise InputError(f"{origin}: {host} is not a file or a folder")
+
+    return list(rec(top, ""))
+
+
+def _check_unattend(path: str) -> None:
+    if not os.path.exists(path):
+        raise InputError(f"--unattend {path}: no such file")
+    if not os.path.isfile(path):
+        raise InputError(f"--unattend {path}: not a file")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        line = e.position[0] if e.position else "?"
+        raise InputError(f"--unattend {path}:{line}: not well-formed XML ({str(e).split(':')[0]})") from None
+    except OSError as e:
+        raise InputError(f"--unattend {path}: {e.strerror}") from None
+    if root.tag.rsplit("}", 1)[-1] != "unattend":
+        raise InputError(f"--unattend {path}: the root element is <{root.tag.rsplit('}', 1)[-1]}>, not <unattend>: "
+                         f"is this a Windows answer file?")
+
+
+def from_options(unattend: str | None = None, merge: Sequence[str] | None = None,
+                 reg_import: Sequence[str] | None = None, enable_rdp: bool = False,
+                 drivers: Sequence[str] | None = None) -> Customizations | None:
+    """Customizations for the apply command's options, validated; None when there are none."""
+    c = Customizations(unattend=unattend, merge=tuple(merge or ()), reg_import=tuple(reg_import or ()),
+                       enable_rdp=enable_rdp, drivers=tuple(drivers or ()))
+    if c.empty:
+        return None
+    c.validate()
+    return c
+
