@@ -221,7 +221,9 @@ def parse(data: bytes, path: str = "<reg>") -> RegFile:
         text = decode(data)
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not a .reg file: {e.reason} in its text") from None
-    lines = text.splitlines()
+    lines = re.split(r"\r\n|\n|\r", text)  # not str.splitlines: names may hold U+2028 and the like
+    if lines and lines[-1] == "":
+        lines.pop()  # the final line break
     ops: list[Op] = []
     i = 0
     # the header: the first line that is not blank
