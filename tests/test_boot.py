@@ -1,5 +1,6 @@
 """The boot stage of apply: boot files and the BCD store, read back with tools that are not ours."""
 import json
+import subprocess
 import os
 import uuid
 
@@ -77,11 +78,23 @@ def test_bios_files_in_ntfs(fixture_wim, tmp):
     assert "bootmgr" in root and "Boot" in root
     boot = run("ntfsls", ntfs, "-p", "/Boot").stdout.split()
     assert "BCD" in boot and "Fonts" in boot
-    run("ntfscat", ntfs, "/Boot/BCD", stdout=open(tmp / "BCD", "wb"))
+    (tmp / "BCD").write_bytes(subprocess.run(["ntfscat", ntfs, "/Boot/BCD"], capture_output=True, check=True).stdout)
     (g, o), = loaders(regipy_store(tmp / "BCD")).items()
     assert "winload.exe" in o["elements"]["12000002"][1]
     attrs = run("ntfsinfo", "-F", "/bootmgr", ntfs).stdout
     assert "HIDDEN" in attrs and "SYSTEM" in attrs
     # MBR boot code is there and the partition table survived it
-    mbr = raw.read_bytes()[:512]
+    with open(raw, "rb") as f:
+        head = f.read(1 << 20)
+    mbr = head[:512]
     assert mbr[510:512] == b"\x55\xaa" and any(mbr[:440])
+    assert sfdisk(raw) == pt
+    # GRUB's boot.img code (its patch points aside) and its core.img, diskboot first, in sector 1
+    grub = "/usr/lib/grub/i386-pc"
+    boot_img = open(f"{grub}/boot.img", "rb").read()
+    assert mbr[:0x5a] == boot_img[:0x5a] and mbr[0x68:440] == boot_img[0x68:440]
+    assert int.from_bytes(mbr[0x5c:0x64], "little") == 1
+    diskboot = open(f"{grub}/diskboot.img", "rb").read()
+    assert head[512:512 + 500] == diskboot[:500]
+    start, count = int.from_bytes(head[1012:1020], "little"), int.from_bytes(head[1020:1022], "little")
+    assert start == 2 and 20 < count < 2046 and any(head[512 * (1 + count):512 * (2 + count)])

@@ -162,9 +162,7 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
                     code = f.read()
             except OSError as e:
                 raise InputError(f"--bios-boot-code {o.bios_boot_code}: {e.strerror}") from None
-            if not 1 <= len(code) <= 512:
-                raise UsageError(f"--bios-boot-code must be at most 440 bytes of MBR code, not {len(code)}")
-        install_bios_boot(disk, sector_size=disk.sector_size, mbr_code=code)
+        bios = install_bios_boot(disk, sector_size=disk.sector_size, mbr_code=code)
     return {
         "firmware": firmware,
         "bcd_devices": o.bcd_devices,
@@ -172,4 +170,5 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
         "template": template is not None,
         "files": files,
         "bcd_bytes": len(bcd),
+        **({"bios_boot_code": bios["boot_code"]} if firmware == "bios" else {}),
     }
