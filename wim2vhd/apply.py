@@ -18,7 +18,7 @@ from wim2vhd import fsformat, partition
 from wim2vhd._lib import lib
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
-from wim2vhd.errors import NoSpace, UsageError, from_errno
+from wim2vhd.errors import InputError, NoSpace, UsageError, from_errno
 from wim2vhd.units import GiB, MiB, align_up, format_size, parse_size
 from wim2vhd.wim import ImageInfo, Wim
 
@@ -124,6 +124,16 @@ def _check_options(o: ApplyOptions) -> None:
         raise UsageError("--sector-size must be 512 or 4096")
     if o.layout == "bios" and o.sector_size != 512:
         raise UsageError("BIOS boot needs 512-byte sectors")
+    if o.bios_boot_code is not None:
+        if o.layout != "bios" or not o.boot:
+            raise UsageError("--bios-boot-code goes with --layout bios (and without --no-boot)")
+        try:  # checked before any work: the code itself is read by the boot stage
+            size = os.stat(o.bios_boot_code).st_size
+        except OSError as e:
+            raise InputError(f"--bios-boot-code {o.bios_boot_code}: {e.strerror}") from None
+        if not (1 <= size <= 440 or size == 512):
+            raise UsageError(f"--bios-boot-code takes up to 440 bytes of MBR code (or a whole 512-byte MBR), "
+                             f"not {size} bytes")
 
 
 def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None = None) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""BIOS boot code: the pure patch functions, and --bios-boot-code end to end.
+
+The booting itself is checked in QEMU with SeaBIOS (tests/test_qemu_boot.py)."""
+import os
+
+import pytest
+from hypothesis import given, strategies as st
+
+from tests.conftest import leftovers, run, w2v
+from tests.test_apply import fixture_wim, sfdisk, to_raw  # noqa: F401 (fixture)
+from wim2vhd.boot import biosboot
+from wim2vhd.errors import UsageError
+
+GRUB = biosboot.GRUB_PC_DIR
+
+
+@given(st.binary(min_size=512, max_size=512), st.binary(min_size=512, max_size=512),
+       st.integers(1, 2000))
+def test_boot_sector_keeps_table_and_patches_grub(boot_img, mbr, lba):
+    out = biosboot.boot_sector(boot_img, mbr, lba)
+    assert len(out) == 512
+    assert out[440:] == mbr[440:]                       # signature, table, 0x55AA: ours
+    assert out[:0x5c] == boot_img[:0x5c]                 # GRUB's code before the patch points
+    assert int.from_bytes(out[0x5c:0x64], "little") == lba
+    assert out[0x64] == 0xFF and out[0x66:0x68] == b"\x90\x90"
+    assert out[0x68:440] == boot_img[0x68:440]
+
+
+@given(st.integers(1024, 60000), st.integers(1, 100))
+def test_core_blocklist(n, lba):
+    core = bytes(range(256)) * (n // 256) + b"\x01" * (n % 256)
+    out = biosboot.core_with_blocklist(core, lba)
+    nsec = -(-n // 512)
+    assert len(out) == nsec * 512 and not any(out[n:])
+    assert out[512:n] == core[512:n] and out[:500] == core[:500]
+    assert int.from_bytes(out[500:508], "little") == lba + 1
+    assert int.from_bytes(out[508:510], "little") == nsec - 1
+    assert int.from_bytes(out[510:512], "little") == 0x820
+
+
+def test_mbr_with_code_sizes():
+    mbr = bytes(446) + b"\x11" * 64 + b"\x55\xaa"
+    out = biosboot.mbr_with_code(b"\xfa\xeb\xfe", mbr)
+    assert out[:3] == b"\xfa\xeb\xfe" and not any(out[3:440]) and out[440:] == mbr[440:]
+    whole = b"\xcc" * 512
+    assert biosboot.mbr_with_code(whole, mbr)[:440] == whole[:440]
+    for bad in (b"", b"\x90" * 441, b"\x90" * 600):
+        with pytest.raises(UsageError):
+            biosboot.mbr_with_code(bad, mbr)
+
+
+def test_core_image_is_reproducible_and_fits_the_gap():
+    biosboot.core_image.cache_clear()
+    a = biosboot.core_image()
+    biosboot.core_image.cache_clear()
+    b = biosboot.core_image()
+    assert a == b
+    diskboot = open(f"{GRUB}/diskboot.img", "rb").read()
+    assert a[:500] == diskboot[:500]
+    assert 512 * 4 < len(a) < (1 << 20) - 512
+
+
+def test_user_boot_code(fixture_wim, tmp):
+    code = tmp / "mbr.bin"
+    code.write_bytes(b"\xfa\xf4\xeb\xfd" + b"W2V-USER-CODE")
+    out = tmp / "u.vhd"
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "1G", "--layout", "bios", "--bios-boot-code", code)
+    raw = to_raw(out, tmp)
+    with open(raw, "rb") as f:
+        head = f.read(1 << 20)
+    assert head[:17] == code.read_bytes() and not any(head[17:440])
+    assert head[510:512] == b"\x55\xaa" and sfdisk(raw)["partitions"][0].get("bootable")
+    assert not any(head[512:]), "no GRUB core image with the user's own code"
+
+
+def test_user_boot_code_bad(fixture_wim, tmp):
+    big = tmp / "big.bin"
+    big.write_bytes(b"\x90" * 600)
+    out = tmp / "x.vhd"
+    for arg in (big, tmp / "missing.bin"):
+        p = w2v("apply", fixture_wim, out, "--index", "1", "--size", "1G", "--layout", "bios",
+                "--bios-boot-code", arg, check=False)
+        assert p.returncode != 0 and p.stderr.count("\n") == 1 and "bios-boot-code" in p.stderr
+        assert not out.exists() and not leftovers(tmp)
