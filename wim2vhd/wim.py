@@ -38,6 +38,8 @@ _CORRUPT = {"WIMLIB_ERR_NOT_A_WIM_FILE", "WIMLIB_ERR_UNEXPECTED_END_OF_FILE", "W
             "WIMLIB_ERR_INVALID_COMPRESSION_TYPE", "WIMLIB_ERR_INVALID_PART_NUMBER", "WIMLIB_ERR_READ",
             "WIMLIB_ERR_SPLIT_INVALID"}
 _CODES = {getattr(lib, n): n for n in dir(lib) if n.startswith("WIMLIB_ERR_")}
+# Not declared in native/cdefs; wimlib.h's error numbers are part of its stable ABI.
+_CODES.setdefault(71, "WIMLIB_ERR_WIM_IS_READONLY")
 
 
 def _check(ret: int, what: str, *, hint: str | None = None) -> None:
@@ -56,6 +58,11 @@ def _check(ret: int, what: str, *, hint: str | None = None) -> None:
         raise ImageNotFound(msg)
     if name in ("WIMLIB_ERR_WIM_IS_ENCRYPTED", "WIMLIB_ERR_UNSUPPORTED"):
         raise UnsupportedInput(msg)
+    if name == "WIMLIB_ERR_WIM_IS_READONLY":
+        raise UnsupportedInput(f"{what}: the WIM cannot be changed (it is part of a split WIM, marked read-only "
+                               f"in its header, or not writable)")
+    if name == "WIMLIB_ERR_IMAGE_NAME_COLLISION":
+        raise UsageError(f"{what}: the WIM already has an image of that name: choose another --name")
     if name == "WIMLIB_ERR_NOMEM":
         raise EnvironmentFault(msg)
     if name == "WIMLIB_ERR_INVALID_PARAM":
@@ -282,16 +289,30 @@ class Wim:
         _check(lib.wimlib_update_image(self._wim, index, cmds, len(items), 0), f"updating image {index}")
 
 
-def capture_ntfs(device: str, out: str, *, name: str, description: str | None = None,
-                 compression: str = "lzx", append_to: str | None = None,
-                 progress: Progress | None = None) -> int:
+COMPRESSIONS = ("lzx", "xpress", "lzms", "none")
+_COMPRESSION_NAMES = {0: "none", 1: "xpress", 2: "lzx", 3: "lzms"}
+
+
+def compression_name(ctype: int) -> str:
+    return _COMPRESSION_NAMES.get(ctype, str(ctype))
+
+
+def capture_ntfs(device: str, out: str, *, name: str | None, description: str | None = None,
+                 compression: str = "lzx", append_to: str | None = None, shown: str | None = None,
+                 fallback_name: str = "Windows", progress: Progress | None = None) -> int:
     """Capture the NTFS volume on `device` into a new WIM at `out` (or as a new image appended to
-    `append_to`, written to `out`).  Returns the new image's index."""
+    `append_to`, which is then rewritten in place).  Returns the new image's index.
+
+    wimlib reads the image's hives while it captures and fills in its XML info (edition, build,
+    architecture, product name, languages) as it does for any Windows image.  name None: the product name
+    wimlib found ("Windows 10 Enterprise"), or `fallback_name` when it found none, made unique in the WIM with " (2)", " (3)"...; `shown`: how
+    the volume is named in messages (device names like w2v:0 mean nothing to people)."""
     _init()
+    shown = shown or device
     ctype = {"none": lib.WIMLIB_COMPRESSION_TYPE_NONE, "xpress": lib.WIMLIB_COMPRESSION_TYPE_XPRESS,
              "lzx": lib.WIMLIB_COMPRESSION_TYPE_LZX, "lzms": lib.WIMLIB_COMPRESSION_TYPE_LZMS}.get(compression)
     if ctype is None:
-        raise UsageError(f"unknown compression {compression!r}: use lzx, xpress, lzms or none")
+        raise UsageError(f"--compress must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
     pp = ffi.new("WIMStruct **")
     if append_to:
         _check(lib.wimlib_open_wim(append_to.encode(), lib.WIMLIB_OPEN_FLAG_WRITE_ACCESS, pp), append_to)
@@ -299,17 +320,34 @@ def capture_ntfs(device: str, out: str, *, name: str, description: str | None = 
         _check(lib.wimlib_create_new_wim(ctype, pp), "creating a WIM")
     wim = pp[0]
     try:
-        flags = lib.WIMLIB_ADD_FLAG_NTFS | lib.WIMLIB_ADD_FLAG_WINCONFIG
-        _run(wim, progress, lambda: lib.wimlib_add_image(wim, device.encode(), name.encode(), ffi.NULL, flags),
-             f"capturing {device}")
         info = ffi.new("struct wimlib_wim_info *")
+        _check(lib.wimlib_get_wim_info(wim, info), append_to or out)
+        taken = set()
+        for i in range(1, info.image_count + 1):
+            s = lib.wimlib_get_image_name(wim, i)
+            taken.add(ffi.string(s).decode() if s != ffi.NULL else "")
+        if name is not None and name in taken:
+            raise UsageError(f"{append_to} already has an image named {name!r}: choose another --name")
+        # a name no image has, until wimlib has read the hives (names must be unique within a WIM)
+        temp = name if name is not None else f"wim2vhd-capture-{os.getpid()}-{len(taken)}"
+        flags = lib.WIMLIB_ADD_FLAG_NTFS | lib.WIMLIB_ADD_FLAG_WINCONFIG
+        _run(wim, progress, lambda: lib.wimlib_add_image(wim, device.encode(), temp.encode(), ffi.NULL, flags),
+             f"capturing {shown}")
         _check(lib.wimlib_get_wim_info(wim, info), out)
         idx = info.image_count
+        if name is None:
+            s = lib.wimlib_get_image_property(wim, idx, b"WINDOWS/PRODUCTNAME")
+            base = (ffi.string(s).decode() if s != ffi.NULL else "").strip() or fallback_name
+            name, n = base, 2
+            while name in taken:
+                name, n = f"{base} ({n})", n + 1
+            _check(lib.wimlib_set_image_name(wim, idx, name.encode()), out)
         if description:
             _check(lib.wimlib_set_image_property(wim, idx, b"DESCRIPTION", description.encode()), out)
         if append_to:
             # wimlib appends the new image's data after the old and rewrites the header last,
-            # so an interrupted append leaves the original images intact.
+            # so an interrupted append leaves the original images intact.  An ESD stays solid:
+            # wimlib writes the new blobs in a solid resource when the WIM has them.
             _run(wim, progress, lambda: lib.wimlib_overwrite(wim, 0, 0), f"appending to {append_to}")
         else:
             wflags = lib.WIMLIB_WRITE_FLAG_SOLID if compression == "lzms" else 0

@@ -112,10 +112,15 @@ def capture_cmd(
     out: str = typer.Argument(..., help="The WIM to write."),
     partition: Optional[int] = typer.Option(None, "--partition", "-p",
                                             help="Partition number. Default: the NTFS partition that holds \\Windows."),
-    name: Optional[str] = typer.Option(None, "--name", help="Image name."),
+    name: Optional[str] = typer.Option(None, "--name", help="Image name. Default: the product name found in the "
+                                                            "image's registry (e.g. 'Windows 10 Enterprise'), "
+                                                            "made unique in OUT."),
     description: Optional[str] = typer.Option(None, "--description", help="Image description."),
-    compress: str = typer.Option("lzx", "--compress", help="lzx, xpress, lzms (solid, like ESD) or none."),
-    append: bool = typer.Option(False, "--append", help="Add the image to the existing WIM OUT."),
+    compress: Optional[str] = typer.Option(None, "--compress",
+                                           help="lzx (default), xpress, lzms (solid, like ESD; the default for "
+                                                "*.esd) or none. With --append, OUT's own compression is used."),
+    append: bool = typer.Option(False, "--append", help="Add the image to the existing WIM or ESD OUT (not to a "
+                                                        "split WIM)."),
     force: bool = ForceOpt,
     json: bool = JsonOpt,
 ) -> None:
