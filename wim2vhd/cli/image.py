@@ -59,7 +59,7 @@ def apply_cmd(
     bcd_devices: str = typer.Option("locate", "--bcd-devices",
                                     help="locate: BCD devices found at boot (survive new disk IDs, differencing). "
                                          "partition: fully qualified partition devices."),
-    bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="Your own 440-byte MBR boot code (bios layout)."),
+    bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="bios layout: your own MBR boot code (up to 440 bytes, or a whole 512-byte MBR) instead of GRUB's, which chain-loads \\bootmgr."),
     no_boot: bool = typer.Option(False, "--no-boot", help="Skip the boot stage (no boot files, BCD or boot code)."),
     unattend: Optional[str] = typer.Option(None, "--unattend", help="Answer file, written as \\Windows\\Panther\\unattend.xml."),
     merge: Optional[List[str]] = typer.Option(None, "--merge", help="Copy this folder's contents into the volume root "
