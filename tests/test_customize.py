@@ -401,6 +401,42 @@ def test_images_without_usable_hives(tmp):
             _reg(tmp, '[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n"a"="b"\n')], 3, "not a usable registry hive", tmp, out)
 
 
+def test_current_control_set_follows_select(tmp):
+    """CurrentControlSet is the set Select\\Current names, here the second; the first is left alone and no
+    CurrentControlSet key is made (Windows links it at boot)."""
+    from fixtures.hives import build_hive
+    ts = {"fDenyTSConnections": 1}
+    spec = {"Select": {"Current": 2, "Default": 2, "LastKnownGood": 1},
+            "ControlSet001\\Control\\Terminal Server": ts, "ControlSet002\\Control\\Terminal Server": ts}
+    wim = _wim_from_tree(tmp, "cs2", {"Windows/System32/config/SYSTEM": build_hive(spec, "SYSTEM")})
+    reg = _reg(tmp, '[HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\w2v]\n"Start"=dword:00000002\n')
+    out = tmp / "cs.vhdx"
+    w2v("apply", wim, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp", "--reg-import", reg)
+    system = hive_out(ntfs_partition(out, tmp), "SYSTEM", tmp)
+    assert hivexget(system, r"ControlSet002\Control\Terminal Server", "fDenyTSConnections") == "0"
+    assert hivexget(system, r"ControlSet001\Control\Terminal Server", "fDenyTSConnections") == "1"
+    assert hivexget(system, r"ControlSet002\Services\w2v", "Start") == "2"
+    assert not regipy_has_key(system, r"\ControlSet001\Services\w2v")
+    assert not regipy_has_key(system, r"\CurrentControlSet")
+    # Select\Current naming a set that is not there, and an HKU\.DEFAULT import into an image without
+    # config\DEFAULT: found before the disk is made
+    spec["Select"] = {"Current": 3}
+    bad = _wim_from_tree(tmp, "cs3", {"Windows/System32/config/SYSTEM": build_hive(spec, "SYSTEM")})
+    out2 = tmp / "bad.vhdx"
+    _fails(["apply", bad, out2, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
+           "Select\\Current is 3, but there is no ControlSet003", tmp, out2)
+    _fails(["apply", wim, out2, "--size", "1G", "--layout", "native", "--no-boot", "--reg-import",
+            _reg(tmp, '[HKEY_USERS\\.DEFAULT\\Control Panel]\n"a"="b"\n')], 3,
+           "image 1 has no \\Windows\\System32\\config\\DEFAULT", tmp, out2)
+
+
+def test_help_says_what_driver_staging_is():
+    """--driver is staging for Plug and Play, and --help says so plainly."""
+    text = " ".join(w2v("apply", "--help", env={**os.environ, "COLUMNS": "400", "TERM": "dumb"}).stdout.split())
+    assert "Staging, not DISM's offline install" in text
+    assert "DevicePath" in text
+
+
 def _reg(tmp, body):
     p = tmp / "x.reg"
     p.write_text("Windows Registry Editor Version 5.00\n\n" + body)
