@@ -6,7 +6,7 @@ import os
 import pytest
 
 from fixtures.wimdir import wimdir_detailed
-from tests.conftest import leftovers, run, w2v
+from tests.conftest import W2V, leftovers, run, w2v
 from tests.test_apply import _stream_ids, fixture_wim  # noqa: F401 (fixture_wim is a fixture)
 from tests.test_customize import _fails, ntfs_partition
 
@@ -232,3 +232,29 @@ def test_bad_appends_change_nothing(fixture_wim, applied, tmp):
     (tmp / "junk.wim").write_bytes(b"not a wim" * 100)
     p = w2v("capture", applied["disk"], tmp / "junk.wim", "--append", check=False)
     assert p.returncode == 3 and (tmp / "junk.wim").read_bytes() == b"not a wim" * 100
+
+
+def test_no_privileges_needed(applied, tmp):
+    """Capture as nobody, with every capability dropped and no_new_privs: no mount, loop device or FUSE."""
+    import shutil
+    import subprocess
+    import tempfile
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv missing")
+    d = tempfile.mkdtemp(prefix="w2v-np-", dir="/tmp")
+    try:
+        os.chmod(d, 0o777)
+        disk = os.path.join(d, "win.vhdx")
+        shutil.copy(applied["disk"], disk)
+        os.chmod(disk, 0o644)
+        out = os.path.join(d, "np.wim")
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+               "--bounding-set=-all", "--no-new-privs", W2V,
+               "capture", disk, out]
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HOME": d})
+        assert p.returncode == 0, p.stderr
+        assert os.stat(out).st_uid == 65534
+        run("wimverify", out)
+        assert wiminfo(out, 1)["Edition ID"] == "Professional"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -117,6 +117,10 @@ def test_split_wim_without_its_parts(split, tmp):
     # a part missing: found while applying; nothing is left behind either
     _fails(["apply", first, out, "--index", "1", "--ref", split / "install2.swm", *APPLY], 3, "--ref", tmp, out)
     _fails(["apply", first, out, "--index", "1", "--ref", split / "nope*.swm", *APPLY], 3, "no such file", tmp, out)
+    # a later part as IMAGE: it has the XML (info lists it) but not the images' metadata
+    assert len(info(split / "install2.swm")["images"]) == 2
+    _fails(["apply", split / "install2.swm", out, "--index", "1", "--ref", split / "install*.swm", *APPLY], 3,
+           "is part 2 of a split WIM", tmp, out)
 
 
 def test_capture_append_to_split_wim_changes_nothing(split, fixture_wim, tmp):
@@ -188,6 +192,18 @@ def test_iso9660_iso_with_esd(fixture_wim, wim_trees, tmp):
     assert info(src)["compression"] == "lzms"
     w2v("apply", src, tmp / "x.vhdx", "--index", "1", *APPLY)
     assert volume_tree(tmp / "x.vhdx", tmp) == wim_trees[1]
+    assert not leftovers(tmp)
+
+
+def test_udf_iso_with_esd(fixture_wim, wim_trees, tmp):
+    run("wimexport", fixture_wim, "all", tmp / "install.esd", "--solid")
+    src = udf_iso(tmp / "esd.iso", {"sources/install.esd": (tmp / "install.esd").read_bytes()})
+    f = iso.find_install_image(str(src))
+    assert f.filesystem == "UDF" and f.path == "\\sources\\install.esd"
+    res = info(src)
+    assert res["compression"] == "lzms" and _images(res) == _images(info(fixture_wim))
+    w2v("apply", src, tmp / "u.vhdx", "--index", "2", *APPLY)
+    assert volume_tree(tmp / "u.vhdx", tmp) == wim_trees[2]
     assert not leftovers(tmp)
 
 

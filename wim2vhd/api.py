@@ -90,6 +90,9 @@ def _partition_table(d: Disk) -> Any:
     return layout.to_dict() if layout is not None else None
 
 
+CONVERT_WRITER_QUEUE = 64 << 20
+
+
 def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = False,
                  block_size: str | int | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Convert between raw, VHD and VHDX, copying only allocated, non-zero data."""
@@ -102,7 +105,8 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
             dst = create_disk(ao.temp, s.size, fmt=fmt, dynamic=_disk_type(type), block_size=bs,
                               sector_size=s.sector_size if fmt is not VhdDisk else 512)
             try:
-                dst.set_cache(0)
+                dst.set_cache(0)  # each byte is written once: nothing for a cache to absorb
+                dst.set_writer(CONVERT_WRITER_QUEUE)  # reading the source overlaps writing the target
                 total = sum(n for _, n in s.extents())
                 done = 0
                 for off, n in s.extents():
@@ -219,8 +223,11 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
     results: list[dict[str, Any]] = []
     with _source(image, temp_dir=out_dir) as (src, inner), Wim(src, refs=refs) as wim:
         # every image and every output name settled before the first disk is made
+        from wim2vhd.errors import InputError
+        if wim.part_number > 1:
+            raise InputError(f"{image} is part {wim.part_number} of a split WIM of {wim.total_parts} parts: give the "
+                             f"first part as IMAGE and the others with --ref")
         if wim.total_parts > 1 and not refs:
-            from wim2vhd.errors import InputError
             stem = os.path.splitext(image)[0]
             raise InputError(f"{image} is part 1 of a split WIM of {wim.total_parts} parts: pass the others too",
                              hint=f"--ref '{stem}*.swm'")

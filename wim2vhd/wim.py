@@ -178,6 +178,7 @@ class Wim:
             _check(lib.wimlib_get_wim_info(self._wim, info), self.path)
             self.image_count = info.image_count
             self.total_parts = info.total_parts
+            self.part_number = info.part_number
             self.compression = info.compression_type
             refs = [r for r in refs if r]
             if refs:
