@@ -28,8 +28,9 @@ def ntfs_partition(disk, tmp, n=0):
     raw = to_raw(disk, tmp)
     p = sfdisk(raw)["partitions"][n]
     out = tmp / f"{os.path.basename(disk)}.p{n}"
-    run("dd", f"if={raw}", f"of={out}", "bs=512", f"skip={p['start']}", f"count={p['size']}", "conv=sparse",
-        "status=none")
+    ss = 512  # sfdisk counts in 512-byte sectors
+    run("dd", f"if={raw}", f"of={out}", "bs=1M", "iflag=skip_bytes,count_bytes", f"skip={p['start'] * ss}",
+        f"count={p['size'] * ss}", "conv=sparse", "status=none")
     os.unlink(raw)
     return out
 
