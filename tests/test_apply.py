@@ -16,9 +16,14 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="session")
 def fixture_wim(tmp_path_factory):
+    """The fixture WIM with the probe boot programs (fixtures/probes) as bootmgfw.efi and bootmgr,
+    so the disks applied from it boot in QEMU (tests/test_qemu_boot.py)."""
     from fixtures.build import build_fixture_wim
+    from fixtures.probes import build_probes
     d = tmp_path_factory.mktemp("wim")
-    return str(build_fixture_wim(d / "fixture.wim"))
+    probes = build_probes(d / "probes")
+    with open(probes["bootmgfw.efi"], "rb") as efi, open(probes["bootmgr"], "rb") as pcat:
+        return str(build_fixture_wim(d / "fixture.wim", bootmgfw_efi=efi.read(), bootmgr_pcat=pcat.read()))
 
 
 def to_raw(disk, tmp):
