@@ -121,6 +121,16 @@ def test_capture_from_a_differencing_child(fixture_wim, applied, tmp):
     assert "/Windows/child-only.bin" not in wimdir_detailed(str(tmp / "parent.wim"), 1)
 
 
+@pytest.mark.parametrize("name,layout", [("bios.vhd", ["--layout", "bios"]),
+                                         ("native.img", ["--layout", "native", "--mbr"])])
+def test_capture_from_vhd_and_raw(fixture_wim, tmp, name, layout):
+    disk = tmp / name
+    w2v("apply", fixture_wim, disk, "--index", "2", *APPLY, *layout)
+    res = capture(disk, tmp / "c.wim")
+    assert res["partition"] == 1 and res["image"]["edition"] == "Enterprise"
+    assert_same_tree(wimdir_detailed(fixture_wim, 2), wimdir_detailed(str(tmp / "c.wim"), 1))
+
+
 @pytest.mark.parametrize("compress,shown,solid", [("xpress", "XPRESS", False), ("none", "None", False),
                                                   ("lzms", "LZMS", True)])
 def test_compress_and_partition(fixture_wim, applied, tmp, compress, shown, solid):
