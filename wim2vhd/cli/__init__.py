@@ -15,7 +15,7 @@ from wim2vhd.errors import Interrupted, Wim2VhdError
 
 app = typer.Typer(
     name="wim2vhd",
-    help="Turn Windows images (WIM, ESD, split WIM) into bootable VHD and VHDX disks, on Linux, unprivileged.",
+    help="Turn Windows images (WIM, ESD, split WIM, ISO) into bootable VHD and VHDX disks, on Linux, unprivileged.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -29,13 +29,20 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 
 def _register() -> None:
     # Each module adds its commands to `app`.
-    from wim2vhd.cli import disk  # noqa: F401
-    for name in ("image", "bcd"):
-        try:
-            __import__(f"wim2vhd.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"wim2vhd.cli.{name}":
-                raise
+    from wim2vhd.cli import bcd, disk, image  # noqa: F401
+
+
+def _version(value: bool) -> None:
+    if value:
+        from wim2vhd import __version__
+        print(f"wim2vhd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Turn Windows images (WIM, ESD, split WIM, ISO) into bootable VHD and VHDX disks, on Linux, unprivileged."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         print("wim2vhd: interrupted", file=sys.stderr)
         sys.exit(Interrupted.exit_code)
     except _ClickException as e:
-        e.show()
+        # Click's own errors (a bad option value, a missing argument) in one line, like ours.
+        ctx = getattr(e, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"wim2vhd: error: {e.format_message().rstrip('.')}{where}", file=sys.stderr)
         sys.exit(e.exit_code)
     except Wim2VhdError as e:
         print(f"wim2vhd: error: {e}", file=sys.stderr)
