@@ -156,24 +156,26 @@ static int push_index(uint64_t **arr, size_t *n, size_t *cap, uint64_t v)
 	return 0;
 }
 
-size_t w2v_take_dirty_blocks(w2v_disk *d, uint64_t *out, size_t max)
+/* Move up to max entries off the end of a dirty list into out (the list
+ * may be reallocated by a writer: *arr is read under the lock). */
+static size_t take_index(w2v_disk *d, uint64_t *const *arr, size_t *n, uint64_t *out, size_t max)
 {
 	pthread_mutex_lock(&d->lock);
-	size_t n = MIN(max, d->n_dirty_blocks);
-	memcpy(out, d->dirty_blocks + d->n_dirty_blocks - n, n * sizeof(uint64_t));
-	d->n_dirty_blocks -= n;
+	size_t k = MIN(max, *n);
+	memcpy(out, *arr + *n - k, k * sizeof(uint64_t));
+	*n -= k;
 	pthread_mutex_unlock(&d->lock);
-	return n;
+	return k;
+}
+
+size_t w2v_take_dirty_blocks(w2v_disk *d, uint64_t *out, size_t max)
+{
+	return take_index(d, &d->dirty_blocks, &d->n_dirty_blocks, out, max);
 }
 
 size_t w2v_take_dirty_groups(w2v_disk *d, uint64_t *out, size_t max)
 {
-	pthread_mutex_lock(&d->lock);
-	size_t n = MIN(max, d->n_dirty_groups);
-	memcpy(out, d->dirty_groups + d->n_dirty_groups - n, n * sizeof(uint64_t));
-	d->n_dirty_groups -= n;
-	pthread_mutex_unlock(&d->lock);
-	return n;
+	return take_index(d, &d->dirty_groups, &d->n_dirty_groups, out, max);
 }
 
 /* ---- sector bitmaps ---------------------------------------------------- */
@@ -315,6 +317,24 @@ static int mark_dirty_block(w2v_disk *d, uint64_t blk)
 	return push_index(&d->dirty_blocks, &d->n_dirty_blocks, &d->cap_dirty_blocks, blk);
 }
 
+static void mark_dirty_bitmap(w2v_disk *d, uint64_t blk)
+{
+	if (!d->bitmap_dirty[blk]) {
+		d->bitmap_dirty[blk] = 1;
+		d->n_dirty_bitmaps++;
+	}
+}
+
+/* Why a write of count bytes at offset cannot be done, or 0. */
+static int write_refused(w2v_disk *d, uint64_t count, uint64_t offset)
+{
+	if (!d->p.writable)
+		return -EROFS;
+	if (offset > d->p.virtual_size || count > d->p.virtual_size - offset)
+		return -ENOSPC;
+	return 0;
+}
+
 /* Room for a new allocation at the end of the file. */
 static int64_t alloc_file(w2v_disk *d, uint64_t size, uint64_t lead)
 {
@@ -361,10 +381,7 @@ static int alloc_block(w2v_disk *d, uint64_t blk, int partial)
 		d->bitmap[blk] = calloc(1, d->p.bitmap_bytes);
 		if (!d->bitmap[blk])
 			return -ENOMEM;
-		if (!d->bitmap_dirty[blk]) {
-			d->bitmap_dirty[blk] = 1;
-			d->n_dirty_bitmaps++;
-		}
+		mark_dirty_bitmap(d, blk);
 	} else if (lead && d->p.fill_bitmap_on_alloc) {
 		/* VHD: a dynamic disk's allocated block says every sector is present (as qemu and Hyper-V write it). */
 		uint8_t *ones = malloc(lead);
@@ -434,10 +451,7 @@ static int64_t write_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, const 
 			return w;
 		for (uint64_t s = first; s <= last; s++)
 			bit_set(d, bm, s);
-		if (!d->bitmap_dirty[blk]) {
-			d->bitmap_dirty[blk] = 1;
-			d->n_dirty_bitmaps++;
-		}
+		mark_dirty_bitmap(d, blk);
 		return len;
 	}
 	d->stats.file_writes++;
@@ -446,10 +460,9 @@ static int64_t write_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, const 
 
 int64_t w2v_xlate_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset)
 {
-	if (!d->p.writable)
-		return -EROFS;
-	if (offset > d->p.virtual_size || count > d->p.virtual_size - offset)
-		return -ENOSPC;
+	int refused = write_refused(d, count, offset);
+	if (refused)
+		return refused;
 	if (!d->p.block_size) {
 		d->stats.file_writes++;
 		return w2v_file_pwrite(d, buf, count, d->p.flat_offset + offset);
@@ -485,12 +498,8 @@ int64_t w2v_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset
 	pthread_mutex_lock(&d->lock);
 	d->stats.writes++;
 	d->stats.write_bytes += count;
-	int64_t r;
-	if (!d->p.writable)
-		r = -EROFS;
-	else if (offset > d->p.virtual_size || count > d->p.virtual_size - offset)
-		r = -ENOSPC;
-	else
+	int64_t r = write_refused(d, count, offset);
+	if (!r)
 		r = d->cache ? w2v_cache_write(d, buf, count, offset) : w2v_xlate_write(d, buf, count, offset);
 	pthread_mutex_unlock(&d->lock);
 	return r;

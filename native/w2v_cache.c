@@ -107,15 +107,24 @@ static int cmp_line(const void *a, const void *b)
 	return x->index < y->index ? -1 : x->index > y->index;
 }
 
+/* One coalesced run of the stage buffer to the translation layer. */
+static int write_stage(w2v_disk *d, uint64_t start, uint64_t len)
+{
+	d->stats.cache_writebacks++;
+	int64_t r = w2v_xlate_write(d, d->cache->stage, len, start);
+	return r < 0 ? (int)r : 0;
+}
+
 /*
- * Write the dirty sectors of lines (sorted by index) back, coalescing runs
+ * Sort lines by index and write their dirty sectors back, coalescing runs
  * that are contiguous on the virtual disk into one translated write.
  */
 static int writeback(w2v_disk *d, struct line **lines, size_t n)
 {
 	struct w2v_cache *c = d->cache;
 	uint64_t run_start = 0, run_len = 0;
-	int64_t r;
+	int r;
+	qsort(lines, n, sizeof(*lines), cmp_line);
 	for (size_t i = 0; i < n; i++) {
 		struct line *l = lines[i];
 		for (unsigned s = 0; s < SECS_PER_LINE; s++) {
@@ -132,9 +141,8 @@ static int writeback(w2v_disk *d, struct line **lines, size_t n)
 			}
 			len = MIN(len, d->p.virtual_size - off);
 			if (run_len && (run_start + run_len != off || run_len + len > c->stage_size)) {
-				d->stats.cache_writebacks++;
-				if ((r = w2v_xlate_write(d, c->stage, run_len, run_start)) < 0)
-					return (int)r;
+				if ((r = write_stage(d, run_start, run_len)) < 0)
+					return r;
 				run_len = 0;
 			}
 			if (!run_len)
@@ -145,12 +153,7 @@ static int writeback(w2v_disk *d, struct line **lines, size_t n)
 		}
 		memset(l->dirty, 0, sizeof(l->dirty));
 	}
-	if (run_len) {
-		d->stats.cache_writebacks++;
-		if ((r = w2v_xlate_write(d, c->stage, run_len, run_start)) < 0)
-			return (int)r;
-	}
-	return 0;
+	return run_len ? write_stage(d, run_start, run_len) : 0;
 }
 
 /* Evict the least recently used eighth of the cache, writing its dirty data back in offset order. */
@@ -164,7 +167,6 @@ static int evict(w2v_disk *d)
 	size_t k = 0;
 	for (struct line *l = c->tail; l && k < n; l = l->prev)
 		victims[k++] = l;
-	qsort(victims, k, sizeof(*victims), cmp_line);
 	int r = writeback(d, victims, k);
 	if (r == 0) {
 		for (size_t i = 0; i < k; i++) {
@@ -237,6 +239,16 @@ static int fill(w2v_disk *d, struct line *l, unsigned s, unsigned e)
 	return 0;
 }
 
+/* Bytes of whole lines from index on, none of them cached, that fit in room
+ * (the caller has found line index whole in room and not cached). */
+static uint64_t uncached_run(struct w2v_cache *c, uint64_t index, uint64_t room)
+{
+	uint64_t n = LINE_SIZE;
+	while (n + LINE_SIZE <= room && !lookup(c, index + n / LINE_SIZE))
+		n += LINE_SIZE;
+	return n;
+}
+
 int64_t w2v_cache_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset)
 {
 	struct w2v_cache *c = d->cache;
@@ -252,9 +264,7 @@ int64_t w2v_cache_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset)
 		struct line *l = lookup(c, index);
 		if (!l && in == 0 && len == LINE_SIZE) {
 			/* Whole uncached lines: read them straight through, as one request. */
-			uint64_t n = LINE_SIZE;
-			while (done + n + LINE_SIZE <= count && !lookup(c, index + n / LINE_SIZE))
-				n += LINE_SIZE;
+			uint64_t n = uncached_run(c, index, count - done);
 			int64_t r = w2v_xlate_read(d, p + done, n, off);
 			if (r < 0)
 				return r;
@@ -290,9 +300,7 @@ int64_t w2v_cache_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 		uint64_t len = MIN(count - done, LINE_SIZE - in);
 		struct line *l = lookup(c, index);
 		if (!l && in == 0 && len == LINE_SIZE) {
-			uint64_t n = LINE_SIZE;
-			while (done + n + LINE_SIZE <= count && !lookup(c, index + n / LINE_SIZE))
-				n += LINE_SIZE;
+			uint64_t n = uncached_run(c, index, count - done);
 			int64_t r = w2v_xlate_write(d, p + done, n, off);
 			if (r < 0)
 				return r;
@@ -330,7 +338,6 @@ int w2v_cache_flush(w2v_disk *d)
 	for (struct line *l = c->head; l; l = l->next)
 		if (mask_any(l->dirty))
 			dirty[k++] = l;
-	qsort(dirty, k, sizeof(*dirty), cmp_line);
 	int r = writeback(d, dirty, k);
 	free(dirty);
 	return r;

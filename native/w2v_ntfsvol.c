@@ -236,28 +236,68 @@ static int is_dir(ntfs_inode *ni)
 	return (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) != 0;
 }
 
-/* Open the parent directory of path and return the last component's name. */
-static int open_parent(w2v_ntfsvol *v, struct w2v_path *p, ntfs_inode **dir,
-		       ntfschar **uname, int *ulen)
+/* A name in its directory: what the calls that work on a name rather than
+ * on a file (short names, links, unlink, create) start from.  name_open()
+ * opens the parent directory of path and turns the last component into
+ * UTF-16; on success name_close() undoes it, whatever happened since. */
+struct w2v_name {
+	struct w2v_path p;
+	ntfs_inode *dir;
+	ntfschar *u;
+	int ulen;
+};
+
+static int name_open(w2v_ntfsvol *v, const char *path, struct w2v_name *e)
 {
-	if (p->n == 0) {
+	e->dir = NULL;
+	e->u = NULL;
+	e->ulen = 0;
+	int rc = path_split(path, &e->p);
+	if (rc)
+		return rc;
+	if (e->p.n == 0) {
 		note("the root directory has no parent");
-		return -EINVAL;
+		rc = -EINVAL;
+	} else if (!(e->dir = open_parts(v->vol, &e->p, e->p.n - 1))) {
+		rc = fail();
+	} else if (!is_dir(e->dir)) {
+		rc = -ENOTDIR;
+	} else {
+		int len = to_ucs(e->p.part[e->p.n - 1], &e->u);
+		if (len < 0)
+			rc = len;
+		else
+			e->ulen = len;
 	}
-	*dir = open_parts(v->vol, p, p->n - 1);
-	if (!*dir)
+	if (rc) {
+		if (e->dir)
+			ntfs_inode_close(e->dir);
+		path_free(&e->p);
+	}
+	return rc;
+}
+
+/* The file the name refers to, opened, or fail() with *ni NULL. */
+static int name_lookup(struct w2v_name *e, ntfs_inode **ni)
+{
+	*ni = NULL;
+	u64 mref = ntfs_inode_lookup_by_name(e->dir, e->u, e->ulen);
+	if (mref == (u64)-1 || !(*ni = ntfs_inode_open(e->dir->vol, mref)))
 		return fail();
-	if (!is_dir(*dir)) {
-		ntfs_inode_close(*dir);
-		return -ENOTDIR;
-	}
-	int len = to_ucs(p->part[p->n - 1], uname);
-	if (len < 0) {
-		ntfs_inode_close(*dir);
-		return len;
-	}
-	*ulen = len;
 	return 0;
+}
+
+/* Close the directory (unless a call that closes it has set e->dir to
+ * NULL), then the file ni if not NULL, and free the rest.  The parent goes
+ * first, as in w2v_ntfsvol_mkdir; rc is the result so far and the first
+ * failure is the one returned. */
+static int name_close(struct w2v_name *e, ntfs_inode *ni, int rc)
+{
+	free(e->u);
+	rc = close_inode(e->dir, rc);
+	rc = close_inode(ni, rc);
+	path_free(&e->p);
+	return rc;
 }
 
 /* ---- volume --------------------------------------------------------------- */
@@ -490,6 +530,19 @@ static int list_filldir(void *dirent, const ntfschar *name, const int name_len,
 	return rc;
 }
 
+/* Close ni, then hand the list over, or free it on failure. */
+static int list_done(ntfs_inode *ni, struct list_ctx *c, int rc, char **out, size_t *out_len)
+{
+	rc = close_inode(ni, rc);
+	if (rc) {
+		free(c->buf);
+		return rc;
+	}
+	*out = c->buf;
+	*out_len = c->len;
+	return 0;
+}
+
 int w2v_ntfsvol_list(w2v_ntfsvol *v, const char *path, int flags, char **out, size_t *out_len)
 {
 	begin();
@@ -513,14 +566,7 @@ int w2v_ntfsvol_list(w2v_ntfsvol *v, const char *path, int flags, char **out, si
 	NVolClearCaseSensitive(v->vol);
 	if (c.err)
 		rc = -c.err;
-	rc = close_inode(ni, rc);
-	if (rc) {
-		free(c.buf);
-		return rc;
-	}
-	*out = c.buf;
-	*out_len = c.len;
-	return 0;
+	return list_done(ni, &c, rc, out, out_len);
 }
 
 int w2v_ntfsvol_list_streams(w2v_ntfsvol *v, const char *path, char **out, size_t *out_len)
@@ -553,14 +599,7 @@ int w2v_ntfsvol_list_streams(w2v_ntfsvol *v, const char *path, char **out, size_
 	}
 	if (ctx)
 		ntfs_attr_put_search_ctx(ctx);
-	rc = close_inode(ni, rc);
-	if (rc) {
-		free(c.buf);
-		return rc;
-	}
-	*out = c.buf;
-	*out_len = c.len;
-	return 0;
+	return list_done(ni, &c, rc, out, out_len);
 }
 
 /* ---- data streams ------------------------------------------------------------ */
@@ -569,19 +608,11 @@ int w2v_ntfsvol_list_streams(w2v_ntfsvol *v, const char *path, char **out, size_
 static int open_or_create_file(w2v_ntfsvol *v, const char *path, int create, ntfs_inode **out)
 {
 	*out = NULL;
-	struct w2v_path p;
-	int rc = path_split(path, &p);
+	struct w2v_name e;
+	int rc = name_open(v, path, &e);
 	if (rc)
 		return rc;
-	ntfs_inode *dir;
-	ntfschar *u = NULL;
-	int ulen;
-	rc = open_parent(v, &p, &dir, &u, &ulen);
-	if (rc) {
-		path_free(&p);
-		return rc;
-	}
-	u64 mref = ntfs_inode_lookup_by_name(dir, u, ulen);
+	u64 mref = ntfs_inode_lookup_by_name(e.dir, e.u, e.ulen);
 	if (mref != (u64)-1) {
 		*out = ntfs_inode_open(v->vol, mref);
 		if (!*out)
@@ -591,16 +622,13 @@ static int open_or_create_file(w2v_ntfsvol *v, const char *path, int create, ntf
 	} else if (!create) {
 		rc = -ENOENT;
 	} else {
-		rc = create_in(v, dir, u, ulen, S_IFREG, out);
+		rc = create_in(v, e.dir, e.u, e.ulen, S_IFREG, out);
 	}
-	free(u);
-	/* Parent first (see w2v_ntfsvol_mkdir). */
-	rc = close_inode(dir, rc);
+	rc = name_close(&e, NULL, rc);
 	if (rc && *out) {
 		ntfs_inode_close(*out);
 		*out = NULL;
 	}
-	path_free(&p);
 	return rc;
 }
 
@@ -619,8 +647,13 @@ static int stream_name(const char *stream, ntfschar **u, int *ulen)
 	return 0;
 }
 
+/* A data stream of ni; the unnamed one of a directory is -EISDIR. */
 static ntfs_attr *open_stream(ntfs_inode *ni, const char *stream, int create, int *rc)
 {
+	if (is_dir(ni) && (!stream || !*stream)) {
+		*rc = -EISDIR;
+		return NULL;
+	}
 	ntfschar *u;
 	int ulen;
 	*rc = stream_name(stream, &u, &ulen);
@@ -647,8 +680,6 @@ int w2v_ntfsvol_write(w2v_ntfsvol *v, const char *path, const char *stream,
 	int rc = open_or_create_file(v, path, !(flags & W2V_NTFSVOL_NOCREATE), &ni);
 	if (rc)
 		return rc;
-	if (is_dir(ni) && (!stream || !*stream))
-		return close_inode(ni, -EISDIR);
 	ntfs_attr *na = open_stream(ni, stream, 1, &rc);
 	if (!na)
 		return close_inode(ni, rc);
@@ -679,8 +710,6 @@ int64_t w2v_ntfsvol_read(w2v_ntfsvol *v, const char *path, const char *stream,
 	ntfs_inode *ni = open_path(v, path, &rc);
 	if (!ni)
 		return rc;
-	if (is_dir(ni) && (!stream || !*stream))
-		return close_inode(ni, -EISDIR);
 	ntfs_attr *na = open_stream(ni, stream, 0, &rc);
 	if (!na)
 		return close_inode(ni, rc);
@@ -710,8 +739,6 @@ int64_t w2v_ntfsvol_stream_size(w2v_ntfsvol *v, const char *path, const char *st
 	ntfs_inode *ni = open_path(v, path, &rc);
 	if (!ni)
 		return rc;
-	if (is_dir(ni) && (!stream || !*stream))
-		return close_inode(ni, -EISDIR);
 	ntfs_attr *na = open_stream(ni, stream, 0, &rc);
 	if (!na)
 		return close_inode(ni, rc);
@@ -847,32 +874,21 @@ int w2v_ntfsvol_remove_reparse(w2v_ntfsvol *v, const char *path)
 int w2v_ntfsvol_get_short_name(w2v_ntfsvol *v, const char *path, char *buf, size_t size)
 {
 	begin();
-	struct w2v_path p;
-	int rc = path_split(path, &p);
+	struct w2v_name e;
+	int rc = name_open(v, path, &e);
 	if (rc)
 		return rc;
-	ntfs_inode *dir, *ni = NULL;
-	ntfschar *u = NULL;
-	int ulen, n = 0;
-	rc = open_parent(v, &p, &dir, &u, &ulen);
-	if (rc) {
-		path_free(&p);
-		return rc;
-	}
-	u64 mref = ntfs_inode_lookup_by_name(dir, u, ulen);
-	if (mref == (u64)-1 || !(ni = ntfs_inode_open(v->vol, mref)))
-		rc = fail();
+	ntfs_inode *ni;
+	int n = 0;
+	rc = name_lookup(&e, &ni);
 	if (!rc) {
-		n = ntfs_get_ntfs_dos_name(ni, dir, buf, size);
+		n = ntfs_get_ntfs_dos_name(ni, e.dir, buf, size);
 		if (n < 0)
 			rc = n;
 		else if (n == 0)
 			rc = -ENODATA;
 	}
-	free(u);
-	rc = close_inode(dir, rc);
-	rc = close_inode(ni, rc);
-	path_free(&p);
+	rc = name_close(&e, ni, rc);
 	return rc ? rc : n;
 }
 
@@ -930,38 +946,26 @@ int w2v_ntfsvol_set_short_name(w2v_ntfsvol *v, const char *path, const char *sho
 {
 	begin();
 	WRITABLE(v);
-	struct w2v_path p;
-	int rc = path_split(path, &p);
+	struct w2v_name e;
+	int rc = name_open(v, path, &e);
 	if (rc)
 		return rc;
-	ntfs_inode *dir, *ni = NULL;
-	ntfschar *u = NULL;
-	int ulen;
-	rc = open_parent(v, &p, &dir, &u, &ulen);
-	if (rc) {
-		path_free(&p);
-		return rc;
-	}
-	u64 dir_ref = MK_MREF(dir->mft_no, le16_to_cpu(dir->mrec->sequence_number));
+	ntfs_inode *ni = NULL;
+	u64 dir_ref = MK_MREF(e.dir->mft_no, le16_to_cpu(e.dir->mrec->sequence_number));
 	u64 t[4];
-	if (ntfs_inode_get_times(dir, (char *)t, sizeof(t)) < 0)
+	if (ntfs_inode_get_times(e.dir, (char *)t, sizeof(t)) < 0)
 		rc = fail();
-	u64 mref = rc ? (u64)-1 : ntfs_inode_lookup_by_name(dir, u, ulen);
-	if (!rc && (mref == (u64)-1 || !(ni = ntfs_inode_open(v->vol, mref))))
-		rc = fail();
-	free(u);
-	if (rc) {
-		rc = close_inode(dir, rc);
-		rc = close_inode(ni, rc);
-		path_free(&p);
-		return rc;
-	}
+	if (!rc)
+		rc = name_lookup(&e, &ni);
+	if (rc)
+		return name_close(&e, ni, rc);
 	/* Closes both inodes, whatever happens. */
-	if (ntfs_set_ntfs_dos_name(ni, dir, short_name, strlen(short_name), 0)) {
+	if (ntfs_set_ntfs_dos_name(ni, e.dir, short_name, strlen(short_name), 0)) {
 		rc = fail();
 		if (rc == -EINVAL)
 			note("not a valid DOS 8.3 name for this file");
 	}
+	e.dir = NULL;
 	/* Setting a DOS name touches the directory's times; put them back,
 	 * so a short name never shows as a change to the folder. */
 	if (!rc) {
@@ -971,8 +975,7 @@ int w2v_ntfsvol_set_short_name(w2v_ntfsvol *v, const char *path, const char *sho
 		else
 			rc = close_inode(d, set_times(d, t[0], t[1], t[2], t[3]));
 	}
-	path_free(&p);
-	return rc;
+	return name_close(&e, NULL, rc);
 }
 
 int w2v_ntfsvol_link(w2v_ntfsvol *v, const char *existing, const char *new_path)
@@ -985,28 +988,19 @@ int w2v_ntfsvol_link(w2v_ntfsvol *v, const char *existing, const char *new_path)
 		return rc;
 	if (is_dir(ni))
 		return close_inode(ni, -EPERM);
-	struct w2v_path p;
-	rc = path_split(new_path, &p);
+	struct w2v_name e;
+	rc = name_open(v, new_path, &e);
 	if (rc)
 		return close_inode(ni, rc);
-	ntfs_inode *dir;
-	ntfschar *u = NULL;
-	int ulen;
-	rc = open_parent(v, &p, &dir, &u, &ulen);
-	if (!rc) {
-		if (dir->mft_no == ni->mft_no) {
-			rc = -EINVAL;
-		} else if (ntfs_inode_lookup_by_name(dir, u, ulen) != (u64)-1) {
-			rc = -EEXIST;
-		} else if (errno != ENOENT) {
-			rc = fail();
-		} else if (ntfs_link(ni, dir, u, ulen)) {
-			rc = fail();
-		}
-		free(u);
-		rc = close_inode(dir, rc);
-	}
-	path_free(&p);
+	if (e.dir->mft_no == ni->mft_no)
+		rc = -EINVAL;
+	else if (ntfs_inode_lookup_by_name(e.dir, e.u, e.ulen) != (u64)-1)
+		rc = -EEXIST;
+	else if (errno != ENOENT)
+		rc = fail();
+	else if (ntfs_link(ni, e.dir, e.u, e.ulen))
+		rc = fail();
+	rc = name_close(&e, NULL, rc);
 	return close_inode(ni, rc);
 }
 
@@ -1014,38 +1008,23 @@ int w2v_ntfsvol_unlink(w2v_ntfsvol *v, const char *path)
 {
 	begin();
 	WRITABLE(v);
-	struct w2v_path p;
-	int rc = path_split(path, &p);
+	struct w2v_name e;
+	int rc = name_open(v, path, &e);
 	if (rc)
 		return rc;
-	ntfs_inode *dir, *ni = NULL;
-	ntfschar *u = NULL;
-	int ulen;
-	rc = open_parent(v, &p, &dir, &u, &ulen);
-	if (rc) {
-		path_free(&p);
-		return rc;
-	}
-	u64 mref = ntfs_inode_lookup_by_name(dir, u, ulen);
-	if (mref == (u64)-1 || !(ni = ntfs_inode_open(v->vol, mref)))
-		rc = fail();
-	else if (MREF(mref) < FILE_first_user)
+	ntfs_inode *ni;
+	rc = name_lookup(&e, &ni);
+	if (!rc && ni->mft_no < FILE_first_user)
 		rc = -EPERM;
-	else if (is_dir(ni) && ntfs_check_empty_dir(ni))
+	else if (!rc && is_dir(ni) && ntfs_check_empty_dir(ni))
 		rc = fail();
-	if (rc) {
-		free(u);
-		rc = close_inode(dir, rc);
-		rc = close_inode(ni, rc);
-		path_free(&p);
-		return rc;
-	}
+	if (rc)
+		return name_close(&e, ni, rc);
 	/* The name may differ in case from the one stored: ntfs_delete looks
 	 * for an exact match first, then ignores case, and removes a DOS name
 	 * along with its long name.  It closes both inodes. */
-	if (ntfs_delete(v->vol, NULL, ni, dir, u, ulen))
+	if (ntfs_delete(v->vol, NULL, ni, e.dir, e.u, e.ulen))
 		rc = fail();
-	free(u);
-	path_free(&p);
-	return rc;
+	e.dir = NULL;
+	return name_close(&e, NULL, rc);
 }

@@ -2,6 +2,7 @@
 import os
 import random
 import struct
+import uuid
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -214,6 +215,16 @@ def test_bad_inputs(tmp):
     (tmp / "bat.vhdx").write_bytes(b)
     _expect_fail(["disk", "convert", tmp / "bat.vhdx", tmp / "o2.img"], 3, "past the end of the file", tmp)
     assert not (tmp / "o2.img").exists()
+    # a metadata item shorter than its record ([MS-VHDX] 2.6.1: table header 32 bytes, entries of
+    # 32: item GUID, offset, length; File Parameters is CAA16737-FA36-4D43-B3B6-33F0AA44E76B, 8 bytes)
+    b = bytearray(data)
+    table = b.index(b"metadata")
+    file_params = uuid.UUID("caa16737-fa36-4d43-b3b6-33f0aa44e76b").bytes_le
+    entry = next(table + 32 + 32 * k for k in range(struct.unpack_from("<H", b, table + 10)[0])
+                 if b[table + 32 + 32 * k:table + 48 + 32 * k] == file_params)
+    struct.pack_into("<I", b, entry + 20, 4)
+    (tmp / "meta.vhdx").write_bytes(b)
+    _expect_fail(["disk", "info", tmp / "meta.vhdx"], 3, "file parameters", tmp)
     # too big, bad block size, existing output
     _expect_fail(["disk", "create", tmp / "big.vhd", "--size", "2041G"], 2, "2040 GiB", tmp)
     _expect_fail(["disk", "create", tmp / "bs.vhdx", "--size", "1G", "--block-size", "3M"], 2, "block size", tmp)

@@ -36,57 +36,57 @@ from typing import Any, Callable, Mapping, Union
 
 from wim2vhd.errors import (EnvironmentFault, InputError, NoSpace, ToolFailed, UsageError,
                             from_oserror)
-from wim2vhd.partition import (CHS_HEADS, CHS_SECTORS, DiskLayout, Field, Record, Target,
-                               derived_bytes, read_table)
+from wim2vhd.partition import CHS_HEADS, CHS_SECTORS, DiskLayout, Target, derived_bytes, read_table
+from wim2vhd.record import Record
 from wim2vhd.units import KiB, MiB, align_up, format_size
 
 # ===========================================================================
 # On-disk records (declarative): the boot sectors we check after formatting.
 # ===========================================================================
 
-NTFS_BOOT = Record("NTFS boot sector", 512, [
-    Field("jump", 0x00, "3s"),
-    Field("oem_id", 0x03, "8s"),              # "NTFS    "
-    Field("bytes_per_sector", 0x0B, "H"),
-    Field("sectors_per_cluster", 0x0D, "B"),  # or -log2(cluster size) as a negative byte
-    Field("media", 0x15, "B"),
-    Field("sectors_per_track", 0x18, "H"),
-    Field("heads", 0x1A, "H"),
-    Field("hidden_sectors", 0x1C, "I"),       # partition start, in sectors: needed to boot
-    Field("total_sectors", 0x28, "Q"),
-    Field("mft_lcn", 0x30, "Q"),
-    Field("mftmirr_lcn", 0x38, "Q"),
-    Field("serial", 0x48, "Q"),
-    Field("end_marker", 0x1FE, "H"),
-])
+NTFS_BOOT = Record("NTFS boot sector", "<", [
+    ("jump", 0x00, "3s"),
+    ("oem_id", 0x03, "8s"),              # "NTFS    "
+    ("bytes_per_sector", 0x0B, "H"),
+    ("sectors_per_cluster", 0x0D, "B"),  # or -log2(cluster size) as a negative byte
+    ("media", 0x15, "B"),
+    ("sectors_per_track", 0x18, "H"),
+    ("heads", 0x1A, "H"),
+    ("hidden_sectors", 0x1C, "I"),       # partition start, in sectors: needed to boot
+    ("total_sectors", 0x28, "Q"),
+    ("mft_lcn", 0x30, "Q"),
+    ("mftmirr_lcn", 0x38, "Q"),
+    ("serial", 0x48, "Q"),
+    ("end_marker", 0x1FE, "H"),
+], size=512)
 NTFS_OEM = b"NTFS    "
 
-FAT32_BOOT = Record("FAT32 boot sector", 512, [
-    Field("jump", 0x00, "3s"),
-    Field("oem_id", 0x03, "8s"),
-    Field("bytes_per_sector", 0x0B, "H"),
-    Field("sectors_per_cluster", 0x0D, "B"),
-    Field("reserved_sectors", 0x0E, "H"),
-    Field("num_fats", 0x10, "B"),
-    Field("root_entries", 0x11, "H"),         # 0 on FAT32
-    Field("total_sectors16", 0x13, "H"),
-    Field("media", 0x15, "B"),
-    Field("fat_size16", 0x16, "H"),           # 0 on FAT32
-    Field("sectors_per_track", 0x18, "H"),
-    Field("heads", 0x1A, "H"),
-    Field("hidden_sectors", 0x1C, "I"),
-    Field("total_sectors32", 0x20, "I"),
-    Field("fat_size32", 0x24, "I"),
-    Field("root_cluster", 0x2C, "I"),
-    Field("fsinfo_sector", 0x30, "H"),
-    Field("backup_boot_sector", 0x32, "H"),
-    Field("drive_number", 0x40, "B"),
-    Field("boot_signature", 0x42, "B"),       # 0x29: the next three fields are valid
-    Field("volume_id", 0x43, "I"),
-    Field("volume_label", 0x47, "11s"),
-    Field("fs_type", 0x52, "8s"),             # "FAT32   "
-    Field("end_marker", 0x1FE, "H"),
-])
+FAT32_BOOT = Record("FAT32 boot sector", "<", [
+    ("jump", 0x00, "3s"),
+    ("oem_id", 0x03, "8s"),
+    ("bytes_per_sector", 0x0B, "H"),
+    ("sectors_per_cluster", 0x0D, "B"),
+    ("reserved_sectors", 0x0E, "H"),
+    ("num_fats", 0x10, "B"),
+    ("root_entries", 0x11, "H"),         # 0 on FAT32
+    ("total_sectors16", 0x13, "H"),
+    ("media", 0x15, "B"),
+    ("fat_size16", 0x16, "H"),           # 0 on FAT32
+    ("sectors_per_track", 0x18, "H"),
+    ("heads", 0x1A, "H"),
+    ("hidden_sectors", 0x1C, "I"),
+    ("total_sectors32", 0x20, "I"),
+    ("fat_size32", 0x24, "I"),
+    ("root_cluster", 0x2C, "I"),
+    ("fsinfo_sector", 0x30, "H"),
+    ("backup_boot_sector", 0x32, "H"),
+    ("drive_number", 0x40, "B"),
+    ("boot_signature", 0x42, "B"),       # 0x29: the next three fields are valid
+    ("volume_id", 0x43, "I"),
+    ("volume_label", 0x47, "11s"),
+    ("fs_type", 0x52, "8s"),             # "FAT32   "
+    ("end_marker", 0x1FE, "H"),
+], size=512)
 FAT32_MIN_CLUSTERS = 65525  # fewer, and every reader (UEFI, Windows) takes it for FAT16
 
 # Disk geometry written into the boot sectors.  Windows, fdisk and every BIOS
@@ -422,7 +422,7 @@ def make_ntfs(target: Target, part_offset: int, part_size: int, *, label: str = 
         if hidden:
             args += ["-p", str(hidden)]
         _run("mkntfs", args + [vol.path])
-        bs = NTFS_BOOT.unpack(vol.read(0, 512))
+        bs = NTFS_BOOT.parse(vol.read(0, 512))
         if bs["oem_id"] != NTFS_OEM:
             raise EnvironmentFault("mkntfs finished but wrote no NTFS boot sector")
         _check_geometry_fields("NTFS", bs, ss, hidden)
@@ -446,7 +446,7 @@ def _set_ntfs_serial(vol: _TempVolume, ss: int, part_size: int, serial: int) -> 
 
 def read_ntfs_boot(target: Target, part_offset: int) -> dict[str, Any] | None:
     """The NTFS boot sector fields at ``part_offset``, or None when there is no NTFS there."""
-    bs = NTFS_BOOT.unpack(target.read(part_offset, 512))
+    bs = NTFS_BOOT.parse(target.read(part_offset, 512))
     return bs if bs["oem_id"] == NTFS_OEM else None
 
 
@@ -571,7 +571,7 @@ def fat32_geometry(bs: Mapping[str, Any]) -> tuple[int, int, int]:
 
 def read_fat32_boot(target: Target, part_offset: int) -> dict[str, Any] | None:
     """The FAT32 boot sector fields at ``part_offset``, or None when there is no FAT32 there."""
-    bs = FAT32_BOOT.unpack(target.read(part_offset, 512))
+    bs = FAT32_BOOT.parse(target.read(part_offset, 512))
     if bs["end_marker"] != 0xAA55 or bs["fs_type"] != b"FAT32   " or bs["boot_signature"] != 0x29:
         return None
     return bs
@@ -629,7 +629,7 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
         if volume_id is not None:
             args += ["-i", f"{volume_id:08x}"]
         _run("mkfs.fat", args + [vol.path])
-        bs = FAT32_BOOT.unpack(vol.read(0, 512))
+        bs = FAT32_BOOT.parse(vol.read(0, 512))
         _check_geometry_fields("FAT32", bs, ss, start_sector)
         csize, clusters, _ = fat32_geometry(bs)
         if clusters < FAT32_MIN_CLUSTERS:

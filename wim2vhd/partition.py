@@ -17,110 +17,69 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 import uuid
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from wim2vhd.errors import CorruptInput, NoSpace, UsageError
+from wim2vhd.record import Record
 from wim2vhd.units import MiB, align_down, format_size
 
 # ===========================================================================
-# On-disk records (declarative).  Offsets are from the start of the record;
-# formats are little-endian struct codes.  No logic here.
+# On-disk records (declarative, see wim2vhd.record): fields at offsets from
+# the start of the record, little-endian.  No logic here.
 # ===========================================================================
 
 
-@dataclass(frozen=True)
-class Field:
-    name: str
-    offset: int
-    fmt: str  # struct code without byte order, e.g. "I", "Q", "16s"
-
-
-class Record:
-    """A fixed-size little-endian record described by a table of fields."""
-
-    def __init__(self, name: str, size: int, fields: Iterable[Field]):
-        self.name = name
-        self.size = size
-        self.fields = tuple(fields)
-        for f in self.fields:
-            end = f.offset + struct.calcsize("<" + f.fmt)
-            if end > size:
-                raise ValueError(f"{name}.{f.name} ends at {end}, past the record size {size}")
-        self._by_name = {f.name: f for f in self.fields}
-
-    def unpack(self, data: bytes | bytearray | memoryview, offset: int = 0) -> dict[str, Any]:
-        if len(data) - offset < self.size:
-            raise CorruptInput(f"{self.name}: short read ({len(data) - offset} of {self.size} bytes)")
-        return {f.name: struct.unpack_from("<" + f.fmt, data, offset + f.offset)[0] for f in self.fields}
-
-    def pack_into(self, buf: bytearray, offset: int = 0, **values: Any) -> None:
-        """Write the given fields into ``buf``; fields not named are left as they are."""
-        for name, value in values.items():
-            f = self._by_name[name]
-            struct.pack_into("<" + f.fmt, buf, offset + f.offset, value)
-
-    def pack(self, **values: Any) -> bytearray:
-        buf = bytearray(self.size)
-        self.pack_into(buf, 0, **values)
-        return buf
-
-    def span(self, name: str) -> tuple[int, int]:
-        f = self._by_name[name]
-        return f.offset, f.offset + struct.calcsize("<" + f.fmt)
-
-
 # Master boot record, sector 0 (first 512 bytes even on 4K-sector disks).
-MBR = Record("MBR", 512, [
+MBR = Record("MBR", "<", [
     # 0..439: boot code, never written here (BIOS boot code is installed separately)
-    Field("disk_signature", 440, "I"),
-    Field("copy_protect", 444, "H"),
-    Field("entries", 446, "64s"),
-    Field("boot_signature", 510, "H"),
-])
+    ("disk_signature", 440, "I"),
+    ("copy_protect", 444, "H"),
+    ("entries", 446, "64s"),
+    ("boot_signature", 510, "H"),
+], size=512)
 MBR_BOOT_CODE_SIZE = 440
 MBR_SIGNATURE = 0xAA55
 
-MBR_ENTRY = Record("MBR partition entry", 16, [
-    Field("status", 0, "B"),       # 0x80 active, 0x00 inactive
-    Field("chs_first", 1, "3s"),
-    Field("type", 4, "B"),
-    Field("chs_last", 5, "3s"),
-    Field("lba_first", 8, "I"),
-    Field("sectors", 12, "I"),
-])
+MBR_ENTRY = Record("MBR partition entry", "<", [
+    ("status", 0, "B"),       # 0x80 active, 0x00 inactive
+    ("chs_first", 1, "3s"),
+    ("type", 4, "B"),
+    ("chs_last", 5, "3s"),
+    ("lba_first", 8, "I"),
+    ("sectors", 12, "I"),
+], size=16)
 
 # GPT header (UEFI spec, "GPT Header"); the rest of its sector is zero.
-GPT_HEADER = Record("GPT header", 92, [
-    Field("signature", 0, "8s"),
-    Field("revision", 8, "I"),
-    Field("header_size", 12, "I"),
-    Field("header_crc32", 16, "I"),
-    Field("reserved", 20, "I"),
-    Field("my_lba", 24, "Q"),
-    Field("alternate_lba", 32, "Q"),
-    Field("first_usable_lba", 40, "Q"),
-    Field("last_usable_lba", 48, "Q"),
-    Field("disk_guid", 56, "16s"),       # mixed-endian (uuid.bytes_le)
-    Field("entries_lba", 72, "Q"),
-    Field("num_entries", 80, "I"),
-    Field("entry_size", 84, "I"),
-    Field("entries_crc32", 88, "I"),
-])
+GPT_HEADER = Record("GPT header", "<", [
+    ("signature", 0, "8s"),
+    ("revision", 8, "I"),
+    ("header_size", 12, "I"),
+    ("header_crc32", 16, "I"),
+    ("reserved", 20, "I"),
+    ("my_lba", 24, "Q"),
+    ("alternate_lba", 32, "Q"),
+    ("first_usable_lba", 40, "Q"),
+    ("last_usable_lba", 48, "Q"),
+    ("disk_guid", 56, "16s"),       # mixed-endian (uuid.bytes_le)
+    ("entries_lba", 72, "Q"),
+    ("num_entries", 80, "I"),
+    ("entry_size", 84, "I"),
+    ("entries_crc32", 88, "I"),
+], size=92)
 GPT_SIGNATURE = b"EFI PART"
 GPT_REVISION = 0x00010000
 
-GPT_ENTRY = Record("GPT partition entry", 128, [
-    Field("type_guid", 0, "16s"),
-    Field("unique_guid", 16, "16s"),
-    Field("first_lba", 32, "Q"),
-    Field("last_lba", 40, "Q"),          # inclusive
-    Field("attributes", 48, "Q"),
-    Field("name", 56, "72s"),            # UTF-16LE, NUL-padded, 36 code units
-])
+GPT_ENTRY = Record("GPT partition entry", "<", [
+    ("type_guid", 0, "16s"),
+    ("unique_guid", 16, "16s"),
+    ("first_lba", 32, "Q"),
+    ("last_lba", 40, "Q"),          # inclusive
+    ("attributes", 48, "Q"),
+    ("name", 56, "72s"),            # UTF-16LE, NUL-padded, 36 code units
+], size=128)
 GPT_NUM_ENTRIES = 128
 GPT_ENTRIES_BYTES = GPT_NUM_ENTRIES * GPT_ENTRY.size  # 16 KiB
 
@@ -579,11 +538,11 @@ def build_gpt_header(layout: DiskLayout, entries: bytes, *, backup: bool) -> byt
     entry_lbas = first - 2
     my, alt = (last_lba, 1) if backup else (1, last_lba)
     entries_lba = last_lba - entry_lbas if backup else 2
-    hdr = GPT_HEADER.pack(signature=GPT_SIGNATURE, revision=GPT_REVISION, header_size=GPT_HEADER.size,
-                          header_crc32=0, reserved=0, my_lba=my, alternate_lba=alt, first_usable_lba=first,
-                          last_usable_lba=n_lbas - tail - 1, disk_guid=guid_to_disk(layout.disk_guid),
-                          entries_lba=entries_lba, num_entries=GPT_NUM_ENTRIES, entry_size=GPT_ENTRY.size,
-                          entries_crc32=_crc(entries))
+    hdr = bytearray(GPT_HEADER.pack(dict(
+        signature=GPT_SIGNATURE, revision=GPT_REVISION, header_size=GPT_HEADER.size, header_crc32=0,
+        my_lba=my, alternate_lba=alt, first_usable_lba=first, last_usable_lba=n_lbas - tail - 1,
+        disk_guid=guid_to_disk(layout.disk_guid), entries_lba=entries_lba, num_entries=GPT_NUM_ENTRIES,
+        entry_size=GPT_ENTRY.size, entries_crc32=_crc(entries))))
     GPT_HEADER.pack_into(hdr, 0, header_crc32=_crc(hdr))
     return bytes(hdr).ljust(ss, b"\0")
 
@@ -640,7 +599,7 @@ def write_table(target: Target, layout: DiskLayout) -> None:
 def _parse_mbr_entries(sector0: bytes) -> list[dict[str, Any]]:
     ents = []
     for i in range(4):
-        e = MBR_ENTRY.unpack(sector0, 446 + 16 * i)
+        e = MBR_ENTRY.parse(sector0, 446 + 16 * i)
         if e["type"] != 0 and e["sectors"] != 0:
             e["index"] = i + 1
             ents.append(e)
@@ -651,7 +610,7 @@ def _read_gpt_at(target: Target, ss: int, lba: int, n_lbas: int) -> tuple[dict[s
     """Read and check one GPT header and its entry array; raise CorruptInput on a bad one."""
     where = "primary" if lba == 1 else "backup"
     sec = target.read(lba * ss, ss)
-    hdr = GPT_HEADER.unpack(sec)
+    hdr = GPT_HEADER.parse(sec)
     if hdr["signature"] != GPT_SIGNATURE:
         raise CorruptInput(f"{where} GPT header at LBA {lba}: no 'EFI PART' signature")
     if not (GPT_HEADER.size <= hdr["header_size"] <= ss):
@@ -690,7 +649,7 @@ def _gpt_layout(target: Target, ss: int, disk_size: int) -> DiskLayout:
         warnings.append(f"{primary_error}; using the backup table")
     parts = []
     for i in range(hdr["num_entries"]):
-        e = GPT_ENTRY.unpack(arr, i * hdr["entry_size"])
+        e = GPT_ENTRY.parse(arr, i * hdr["entry_size"])
         if e["type_guid"] == bytes(16):
             continue
         if e["last_lba"] < e["first_lba"]:
@@ -715,7 +674,7 @@ def read_table(target: Target, *, sector_size: int | None = None) -> DiskLayout 
     """
     disk_size = target.size
     sector0 = target.read(0, 512)
-    if len(sector0) < 512 or MBR.unpack(sector0)["boot_signature"] != MBR_SIGNATURE:
+    if len(sector0) < 512 or MBR.parse(sector0)["boot_signature"] != MBR_SIGNATURE:
         return None
     ents = _parse_mbr_entries(sector0)
     if any(e["type"] == MBR_TYPE_PROTECTIVE for e in ents):
@@ -744,4 +703,4 @@ def read_table(target: Target, *, sector_size: int | None = None) -> DiskLayout 
         if p.end > disk_size:
             warnings.append(f"partition {p.number} ends past the end of the disk")
     return DiskLayout("mbr", disk_size, ss, tuple(parts),
-                      disk_signature=MBR.unpack(sector0)["disk_signature"], warnings=tuple(warnings))
+                      disk_signature=MBR.parse(sector0)["disk_signature"], warnings=tuple(warnings))

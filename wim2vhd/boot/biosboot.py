@@ -32,7 +32,8 @@ import tempfile
 from functools import lru_cache
 
 from wim2vhd.errors import EnvironmentFault, NoSpace, UsageError
-from wim2vhd.partition import MBR, MBR_BOOT_CODE_SIZE, MBR_SIGNATURE, Field, Record, read_table
+from wim2vhd.partition import MBR, MBR_BOOT_CODE_SIZE, MBR_SIGNATURE, read_table
+from wim2vhd.record import Record
 
 GRUB_PC_DIR = "/usr/lib/grub/i386-pc"
 SECTOR = 512  # GRUB's i386-pc boot code counts in 512-byte sectors, whatever the disk says
@@ -50,13 +51,13 @@ boot
 """
 
 # ---- GRUB's boot.img patch points (boot.h) ------------------------------------------------------
-BOOT_IMG = Record("GRUB boot.img", SECTOR, [
-    Field("jump", 0, "2s"),
-    Field("bpb", 3, "87s"),                # 0x03..0x5A: where a BPB would be; code jumps past it
-    Field("kernel_sector", 0x5C, "Q"),     # LBA of core.img's first sector
-    Field("boot_drive", 0x64, "B"),        # 0xFF: use the drive number the BIOS passed in DL
-    Field("drive_check", 0x66, "2s"),      # a jump over the "DL must be a hard disk" fix-up
-])
+BOOT_IMG = Record("GRUB boot.img", "<", [
+    ("jump", 0, "2s"),
+    ("bpb", 3, "87s"),                # 0x03..0x5A: where a BPB would be; code jumps past it
+    ("kernel_sector", 0x5C, "Q"),     # LBA of core.img's first sector
+    ("boot_drive", 0x64, "B"),        # 0xFF: use the drive number the BIOS passed in DL
+    ("drive_check", 0x66, "2s"),      # a jump over the "DL must be a hard disk" fix-up
+], size=SECTOR)
 BOOT_DRIVE_FROM_BIOS = 0xFF
 # grub-setup turns the jump at 0x66 into two NOPs on hard disks, so that a BIOS that
 # passes DL=0x00/0x01 when booting the first hard disk is corrected to 0x80
@@ -64,11 +65,11 @@ BOOT_DRIVE_FROM_BIOS = 0xFF
 NOP_NOP = b"\x90\x90"
 
 # ---- diskboot.img's block list (diskboot.S): the last 12 bytes of core.img's first sector ---
-BLOCKLIST = Record("GRUB diskboot block list", 12, [
-    Field("start", 0, "Q"),       # first LBA of the rest of core.img
-    Field("len", 8, "H"),         # sectors to load
-    Field("segment", 10, "H"),    # where: 0x820, right after diskboot at 0x8000
-])
+BLOCKLIST = Record("GRUB diskboot block list", "<", [
+    ("start", 0, "Q"),       # first LBA of the rest of core.img
+    ("len", 8, "H"),         # sectors to load
+    ("segment", 10, "H"),    # where: 0x820, right after diskboot at 0x8000
+], size=12)
 BLOCKLIST_OFFSET = SECTOR - BLOCKLIST.size
 CORE_LOAD_SEGMENT = 0x820
 
@@ -159,7 +160,7 @@ def install_bios_boot(disk, *, sector_size: int = 512, mbr_code: bytes | None = 
         # boot from 4K-native disks on BIOS either.
         raise UsageError("BIOS boot needs 512-byte sectors: use --layout uefi for a 4096-byte-sector disk")
     mbr = disk.read(0, SECTOR)
-    if MBR.unpack(mbr)["boot_signature"] != MBR_SIGNATURE:
+    if MBR.parse(mbr)["boot_signature"] != MBR_SIGNATURE:
         raise ValueError("install_bios_boot: the disk has no MBR partition table yet")
     if mbr_code is not None:
         disk.write(0, mbr_with_code(mbr_code, mbr))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 
-from wim2vhd.disk.record import Record
+from wim2vhd.record import Record
 
 PAGE = 0x1000  # base block size and hbin granularity
 HBIN_HEADER_SIZE = 0x20
