@@ -1,15 +1,19 @@
 """`wim2vhd bcd ...`: create, show and edit Boot Configuration Data stores."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from wim2vhd.boot import bcd
-from wim2vhd.boot.devices import Boot, Device, parse_host
 from wim2vhd.cli import app
 from wim2vhd.cli._common import ForceOpt, JsonOpt, emit_json
 from wim2vhd.errors import UsageError
+
+if TYPE_CHECKING:
+    from wim2vhd.boot.devices import Device
+
+# The BCD library is imported by the commands that use it, so that every other command starts
+# without it (a third of the CLI's import time).
 
 bcd_app = typer.Typer(help="Create, show and edit Windows BCD stores (no Windows needed).", no_args_is_help=True)
 app.add_typer(bcd_app, name="bcd")
@@ -21,6 +25,7 @@ def _firmware(value: Optional[str]) -> Optional[str]:
     if value is None:
         return None
     v = value.strip().lower()
+    from wim2vhd.boot import bcd
     if v not in bcd.FIRMWARES:
         raise UsageError(f"--firmware must be uefi or bios, not {value!r}")
     return v
@@ -35,6 +40,7 @@ def create(
     json: bool = JsonOpt,
 ) -> None:
     """Make a new system store: {bootmgr}, {memdiag} and the settings objects bcdboot writes."""
+    from wim2vhd.boot import bcd
     info = bcd.create_store_file(store, firmware=_firmware(firmware), force=force, locale=locale)
     if json:
         emit_json(info)
@@ -49,6 +55,7 @@ def show(
     json: bool = JsonOpt,
 ) -> None:
     """Every object and element, like `bcdedit /enum all`; unknown values as hex."""
+    from wim2vhd.boot import bcd
     with bcd.BcdStore.open(store) as s:
         objects = bcd.describe(s, verbose=verbose)
         if json:
@@ -58,7 +65,8 @@ def show(
             print(bcd.render_text(objects), end="")
 
 
-def _host(host: Optional[str], host_gpt: Optional[str], host_mbr: Optional[str]) -> Optional[Device]:
+def _host(host: Optional[str], host_gpt: Optional[str], host_mbr: Optional[str]) -> Optional["Device"]:
+    from wim2vhd.boot.devices import Boot, parse_host
     given = [x for x in (host, host_gpt, host_mbr) if x is not None]
     if len(given) > 1:
         raise UsageError("give only one of --host, --host-gpt and --host-mbr")
@@ -91,6 +99,7 @@ def add_vhd(
 ) -> None:
     """Add a Windows Boot Loader (+ resume) that boots from a VHD/VHDX; prints its GUID."""
     h = _host(host, host_gpt, host_mbr)
+    from wim2vhd.boot import bcd
     info = bcd.add_vhd_entry(store, vhd_path, host=h, description=description, default=default,
                              firmware=_firmware(firmware), locale=locale)
     if json:
