@@ -100,8 +100,12 @@ def from_errno(code: int, what: str) -> Wim2VhdError:
     """An OS error number from the native layer, as the right kind of error."""
     code = abs(code)
     msg = f"{what}: {os.strerror(code)}"
-    if code in (_errno.ENOSPC, _errno.EFBIG, _errno.EDQUOT):
-        return NoSpace(msg, hint="free some space or choose a larger --size")
+    # Errno values from the host's file system.  A full NTFS volume inside the disk comes
+    # back from wimlib instead (wim.py), and apply checks the fit before writing.
+    if code in (_errno.ENOSPC, _errno.EDQUOT):
+        return NoSpace(msg, hint="the file system that holds the output is full: free space there or write elsewhere")
+    if code == _errno.EFBIG:
+        return NoSpace(msg, hint="the output's file system cannot hold a file this large: write elsewhere")
     if code in (_errno.ENOENT, _errno.EACCES, _errno.EPERM, _errno.EROFS):
         return InputError(msg)
     if code == _errno.EINVAL:

@@ -1,0 +1,64 @@
+"""A host file system that fills up while wim2vhd writes: one-line error, exit 4, nothing left
+behind, and an existing output (replaced with --force) untouched.
+
+The full file system is a real one: a small tmpfs mounted in a user and mount namespace of our own
+(`unshare -rm`), which needs no privileges where unprivileged user namespaces are allowed."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import W2V, run, w2v
+from tests.test_apply import fixture_wim  # noqa: F401 (fixture)
+
+
+def in_small_fs(tmp, size: str, script: str) -> subprocess.CompletedProcess:
+    """Run a shell script with $M a fresh tmpfs of `size` bytes, in a namespace of its own."""
+    m = tmp / "m"
+    m.mkdir()
+    full = f'mount -t tmpfs -o size={size} tmpfs "$M" || exit 99\n{script}'
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", full], env={**os.environ, "M": str(m), "W2V": W2V},
+                       capture_output=True, text=True)
+    if p.returncode == 99 or "unshare failed" in p.stderr or "Operation not permitted" in p.stderr[:200]:
+        if os.environ.get("CI"):
+            pytest.fail(f"no user/mount namespace for the full-disk test: {p.stderr.strip()}")
+        pytest.skip(f"no user/mount namespace here: {p.stderr.strip()}")
+    return p
+
+
+def check(p, *, listing: str, kept: str = "keep"):
+    out = p.stdout.split("--\n")
+    assert "rc=4" in p.stdout, p.stdout + p.stderr
+    err = [line for line in p.stderr.splitlines() if line.startswith("wim2vhd")]
+    assert len(err) == 1 and "No space left on device" in err[0] and "full" in err[0], p.stderr
+    assert out[-1].split() == listing.split(), "only the old output may stay: " + out[-1]
+    assert kept in p.stdout
+
+
+def test_apply_on_a_full_file_system(fixture_wim, tmp):
+    if not shutil.which("unshare"):
+        pytest.skip("unshare missing")
+    p = in_small_fs(tmp, "12M", f'''
+        echo keep > "$M/out.vhdx"
+        "$W2V" apply {fixture_wim} "$M/out.vhdx" --index 1 --size 2G --force
+        echo "rc=$?"; cat "$M/out.vhdx"; echo --; ls -A "$M"''')
+    check(p, listing="out.vhdx")
+
+
+def test_convert_and_capture_on_a_full_file_system(fixture_wim, tmp):
+    if not shutil.which("unshare"):
+        pytest.skip("unshare missing")
+    disk = tmp / "d.vhdx"
+    w2v("apply", fixture_wim, disk, "--index", "1", "--size", "1G", "--layout", "native", "--no-boot")
+    p = in_small_fs(tmp, "4M", f'''
+        echo keep > "$M/out.raw"
+        "$W2V" disk convert {disk} "$M/out.raw" --force; echo "rc=$?"
+        dd if=/dev/zero of="$M/fill" bs=1K count=3900 2>/dev/null  # about 190 KiB stay free
+        "$W2V" capture {disk} "$M/out.wim" --compress none; echo "rc=$?"
+        cat "$M/out.raw"; echo --; ls -A "$M"''')
+    assert p.stdout.count("rc=4") == 2, p.stdout + p.stderr
+    err = [line for line in p.stderr.splitlines() if line.startswith("wim2vhd")]
+    assert len(err) == 2 and all("no space left" in e.lower() for e in err), p.stderr
+    assert sorted(p.stdout.split("--\n")[-1].split()) == ["fill", "out.raw"] and "keep" in p.stdout
+    run("qemu-img", "check", disk)  # the input is untouched and sound
