@@ -98,3 +98,17 @@ def test_bios_files_in_ntfs(fixture_wim, tmp):
     assert head[512:512 + 500] == diskboot[:500]
     start, count = int.from_bytes(head[1012:1020], "little"), int.from_bytes(head[1020:1022], "little")
     assert start == 2 and 20 < count < 2046 and any(head[512 * (1 + count):512 * (2 + count)])
+
+
+@pytest.mark.parametrize("template", [b"regf" + bytes(5000), b"garbage" * 100])
+def test_damaged_bcd_template(tmp, template):
+    """A damaged BCD-Template in the image: a one-line error naming it, exit 3, no disk left."""
+    from fixtures.build import build_fixture_wim
+    from tests.conftest import leftovers
+    wim = build_fixture_wim(tmp / "bad.wim", overrides={"Windows/System32/config/BCD-Template": template})
+    out = tmp / "o.vhdx"
+    p = w2v("apply", wim, out, "--index", "1", "--size", "1G", check=False)
+    assert p.returncode == 3 and p.stderr.count("\n") == 1 and "BCD-Template" in p.stderr, p.stderr
+    assert not out.exists() and not leftovers(tmp)
+    # without the boot stage the same image applies
+    w2v("apply", wim, out, "--index", "1", "--size", "1G", "--no-boot")
