@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from tests.conftest import w2v
+from tests.conftest import W2V, w2v
+from tests.test_apply import fixture_wim  # noqa: F401 (fixture)
 
 COMMANDS = [["info"], ["apply"], ["capture"], ["disk", "create"], ["disk", "diff"], ["disk", "info"],
             ["disk", "convert"], ["bcd", "create"], ["bcd", "show"], ["bcd", "add-vhd"]]
@@ -37,3 +38,40 @@ def test_json_goes_to_stdout(tmp):
 def test_version():
     from wim2vhd import __version__
     assert w2v("--version").stdout.strip() == f"wim2vhd {__version__}"
+
+
+def _on_a_terminal(argv, cwd):
+    """Run wim2vhd with a pseudo-terminal as stdout and stderr; return what it drew, escapes removed."""
+    import os
+    import re
+    import subprocess
+    master, slave = os.openpty()
+    p = subprocess.Popen([W2V, *map(str, argv)], stdout=slave, stderr=slave, stdin=subprocess.DEVNULL,
+                         cwd=cwd, env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            b = os.read(master, 65536)
+        except OSError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    os.close(master)
+    assert p.wait(timeout=120) == 0
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+def test_progress_on_a_terminal_and_quiet_otherwise(fixture_wim, tmp):
+    out = _on_a_terminal(["apply", fixture_wim, tmp / "t.vhdx", "--index", "1", "--size", "1G"], tmp)
+    last = {}
+    for line in out.replace("\r", "\n").splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("create", "partition", "format", "apply", "boot", "finalize"):
+            last[parts[0]] = line
+    assert list(last) == ["create", "partition", "format", "apply", "boot", "finalize"]
+    assert "KiB" in last["apply"] and "?" not in "".join(last.values())
+    assert "applied image 1" in out
+    p = w2v("apply", fixture_wim, tmp / "q.vhdx", "--index", "1", "--size", "1G")
+    assert p.stderr == "" and "applied image 1" in p.stdout

@@ -11,6 +11,7 @@ from rich.console import Console
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 ForceOpt = typer.Option(False, "--force", "-f", help="Replace OUT if it exists.")
 
+# Progress goes to stderr, and only on a terminal; results go to stdout with print() (no markup, no wrapping).
 console = Console(stderr=True, highlight=False)
 
 
@@ -24,7 +25,10 @@ def is_tty() -> bool:
 
 
 class Progress:
-    """A rich progress display on a terminal; silent otherwise.  Call it as (stage, done, total)."""
+    """A rich progress display on a terminal; silent otherwise.  Call it as (stage, done, total).
+
+    A stage that reports bytes shows a bar, bytes and speed; one that does not shows a pulsing
+    bar while it runs.  When the next stage starts, the ones before it are shown finished."""
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = is_tty() if enabled is None else enabled
@@ -33,21 +37,46 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled:
-            from rich.progress import (BarColumn, DownloadColumn, Progress as RP, TextColumn,
+            from rich.progress import (BarColumn, DownloadColumn, Progress as RP, ProgressColumn, TextColumn,
                                        TimeElapsedColumn, TransferSpeedColumn)
-            self._p = RP(TextColumn("{task.description:<10}"), BarColumn(), DownloadColumn(binary_units=True),
-                         TransferSpeedColumn(), TimeElapsedColumn(), console=console, transient=False)
+            from rich.text import Text
+
+            class IfSized(ProgressColumn):
+                """The wrapped column for stages that report bytes, nothing for the others."""
+
+                def __init__(self, inner):
+                    super().__init__()
+                    self.inner = inner
+
+                def render(self, task):
+                    return self.inner.render(task) if task.fields.get("sized") else Text("")
+
+            self._p = RP(TextColumn("{task.description:<10}"), BarColumn(),
+                         IfSized(DownloadColumn(binary_units=True)), IfSized(TransferSpeedColumn()),
+                         TimeElapsedColumn(), console=console, transient=False)
             self._p.__enter__()
         return self
+
+    def _finish(self, t: Any) -> None:
+        task = self._p._tasks[t]
+        if not task.finished:
+            total = task.total if task.fields.get("sized") else 1
+            self._p.update(t, total=total, completed=total)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self._p:
             return
         t = self._tasks.get(stage)
         if t is None:
-            t = self._tasks[stage] = self._p.add_task(stage, total=total or None)
-        self._p.update(t, completed=done, total=total or None)
+            for other in self._tasks.values():
+                self._finish(other)
+            t = self._tasks[stage] = self._p.add_task(stage, total=None, sized=False)
+        if total:
+            self._p.update(t, completed=done, total=total, sized=True)
 
     def __exit__(self, *exc) -> None:
         if self._p:
+            if exc[0] is None:
+                for t in self._tasks.values():
+                    self._finish(t)
             self._p.__exit__(*exc)

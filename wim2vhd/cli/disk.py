@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, console, emit_json
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, emit_json
 from wim2vhd.units import format_size
 
 disk_app = typer.Typer(help="Create, inspect and convert virtual disks (raw, VHD, VHDX).", no_args_is_help=True)
@@ -94,4 +94,4 @@ def convert(
         emit_json(i)
     else:
         _print_info(i)
-        console.print(f"converted {format_size(i['data_bytes_read'])} of data in {i['seconds']} s")
+        print(f"converted {format_size(i['data_bytes_read'])} of data in {i['seconds']} s")

@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, console, emit_json
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, emit_json
 from wim2vhd.units import format_size
 
 RefOpt = typer.Option(None, "--ref", help="Other parts of a split WIM (a glob such as 'install*.swm'); repeatable.")
@@ -100,10 +100,10 @@ def apply_cmd(
 
 def _print_applied(res) -> None:
     d = res["disk"]
-    console.print(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}")
-    console.print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
+    print(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}")
+    print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
                   f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
-    console.print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
+    print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
 
 
 @app.command("capture")
@@ -132,6 +132,6 @@ def capture_cmd(
         emit_json(res)
     else:
         i = res["image"]
-        console.print(f"captured partition {res['partition']} of {res['source']} as image {i['index']} "
+        print(f"captured partition {res['partition']} of {res['source']} as image {i['index']} "
                       f"({i['name']}) of {res['output']}: {i['files']} files, {format_size(i['total_bytes'])}, "
                       f"{res['seconds']:.2f}s")
