@@ -93,7 +93,7 @@ def _stream_ids(streams):
 
 def test_metadata_round_trip(fixture_wim, tmp):
     """Capture the applied volume with wimlib (NTFS-3G mode) and compare wimdir --detailed, file by file."""
-    from fixtures.wimdir import wimdir_detailed
+    from fixtures.wimdir import link_groups, wimdir_detailed
     out = tmp / "rt.vhdx"
     w2v("apply", fixture_wim, out, "--index", "1", "--size", "3G", "--layout", "native", "--no-boot")
     raw = to_raw(out, tmp)
@@ -118,13 +118,7 @@ def test_metadata_round_trip(fixture_wim, tmp):
         checked += 1
     assert checked > 50
 
-    def groups(entries):
-        g = {}
-        for p, e in entries.items():
-            if "Link Group ID" in e:
-                g.setdefault(e["Link Group ID"], set()).add(p)
-        return sorted(sorted(v) for v in g.values() if len(v) > 1)
-    assert groups(src) == groups(back) and groups(src), "hard links must stay hard links"
+    assert link_groups(src) == link_groups(back) and link_groups(src), "hard links must stay hard links"
     # the fixture carries each kind of metadata; make sure they were compared
     kinds = {k for e in src.values() for k in e}
     assert {"Security Descriptor", "Attributes", "Short Name", "Link Count"} <= kinds

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from fixtures.wimdir import wimdir_detailed
+from fixtures.wimdir import link_groups, wimdir_detailed
 from tests.conftest import W2V, leftovers, run, w2v
 from tests.test_apply import _stream_ids, fixture_wim  # noqa: F401 (fixture_wim is a fixture)
 from tests.test_customize import _fails, ntfs_partition
@@ -16,14 +16,6 @@ IGNORE = {"Index", "Subdir Count", "Link Group ID"}  # bookkeeping of one WIM; l
 WINDOWS_FACTS = ("Architecture", "Product Name", "Edition ID", "Installation Type", "HAL", "Product Type",
                  "Product Suite", "Languages", "Default Language", "System Root", "Major Version", "Minor Version",
                  "Build", "Service Pack Build", "Service Pack Level", "Flags", "Display Name")
-
-
-def link_groups(entries):
-    g = {}
-    for p, e in entries.items():
-        if "Link Group ID" in e:
-            g.setdefault(e["Link Group ID"], set()).add(p)
-    return sorted(sorted(v) for v in g.values() if len(v) > 1)
 
 
 def assert_same_tree(src, back, extra=()):
