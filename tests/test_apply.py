@@ -181,19 +181,42 @@ def test_bad_inputs(fixture_wim, tmp):
     assert p.returncode == 4 and "--force" in p.stderr and out.read_bytes() == b"keep me"
 
 
-def test_sigterm_leaves_nothing(tmp):
-    # A WIM big enough that apply is still running when the signal comes.
+@pytest.fixture(scope="module")
+def big_wim(tmp_path_factory):
+    """A WIM whose apply takes a second or two: time to catch it in the middle."""
+    tmp = tmp_path_factory.mktemp("big")
     src = tmp / "src"
     src.mkdir()
-    for i in range(300):
+    for i in range(3000):
         (src / f"f{i}").write_bytes(os.urandom(64 * 1024))
     run("wimcapture", src, tmp / "big.wim", "big", "--compress=none")
+    shutil.rmtree(src)
+    return tmp / "big.wim"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_apply_leaves_nothing(big_wim, tmp, sig):
     out = tmp / "sig.vhdx"
-    p = subprocess.Popen([W2V, "apply", tmp / "big.wim", out, "--size", "2G"], stderr=subprocess.PIPE)
-    time.sleep(0.6)
-    p.send_signal(signal.SIGTERM)
+    # SIGINT as a terminal sends it; a shell's background job would inherit it ignored.
+    p = subprocess.Popen([W2V, "apply", big_wim, out, "--size", "2G", "--no-boot"], stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Wait until the apply stage is writing file data into the temporary disk, then freeze the
+    # process, so that the signal lands there and not after the end.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and p.poll() is None:
+        temps = list(tmp.glob(".sig.vhdx.*.w2v-tmp"))
+        if temps and temps[0].exists() and os.stat(temps[0]).st_blocks * 512 > 64 << 20:
+            break
+        time.sleep(0.005)
+    p.send_signal(signal.SIGSTOP)
+    assert p.poll() is None, "apply ended before it could be interrupted: make big_wim bigger"
+    assert list(tmp.glob(".sig.vhdx.*.w2v-tmp")), "the temporary disk is being written"
+    p.send_signal(sig)
+    p.send_signal(signal.SIGCONT)
     p.wait(timeout=60)
-    assert p.returncode != 0
+    err = p.stderr.read().decode()
+    assert p.returncode == 130, err
+    assert err.count("\n") == 1 and ("interrupted" in err or "stopped by signal" in err), err
     assert not out.exists() and not leftovers(tmp)
 
 

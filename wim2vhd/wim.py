@@ -98,7 +98,20 @@ class _ProgressCtx:
         self.handle = ffi.new_handle(self)
 
 
-@ffi.def_extern()
+_active = threading.local()  # the _ProgressCtx of the wimlib call running on this thread
+
+
+def _progress_error(exc_type, exc_value, tb) -> int:
+    """An exception that escaped w2v_py_progress's own try: a signal handler's (SIGTERM, Ctrl-C),
+    which Python runs at the callback's first or last instruction.  Without this cffi would print
+    it, return 0 and let wimlib go on.  Keep it for after wimlib returns, and abort."""
+    c = getattr(_active, "ctx", None)
+    if c is not None and c.error is None:
+        c.error = exc_value
+    return 1
+
+
+@ffi.def_extern(onerror=_progress_error, error=1)
 def w2v_py_progress(p, ctx):  # called by native/w2v_wim.c for each progress message
     c: _ProgressCtx = ffi.from_handle(ctx)
     try:
@@ -118,11 +131,14 @@ class _progress:
         self.ptr, self.ctx = wim_ptr, _ProgressCtx(fn)
 
     def __enter__(self) -> _ProgressCtx:
+        self.outer = getattr(_active, "ctx", None)
+        _active.ctx = self.ctx
         lib.w2v_wim_set_progress(self.ptr, self.ctx.handle)
         return self.ctx
 
     def __exit__(self, *exc) -> None:
         lib.w2v_wim_set_progress(self.ptr, ffi.NULL)
+        _active.ctx = self.outer
 
 
 def _run(ptr, fn: Progress | None, call: Callable[[], int], what: str) -> None:

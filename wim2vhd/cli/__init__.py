@@ -50,7 +50,13 @@ def main(argv: list[str] | None = None) -> None:
     install_signal_handlers()
     _register()
     try:
-        app(args=argv, prog_name="wim2vhd", standalone_mode=False)
+        # Without standalone mode Click returns an Exit's code instead of exiting, and turns
+        # Ctrl-C (KeyboardInterrupt) into a returned 130: pass both on.
+        rv = app(args=argv, prog_name="wim2vhd", standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            if rv == Interrupted.exit_code:
+                print("wim2vhd: interrupted", file=sys.stderr)
+            sys.exit(rv)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
