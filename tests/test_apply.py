@@ -241,3 +241,25 @@ def test_no_privileges_needed(fixture_wim):
         assert "No errors" in run("qemu-img", "check", out).stdout
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_signal_mid_capture_leaves_nothing(big_wim, tmp):
+    disk = tmp / "d.vhdx"
+    w2v("apply", big_wim, disk, "--size", "2G", "--no-boot", "--layout", "native")
+    out = tmp / "c.wim"
+    p = subprocess.Popen([W2V, "capture", disk, out, "--partition", "1", "--compress", "none"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and p.poll() is None:
+        temps = list(tmp.glob(".c.wim.*.w2v-tmp"))
+        if temps and temps[0].exists() and temps[0].stat().st_size > 32 << 20:
+            break
+        time.sleep(0.005)
+    p.send_signal(signal.SIGSTOP)
+    assert p.poll() is None, "capture ended before it could be interrupted"
+    p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGCONT)
+    p.wait(timeout=60)
+    err = p.stderr.read().decode()
+    assert p.returncode == 130 and err.count("\n") == 1, err
+    assert not out.exists() and not leftovers(tmp)
+    run("qemu-img", "check", disk)  # the input is untouched
