@@ -159,6 +159,9 @@ REG2 = r"""Windows Registry Editor Version 5.00
 
 [HKEY_LOCAL_MACHINE\SOFTWARE\Vendor\Ünïcode ✓]
 "Order"="second"
+
+[HKEY_CURRENT_USER\Control Panel\Desktop]
+"Wallpaper"="C:\\w2v.bmp"
 """
 
 
@@ -258,7 +261,13 @@ def test_registry_read_back(customized):
     # HKU\.DEFAULT is config\DEFAULT
     intl = regipy_values(default, r"\Control Panel\International")
     assert intl["LocaleName"] == ("REG_SZ", "de-DE") and "sShortDate" not in intl
-    assert customized["res"]["customizations"]["registry"] == {"DEFAULT": 3, "SOFTWARE": 12, "SYSTEM": 12}
+    # HKCU is the default user profile's hive, which new users start from
+    ntuser = tmp / "NTUSER.hive"
+    ntuser.write_bytes(ntfscat(img, "/Users/Default/NTUSER.DAT"))
+    assert hivexget(ntuser, r"Control Panel\Desktop", "Wallpaper") == "C:\\w2v.bmp"
+    assert regipy_values(ntuser, r"\Control Panel\Desktop")["Wallpaper"] == ("REG_SZ", "C:\\w2v.bmp")
+    assert customized["res"]["customizations"]["registry"] == {"DEFAULT": 3, "NTUSER": 2, "SOFTWARE": 12,
+                                                               "SYSTEM": 12}
 
 
 def test_security_descriptors(customized):
@@ -282,7 +291,8 @@ def test_security_descriptors(customized):
 def test_everything_else_round_trips(customized, inputs):
     """wimcapture of the customized volume against the source: what was not customized is as it was."""
     src, back = customized["src"], customized["back"]
-    replaced = {"/Windows/win.ini", f"{CONFIG}/SYSTEM", f"{CONFIG}/SOFTWARE", f"{CONFIG}/DEFAULT"}
+    replaced = {"/Windows/win.ini", f"{CONFIG}/SYSTEM", f"{CONFIG}/SOFTWARE", f"{CONFIG}/DEFAULT",
+                "/Users/Default/NTUSER.DAT"}
     # folders that got new entries have new times, nothing else new
     grown = {"/", "/Windows", "/Users/Public/Documents"}
     new = {p for p in back if p not in src and not p.startswith("/System Volume Information")}
@@ -345,8 +355,8 @@ def test_bad_inputs(fixture_wim, inputs, tmp):
     (tmp / "syntax.reg").write_text("Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n"
                                     "\"a\"=dword:123456789\n")
     _fails(base + ["--reg-import", tmp / "syntax.reg"], 3, "syntax.reg:4: bad dword", tmp, out)
-    (tmp / "hkcu.reg").write_text("Windows Registry Editor Version 5.00\n\n[HKEY_CURRENT_USER\\Software\\X]\n")
-    _fails(base + ["--reg-import", tmp / "hkcu.reg"], 2, "hkcu.reg:3: key HKEY_CURRENT_USER\\Software\\X is in no hive",
+    (tmp / "hkcc.reg").write_text("Windows Registry Editor Version 5.00\n\n[HKEY_CURRENT_CONFIG\\Software\\X]\n")
+    _fails(base + ["--reg-import", tmp / "hkcc.reg"], 2, "hkcc.reg:3: key HKEY_CURRENT_CONFIG\\Software\\X is in no hive",
            tmp, out)
     (tmp / "notreg.reg").write_text("[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n")
     _fails(base + ["--reg-import", tmp / "notreg.reg"], 3, "notreg.reg:1: not a .reg file", tmp, out)

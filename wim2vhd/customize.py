@@ -18,7 +18,8 @@ Where things go (paths in the Windows volume):
                       later; this is staging, not DISM's offline install into the driver store, so a driver
                       needed to reach the boot disk (a storage controller's) is not found in time.
     --reg-import FILE regedit files (see wim2vhd.regfile) into config\\SYSTEM (CurrentControlSet through
-                      Select\\Current), config\\SOFTWARE and config\\DEFAULT
+                      Select\\Current), config\\SOFTWARE, config\\DEFAULT, and HKEY_CURRENT_USER into
+                      \\Users\\Default\\NTUSER.DAT (the profile new users start from)
     --enable-rdp      fDenyTSConnections = 0 under the current control set's Control\\Terminal Server, as
                       Convert-WindowsImage's -RemoteDesktopEnable does (the firewall rules are left as they are)
 
@@ -42,7 +43,6 @@ from wim2vhd.errors import CorruptInput, InputError, UsageError
 UNATTEND_PATH = "Windows\\Panther\\unattend.xml"
 DRIVERS_DIR = "Windows\\wim2vhd\\Drivers"
 DRIVERS_DEVICEPATH = "%SystemRoot%\\wim2vhd\\Drivers"
-CONFIG_DIR = "Windows\\System32\\config"
 DEVICEPATH_KEY = "Microsoft\\Windows\\CurrentVersion"
 DEVICEPATH_DEFAULT = "%SystemRoot%\\inf"  # Windows' own entry, which must stay first (and stay at all)
 TS_KEY = "Control\\Terminal Server"
@@ -104,7 +104,7 @@ class Customizations:
         return not (self.unattend or self.merge or self.reg_import or self.enable_rdp or self.drivers)
 
     def hives(self) -> list[str]:
-        """The hives (file names in \\Windows\\System32\\config) these customizations change."""
+        """The hives (keys of regfile.HIVE_FILES) these customizations change."""
         self.validate()
         names = {regfile.locate(op.key).hive for rf in self._regs for op in rf.ops}
         if self.enable_rdp:
@@ -175,9 +175,9 @@ class Customizations:
         if self.drivers:
             edited.add("SOFTWARE")
         for h in sorted(edited):
-            e = plan.get(f"{CONFIG_DIR}\\{h}".lower())
+            e = plan.get(regfile.HIVE_FILES[h].lower())
             if e is not None:
-                raise UsageError(f"{e.origin} replaces \\{CONFIG_DIR}\\{h}, which --reg-import, --enable-rdp or "
+                raise UsageError(f"{e.origin} replaces \\{regfile.HIVE_FILES[h]}, which --reg-import, --enable-rdp or "
                                  f"--driver also change: merge a hive, or edit it, not both")
         self._plan = list(plan.values())
 
@@ -192,17 +192,18 @@ class Customizations:
         counts: dict[str, int] = {}
         if hives:
             with tempfile.TemporaryDirectory(prefix="wim2vhd-hives-") as tmp:
-                wim.extract_paths(index, [f"/{CONFIG_DIR}/{h}".replace("\\", "/") for h in hives], tmp)
+                files = {h: regfile.HIVE_FILES[h] for h in hives}
+                wim.extract_paths(index, ["/" + f.replace("\\", "/") for f in files.values()], tmp)
                 for h in hives:
-                    local = os.path.join(tmp, *CONFIG_DIR.split("\\"), h)
+                    local = os.path.join(tmp, *files[h].split("\\"))
                     if not os.path.isfile(local):
-                        raise InputError(f"image {index} has no \\{CONFIG_DIR}\\{h}: is it a Windows image?")
+                        raise InputError(f"image {index} has no \\{files[h]}: is it a Windows image?")
                     edited[h], counts[h] = self._edit_hive(h, local, index)
         self._prepared = (index, edited, counts)
 
     def _edit_hive(self, name: str, local: str, index: int) -> tuple[bytes, int]:
         from wim2vhd.boot.hive import Hive, RegType, Value
-        shown = f"\\{CONFIG_DIR}\\{name} of image {index}"
+        shown = f"\\{regfile.HIVE_FILES[name]} of image {index}"
         try:
             hive = Hive.open(local, write=True)
         except CorruptInput as e:
@@ -272,7 +273,7 @@ class Customizations:
                     vol.set_security(e.dest, keep)
                 files += 1
             for name, data in hives.items():
-                path = f"{CONFIG_DIR}\\{name}"
+                path = regfile.HIVE_FILES[name]
                 keep = vol.get_security(path)
                 vol.write_file(path, data)
                 vol.set_security(path, keep)

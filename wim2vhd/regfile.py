@@ -87,13 +87,23 @@ ROOTS = {
     "HKEY_CURRENT_CONFIG": "HKEY_CURRENT_CONFIG", "HKCC": "HKEY_CURRENT_CONFIG",
 }
 
-# (root, first component) -> (hive file in \Windows\System32\config, key path prefix inside the hive)
+# (root, first component) -> (hive, key path prefix inside the hive)
 HIVES = {
     ("HKEY_LOCAL_MACHINE", "SYSTEM"): ("SYSTEM", ""),
     ("HKEY_LOCAL_MACHINE", "SOFTWARE"): ("SOFTWARE", ""),
     ("HKEY_USERS", ".DEFAULT"): ("DEFAULT", ""),
 }
-SUPPORTED = r"HKEY_LOCAL_MACHINE\SYSTEM, HKEY_LOCAL_MACHINE\SOFTWARE, HKEY_USERS\.DEFAULT or HKEY_CLASSES_ROOT"
+# Each hive's file in the volume.  Offline there is no current user: HKEY_CURRENT_USER goes to the
+# default profile's hive, which Windows copies for every user who signs in for the first time (what
+# `reg load HKU\x C:\Users\Default\NTUSER.DAT` edits on a live system).
+HIVE_FILES = {
+    "SYSTEM": "Windows\\System32\\config\\SYSTEM",
+    "SOFTWARE": "Windows\\System32\\config\\SOFTWARE",
+    "DEFAULT": "Windows\\System32\\config\\DEFAULT",
+    "NTUSER": "Users\\Default\\NTUSER.DAT",
+}
+SUPPORTED = (r"HKEY_LOCAL_MACHINE\SYSTEM, HKEY_LOCAL_MACHINE\SOFTWARE, HKEY_USERS\.DEFAULT, HKEY_CLASSES_ROOT "
+             r"or HKEY_CURRENT_USER (the default user profile)")
 
 # The control set a running Windows shows as CurrentControlSet: offline it does not exist (Windows links it at
 # boot), so it is resolved through SYSTEM\Select\Current.
@@ -102,7 +112,7 @@ CURRENT_CONTROL_SET = "CurrentControlSet"
 
 @dataclass(frozen=True)
 class Location:
-    hive: str          # "SYSTEM", "SOFTWARE" or "DEFAULT"
+    hive: str          # a key of HIVE_FILES: "SYSTEM", "SOFTWARE", "DEFAULT" or "NTUSER"
     path: str          # key path inside the hive, "" for its root; CurrentControlSet not yet resolved
     current_control_set: bool  # path starts with CurrentControlSet (to be resolved through Select\Current)
 
@@ -118,6 +128,8 @@ def locate(key: str) -> Location:
     if root == "HKEY_CLASSES_ROOT":
         # HKCR is a merged view; machine-wide classes, the only ones offline, live in HKLM\SOFTWARE\Classes.
         return Location("SOFTWARE", "\\".join(["Classes", *parts[1:]]), False)
+    if root == "HKEY_CURRENT_USER":
+        return Location("NTUSER", "\\".join(parts[1:]), False)
     hive = HIVES.get((root, parts[1].upper())) if root and len(parts) > 1 else None
     if hive is None:
         raise UsageError(f"key {key} is in no hive of the image: keys must be under {SUPPORTED}")

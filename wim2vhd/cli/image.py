@@ -66,7 +66,8 @@ def apply_cmd(
                                               "(e.g. Setup\\Scripts\\SetupComplete.cmd); repeatable, later ones win."),
     reg_import: Optional[List[str]] = typer.Option(None, "--reg-import",
                                                    help="Import a regedit .reg file into the image's hives (HKLM\\SYSTEM, "
-                                                        "HKLM\\SOFTWARE, HKU\\.DEFAULT, HKCR); repeatable."),
+                                                        "HKLM\\SOFTWARE, HKU\\.DEFAULT, HKCR; HKCU goes to the default user "
+                                                        "profile, Users\\Default\\NTUSER.DAT); repeatable."),
     enable_rdp: bool = typer.Option(False, "--enable-rdp", help="Allow Remote Desktop connections (fDenyTSConnections=0; "
                                     "firewall rules unchanged)."),
     driver: Optional[List[str]] = typer.Option(None, "--driver",
