@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <link.h>
@@ -342,9 +343,10 @@ static runlist *compact_cluster_alloc(ntfs_volume *vol, VCN start_vcn, s64 count
 	return rl;
 }
 
-struct slot_search { void **slot; };
+struct slot_search { const char *name; void **slot; };
 
-static int find_alloc_slot(struct dl_phdr_info *info, size_t size, void *data)
+/* The GOT slot through which libntfs-3g calls the function ss->name. */
+static int find_ntfs3g_slot(struct dl_phdr_info *info, size_t size, void *data)
 {
 	struct slot_search *ss = data;
 	(void)size;
@@ -378,7 +380,7 @@ static int find_alloc_slot(struct dl_phdr_info *info, size_t size, void *data)
 	const char *strs = (const char *)strtab;
 	for (size_t i = 0; i < relsz / sizeof(*rel); i++) {
 		const char *name = strs + syms[ELF64_R_SYM(rel[i].r_info)].st_name;
-		if (strcmp(name, "ntfs_cluster_alloc") == 0) {
+		if (strcmp(name, ss->name) == 0) {
 			ss->slot = (void **)(base + rel[i].r_offset);
 			return 1;
 		}
@@ -386,25 +388,34 @@ static int find_alloc_slot(struct dl_phdr_info *info, size_t size, void *data)
 	return 0;
 }
 
+/* Point libntfs-3g's GOT slot for `name` at `repl`; returns what the slot held (which must be
+ * `expect`), or NULL.  The slot is in RELRO (libntfs-3g is linked BIND_NOW): writable for the patch only. */
+static void *patch_ntfs3g_slot(const char *name, void *expect, void *repl)
+{
+	struct slot_search ss = { name, NULL };
+	dl_iterate_phdr(find_ntfs3g_slot, &ss);
+	if (!ss.slot || *ss.slot != expect)
+		return NULL;
+	long pg = sysconf(_SC_PAGESIZE);
+	void *page = (void *)((uintptr_t)ss.slot & ~(uintptr_t)(pg - 1));
+	if (mprotect(page, pg, PROT_READ | PROT_WRITE) != 0)
+		return NULL;
+	void *orig = *ss.slot;
+	*ss.slot = repl;
+	mprotect(page, pg, PROT_READ);
+	return orig;
+}
+
 static int install_compact(void)
 {
 	if (compact_state)
 		return compact_state;
-	struct slot_search ss = { NULL };
-	dl_iterate_phdr(find_alloc_slot, &ss);
-	if (!ss.slot || *ss.slot != (void *)ntfs_cluster_alloc) {
+	void *orig = patch_ntfs3g_slot("ntfs_cluster_alloc", (void *)ntfs_cluster_alloc, (void *)compact_cluster_alloc);
+	if (!orig) {
 		compact_state = -1;
 		return -1;
 	}
-	long pg = sysconf(_SC_PAGESIZE);
-	void *page = (void *)((uintptr_t)ss.slot & ~(uintptr_t)(pg - 1));
-	if (mprotect(page, pg, PROT_READ | PROT_WRITE) != 0) {
-		compact_state = -1;
-		return -1;
-	}
-	orig_cluster_alloc = (cluster_alloc_fn)*ss.slot;
-	*ss.slot = (void *)compact_cluster_alloc;
-	mprotect(page, pg, PROT_READ);
+	orig_cluster_alloc = (cluster_alloc_fn)orig;
 	compact_state = 1;
 	return 1;
 }
@@ -431,4 +442,52 @@ void w2v_ntfsdev_unregister(int id)
 	pthread_mutex_lock(&reg_lock);
 	windows[id].in_use = 0;
 	pthread_mutex_unlock(&reg_lock);
+}
+
+
+/* ---- a fixed clock, for reproducible volumes ------------------------------
+ *
+ * libntfs-3g stamps what it creates with the current time (ntfs_current_time(),
+ * an inline function that calls clock_gettime(CLOCK_REALTIME)): the file name
+ * attributes of every new file and directory, and the times of the directories
+ * it changes.  wimlib sets the times the image records afterwards, but not all
+ * of these, so two applies of the same image differ in a few bytes per file.
+ * With a fixed time set, libntfs-3g's calls to clock_gettime(CLOCK_REALTIME)
+ * read that time instead (its GOT slot is patched, as for the allocator
+ * above); every other clock, and every other library, is left alone.
+ */
+typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
+static clock_gettime_fn orig_clock_gettime;
+static int clock_state; /* 0 not tried, 1 installed, -1 unavailable */
+static volatile int fixed_on;
+static struct timespec fixed_ts;
+
+static int fixed_clock_gettime(clockid_t id, struct timespec *ts)
+{
+	if (fixed_on && id == CLOCK_REALTIME) {
+		*ts = fixed_ts;
+		return 0;
+	}
+	return orig_clock_gettime(id, ts);
+}
+
+int w2v_ntfsdev_fix_clock(int on, int64_t unix_seconds)
+{
+	pthread_mutex_lock(&reg_lock);
+	if (on && !clock_state) {
+		void *orig = patch_ntfs3g_slot("clock_gettime", (void *)clock_gettime, (void *)fixed_clock_gettime);
+		clock_state = orig ? 1 : -1;
+		if (orig)
+			orig_clock_gettime = (clock_gettime_fn)orig;
+	}
+	int r = 0;
+	if (on && clock_state < 0) {
+		r = -ENOSYS;
+	} else {
+		fixed_ts.tv_sec = unix_seconds;
+		fixed_ts.tv_nsec = 0;
+		fixed_on = on;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return r;
 }

@@ -9,4 +9,6 @@ int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint3
 void w2v_ntfsdev_unregister(int id);
 /* Keep libntfs-3g's data allocations on window id contiguous (for dynamic disks).  0, or -ENOSYS. */
 int w2v_ntfsdev_set_compact(int id, int on);
+/* While on, libntfs-3g reads unix_seconds as the current time (reproducible volumes).  0, or -ENOSYS. */
+int w2v_ntfsdev_fix_clock(int on, int64_t unix_seconds);
 #endif

@@ -248,6 +248,11 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
                 raise OutputExists(f"{o} exists: use --force to replace it")
         for i, o in targets:
             opts = ApplyOptions(image=src, out=o, index=i, name=None, **common)
+            if seed is not None:
+                # Each edition gets its own identifiers: two disks of one run may meet in one VM, and
+                # Windows takes a disk whose GUID it has already seen offline.  The same edition with the
+                # same seed gives the same disk, whether applied alone or with others.
+                opts.seed = f"{seed}:image{i}"
             try:
                 res = apply(opts, progress, wim=wim)
             except Wim2VhdError as e:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from wim2vhd import fsformat, partition
+from wim2vhd import fsformat, partition, repro
 from wim2vhd._lib import lib
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
@@ -136,6 +136,40 @@ def _check_options(o: ApplyOptions) -> None:
                              f"not {size} bytes")
 
 
+# The time a reproducible run stamps on what it creates when the image says nothing: 2000-01-01 UTC.
+FALLBACK_EPOCH = 946684800
+
+
+def reproducible_time(wim: Wim, index: int) -> int:
+    """The time of a reproducible run (--seed): SOURCE_DATE_EPOCH, as reproducible-builds.org defines it,
+    or else the image's own last modification time, so that the same image gives the same disk."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is not None:
+        try:
+            t = int(env)
+        except ValueError:
+            raise UsageError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, not {env!r}") from None
+        if t < 0:
+            raise UsageError(f"SOURCE_DATE_EPOCH must not be negative, not {env!r}")
+        return t
+    return wim.image_time(index) or FALLBACK_EPOCH
+
+
+@contextlib.contextmanager
+def _fixed_ntfs_clock(unix_time: int | None) -> Iterator[None]:
+    """libntfs-3g reads unix_time as now, within the block (see native/w2v_ntfsdev.c); None: no change."""
+    if unix_time is None:
+        yield
+        return
+    r = lib.w2v_ntfsdev_fix_clock(1, unix_time)
+    if r < 0:
+        raise from_errno(r, "pinning libntfs-3g's clock for a reproducible volume")
+    try:
+        yield
+    finally:
+        lib.w2v_ntfsdev_fix_clock(0, 0)
+
+
 def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None = None) -> dict[str, Any]:
     """Run the pipeline; returns the summary that --json prints.  `wim`: o.image already open (several
     editions from one source share it), left open."""
@@ -158,44 +192,55 @@ def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None 
             raise NoSpace(f"image {index} ({img.name}) needs about {format_size(need)} of NTFS space, but the "
                           f"Windows partition would be {format_size(win.size)}",
                           hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
-        if o.customize is not None:
-            o.customize.apply_to_image(wim, index)
-        with AtomicOutput(o.out, force=o.force, inputs=(o.image, *o.refs)) as ao:
-            disk = None
-            try:
-                with rep.stage("create", progress):
-                    disk = fmt.create(ao.temp, size, dynamic=o.disk_type == "dynamic",
-                                      block_size=o.block_size or (APPLY_BLOCK_SIZE if fmt is not RawDisk else None),
-                                      sector_size=o.sector_size)
-                    if o.cache_size:
-                        disk.set_cache(o.cache_size)
-                    disk.set_writer(WRITER_QUEUE)
-                with rep.stage("partition", progress):
-                    partition.write_table(disk, plan)
-                with rep.stage("format", progress):
-                    formatted = fsformat.format_layout(disk, plan, windows_label=o.label, seed=o.seed,
-                                                       tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
-                with rep.stage("apply", progress):
-                    with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
-                        wim.extract_ntfs(index, dev, progress)
-                    if o.customize is not None:
-                        o.customize.apply_to_volume(disk, win)
-                if o.boot:
-                    with rep.stage("boot", progress):
-                        from wim2vhd.boot import bcdboot
-                        rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, index, img, o,
-                                                                 tmp_dir=os.path.dirname(ao.temp))
-                with rep.stage("finalize", progress):
-                    disk.sync()
-                    stats = disk.stats()
-                    info = disk.info()
-                    disk.close()
-                    disk = None
-                    ao.commit()
-            except BaseException:
-                if disk is not None:
-                    disk.abandon()
-                raise
+        pinned = reproducible_time(wim, index) if o.seed is not None else None
+        # With --seed every identifier and time the run makes up is derived (wim2vhd.repro), so the
+        # same image, options and seed give the same bytes.
+        with repro.pinned(o.seed, pinned or 0), _fixed_ntfs_clock(pinned):
+            if o.customize is not None:
+                o.customize.apply_to_image(wim, index)
+            return _write(o, fmt, progress, wim, index, img, size, plan, win, rep, t_start)
+
+
+def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim, index: int, img: ImageInfo,
+           size: int, plan: partition.DiskLayout, win: partition.Partition, rep: "Report",
+           t_start: float) -> dict[str, Any]:
+    """The stages that write, from create to finalize, under OUT's temporary name."""
+    with AtomicOutput(o.out, force=o.force, inputs=(o.image, *o.refs)) as ao:
+        disk = None
+        try:
+            with rep.stage("create", progress):
+                disk = fmt.create(ao.temp, size, dynamic=o.disk_type == "dynamic",
+                                  block_size=o.block_size or (APPLY_BLOCK_SIZE if fmt is not RawDisk else None),
+                                  sector_size=o.sector_size)
+                if o.cache_size:
+                    disk.set_cache(o.cache_size)
+                disk.set_writer(WRITER_QUEUE)
+            with rep.stage("partition", progress):
+                partition.write_table(disk, plan)
+            with rep.stage("format", progress):
+                formatted = fsformat.format_layout(disk, plan, windows_label=o.label, seed=o.seed,
+                                                   tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
+            with rep.stage("apply", progress):
+                with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
+                    wim.extract_ntfs(index, dev, progress)
+                if o.customize is not None:
+                    o.customize.apply_to_volume(disk, win)
+            if o.boot:
+                with rep.stage("boot", progress):
+                    from wim2vhd.boot import bcdboot
+                    rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, index, img, o,
+                                                             tmp_dir=os.path.dirname(ao.temp))
+            with rep.stage("finalize", progress):
+                disk.sync()
+                stats = disk.stats()
+                info = disk.info()
+                disk.close()
+                disk = None
+                ao.commit()
+        except BaseException:
+            if disk is not None:
+                disk.abandon()
+            raise
     return {
         "output": os.path.abspath(o.out),
         "image": {**img.to_dict(), "source": os.path.abspath(o.image)},

@@ -30,10 +30,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Callable, Mapping, Union
 
+from wim2vhd import repro
 from wim2vhd.errors import (EnvironmentFault, InputError, NoSpace, ToolFailed, UsageError,
                             from_oserror)
 from wim2vhd.partition import CHS_HEADS, CHS_SECTORS, DiskLayout, Target, derived_bytes, read_table
@@ -421,6 +423,10 @@ def make_ntfs(target: Target, part_offset: int, part_size: int, *, label: str = 
                 "-L", label]
         if hidden:
             args += ["-p", str(hidden)]
+        if repro.active():
+            # mkntfs stamps its system files with the clock; -T stamps them 1970-01-01 instead (libntfs-3g's
+            # own clock is pinned for the rest: see apply._fixed_ntfs_clock).
+            args += ["-T"]
         _run("mkntfs", args + [vol.path])
         bs = NTFS_BOOT.parse(vol.read(0, 512))
         if bs["oem_id"] != NTFS_OEM:
@@ -569,6 +575,63 @@ def fat32_geometry(bs: Mapping[str, Any]) -> tuple[int, int, int]:
     return ss * spc, clusters, data_start * ss
 
 
+# A FAT directory entry's time stamps (offsets in the 32-byte entry), and what marks the entries to skip.
+FAT_DIRENT = 32
+FAT_CTIME_TENTHS, FAT_CTIME, FAT_CDATE, FAT_ADATE, FAT_MTIME, FAT_MDATE = 13, 14, 16, 18, 22, 24
+FAT_ATTR_LFN, FAT_ATTR_DIR = 0x0F, 0x10
+FAT_FREE, FAT_END_OF_DIR = 0xE5, 0x00
+FAT32_EOC = 0x0FFFFFF8
+
+
+def fat_datetime(unix_time: float) -> tuple[int, int]:
+    """(date, time) as FAT directory entries hold them, in UTC; 1980-01-01 at the earliest, 2-second steps."""
+    t = time.gmtime(max(unix_time, 315532800))
+    return (((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday,
+            (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2))
+
+
+def pin_fat32_times(vol: Target, bs: Mapping[str, Any], unix_time: float) -> int:
+    """Set every time stamp of every directory entry of a FAT32 volume to unix_time; returns the count.
+
+    For reproducible ESPs: the creation, access and write times mtools recorded become one fixed time."""
+    ss = bs["bytes_per_sector"]
+    csize, clusters, data_off = fat32_geometry(bs)
+    fat_off = bs["reserved_sectors"] * ss
+    date, tm = fat_datetime(unix_time)
+    stamp = {FAT_CTIME_TENTHS: (b"\0", 1), FAT_CTIME: (tm, 2), FAT_CDATE: (date, 2), FAT_ADATE: (date, 2),
+             FAT_MTIME: (tm, 2), FAT_MDATE: (date, 2)}
+
+    def chain(first: int) -> list[int]:
+        out, c = [], first
+        while 2 <= c < clusters + 2 and len(out) <= clusters:
+            out.append(c)
+            c = int.from_bytes(vol.read(fat_off + 4 * c, 4), "little") & 0x0FFFFFFF
+        return out
+
+    count, todo = 0, [bs["root_cluster"]]
+    while todo:
+        for c in chain(todo.pop()):
+            off = data_off + (c - 2) * csize
+            data = bytearray(vol.read(off, csize))
+            changed = False
+            for e in range(0, csize, FAT_DIRENT):
+                first, attr = data[e], data[e + 11]
+                if first == FAT_END_OF_DIR:
+                    break
+                if first == FAT_FREE or attr == FAT_ATTR_LFN:
+                    continue
+                for field_off, (value, n) in stamp.items():
+                    data[e + field_off:e + field_off + n] = value if isinstance(value, bytes) else value.to_bytes(n, "little")
+                changed, count = True, count + 1
+                name = bytes(data[e:e + 11])
+                if attr & FAT_ATTR_DIR and name not in (b".          ", b"..         "):
+                    todo.append(int.from_bytes(data[e + 20:e + 22], "little") << 16
+                                | int.from_bytes(data[e + 26:e + 28], "little"))
+            if changed:
+                vol.write(off, bytes(data))
+    return count
+
+
 def read_fat32_boot(target: Target, part_offset: int) -> dict[str, Any] | None:
     """The FAT32 boot sector fields at ``part_offset``, or None when there is no FAT32 there."""
     bs = FAT32_BOOT.parse(target.read(part_offset, 512))
@@ -652,6 +715,9 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
                  env=env)
         for flags, path in attr_args:
             _run("mattrib", ["-i", img, *flags, path], env=env)
+        if repro.active():
+            # mtools stamps what it writes with the clock (Debian 12's ignores SOURCE_DATE_EPOCH).
+            pin_fat32_times(vol, bs, repro.unix_time())
         extents = _copy_volume(target, vol, part_offset, target_zeroed, progress)
     return FormatResult("fat32", part_offset, part_size, label, bs["volume_id"], csize, extents, staged.count)
 

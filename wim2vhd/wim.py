@@ -252,6 +252,16 @@ class Wim:
             directories=int(p(index, "DIRCOUNT") or 0),
         )
 
+    def image_time(self, index: int) -> int | None:
+        """The image's last modification time from its XML info, in Unix seconds (None if absent)."""
+        hi, lo = (self._prop(index, f"LASTMODIFICATIONTIME/{k}") for k in ("HIGHPART", "LOWPART"))
+        try:
+            filetime = (int(hi, 0) << 32) | int(lo, 0)
+        except (TypeError, ValueError):
+            return None
+        unix = (filetime - 116444736000000000) // 10_000_000
+        return unix if unix > 0 else None
+
     def images(self) -> list[ImageInfo]:
         return [self.image(i) for i in range(1, self.image_count + 1)]
 

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from wim2vhd import repro
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.boot import elements as el
 from wim2vhd.boot.devices import Boot, Device, Locate, Vhd, decode_device, encode_device
@@ -462,7 +463,7 @@ class BcdStore:
     def add_object(self, object_type: int, ident: uuid.UUID | str | None = None) -> BcdObject:
         """A new object of `object_type` (a new random GUID unless `ident` is given)."""
         self._require_writable()
-        g = _as_uuid(ident) if ident is not None else uuid.uuid4()
+        g = _as_uuid(ident) if ident is not None else repro.uuid_for("bcd-object")
         if self._objects_key.child(_guid_text(g)) is not None:
             raise UsageError(f"the BCD store already has an object {el.ALIAS_OF.get(g, _guid_text(g))}")
         k = self._objects_key.add_child(_guid_text(g))

@@ -19,10 +19,10 @@ import errno as _errno
 import os
 import struct
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Iterator
 
+from wim2vhd import repro
 from wim2vhd._lib import ffi, lib
 from wim2vhd.boot.regf import BASE_BLOCK, empty_hive
 from wim2vhd.errors import CorruptInput, EnvironmentFault, InputError, InternalError, OutputError, from_errno
@@ -450,5 +450,5 @@ class Hive:
 
 
 def filetime_now() -> int:
-    """Now as a Windows FILETIME (100 ns ticks since 1601-01-01 UTC)."""
-    return time.time_ns() // 100 + 116444736000000000
+    """Now as a Windows FILETIME (100 ns ticks since 1601-01-01 UTC); the pinned time in a reproducible run."""
+    return repro.filetime()

@@ -51,7 +51,9 @@ def apply_cmd(
     mbr: bool = typer.Option(False, "--mbr", help="With --layout native: MBR instead of GPT."),
     recovery: Optional[str] = typer.Option(None, "--recovery", help="With --layout uefi: add a WinRE partition of this size."),
     label: str = typer.Option("Windows", "--label", help="NTFS volume label."),
-    seed: Optional[str] = typer.Option(None, "--seed", help="Derive GUIDs, signatures and serials from this, for reproducible builds."),
+    seed: Optional[str] = typer.Option(None, "--seed", help="Reproducible builds: derive every GUID, signature and serial from this and the image, and pin every "
+                                          "time stamp the run makes to SOURCE_DATE_EPOCH or else the image's time: the same "
+                                          "image, options and seed give the same bytes."),
     sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (VHDX)."),
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M)."),
     cache_size: str = typer.Option("32M", "--cache-size", help="Write-back cache of the disk layer."),

@@ -11,10 +11,10 @@ from __future__ import annotations
 import ntpath
 import os
 import struct
-import time
 import uuid
 from typing import Any
 
+from wim2vhd import repro
 from wim2vhd.disk import geometry as geo
 from wim2vhd.disk.base import ABSENT, PARTIAL, PRESENT, Disk, read_exact, write_all
 from wim2vhd.disk.vhd_layout import (
@@ -114,8 +114,8 @@ class VhdDisk(Disk):
             # The spec allows other powers of two, but Hyper-V and Virtual PC use 2 MiB (512 KiB in old VPC).
             if block_size & (block_size - 1) or not 512 * 1024 <= block_size <= 256 * MiB:
                 raise UsageError(f"unsupported VHD block size {block_size}: use a power of two from 512K to 256M (default 2M)")
-        uid = unique_id or uuid.uuid4().bytes
-        now = time.time()
+        uid = unique_id or repro.guid("vhd-unique-id")
+        now = repro.unix_time()  # the footer's creation time stamp
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             if not dynamic and parent is None:

@@ -12,6 +12,7 @@ import sys
 import uuid
 from typing import Any
 
+from wim2vhd import repro
 from wim2vhd.disk import geometry as geo
 from wim2vhd.disk import vhdx_layout as L
 from wim2vhd.disk.base import ABSENT, PARTIAL, PRESENT, ZERO, Disk, read_exact, write_all
@@ -141,7 +142,7 @@ class VhdxDisk(Disk):
              L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
             (L.META_PHYSICAL_SECTOR_SIZE, physical_sector_size.to_bytes(4, "little"),
              L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
-            (L.META_VIRTUAL_DISK_ID, disk_id or uuid.uuid4().bytes_le, L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
+            (L.META_VIRTUAL_DISK_ID, disk_id or repro.uuid_for("vhdx-disk-id").bytes_le, L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
         ]
         if differencing:
             pname = os.path.basename(parent.path)
@@ -183,7 +184,8 @@ class VhdxDisk(Disk):
                 write_all(fd, bat_bytes, L.BAT_OFFSET)
             hdr = {
                 "signature": L.HEADER_SIGNATURE, "checksum": 0, "sequence_number": 0,
-                "file_write_guid": uuid.uuid4().bytes_le, "data_write_guid": uuid.uuid4().bytes_le,
+                "file_write_guid": repro.uuid_for("vhdx-file-write").bytes_le,
+                "data_write_guid": repro.uuid_for("vhdx-data-write").bytes_le,
                 "log_guid": b"\0" * 16, "log_version": 0, "version": 1,
                 "log_length": L.LOG_LENGTH, "log_offset": L.LOG_OFFSET,
             }
@@ -391,9 +393,9 @@ class VhdxDisk(Disk):
     def _update_headers(self, data_changed: bool) -> None:
         """Write both headers with new sequence numbers, the stale slot first (MS-VHDX 2.2.2.1)."""
         h = dict(self._hdr)
-        h["file_write_guid"] = uuid.uuid4().bytes_le
+        h["file_write_guid"] = repro.uuid_for("vhdx-file-write").bytes_le
         if data_changed:
-            h["data_write_guid"] = uuid.uuid4().bytes_le
+            h["data_write_guid"] = repro.uuid_for("vhdx-data-write").bytes_le
         for slot in (1 - self._hdr_slot, self._hdr_slot):
             h["sequence_number"] += 1
             write_all(self.fd, _with_crc(L.HEADER.pack(h)), L.HEADER_OFFSETS[slot])
