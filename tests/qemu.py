@@ -76,10 +76,14 @@ def disk_format(path: str | os.PathLike) -> str:
     return FORMATS.get(os.path.splitext(str(path))[1].lower(), "raw")
 
 
-def command(disk: str | os.PathLike, firmware: str, serial: str, workdir: str, *, kvm: bool) -> list[str]:
+def command(disk: str | os.PathLike, firmware: str, serial: str, workdir: str, *, kvm: bool,
+            sector_size: int = 512) -> list[str]:
     cmd = [QEMU, "-nodefaults", "-display", "none", "-no-reboot", "-m", "256",
            "-accel", "kvm" if kvm else "tcg", "-serial", f"file:{serial}", "-monitor", "none",
-           "-drive", f"file={disk},format={disk_format(disk)},if=virtio,snapshot=on"]
+           "-drive", f"file={disk},format={disk_format(disk)},if=none,id=disk0,snapshot=on",
+           # a virtio disk with the logical sectors the image was made for (a 4Kn disk for 4096)
+           "-device", f"virtio-blk-pci,drive=disk0,logical_block_size={sector_size},"
+                      f"physical_block_size={max(sector_size, 512)}"]
     if firmware == "uefi":
         fw = ovmf()
         if fw is None:
@@ -97,12 +101,12 @@ def command(disk: str | os.PathLike, firmware: str, serial: str, workdir: str, *
     return cmd
 
 
-def _run(disk, firmware: str, expect: str, timeout: float, kvm: bool) -> tuple[str, str, float]:
+def _run(disk, firmware: str, expect: str, timeout: float, kvm: bool, sector_size: int) -> tuple[str, str, float]:
     """One boot: (serial text, qemu's stderr, seconds).  Raises BootTimeout when expect never shows."""
     with tempfile.TemporaryDirectory(prefix="w2v-qemu-") as work:
         serial = os.path.join(work, "serial.txt")
         errfile = os.path.join(work, "stderr.txt")
-        cmd = command(disk, firmware, serial, work, kvm=kvm)
+        cmd = command(disk, firmware, serial, work, kvm=kvm, sector_size=sector_size)
         start = time.monotonic()
         with open(errfile, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
@@ -143,7 +147,8 @@ def _read(path: str) -> str:
         return ""
 
 
-def boot(disk: str | os.PathLike, firmware: str = "uefi", *, expect: str, timeout: float = TIMEOUT) -> str:
+def boot(disk: str | os.PathLike, firmware: str = "uefi", *, expect: str, timeout: float = TIMEOUT,
+         sector_size: int = 512) -> str:
     """Boot ``disk`` until ``expect`` appears on the serial port; return the serial text.
 
     Raises AssertionError (BootTimeout) with the serial text and qemu's messages when
@@ -151,10 +156,10 @@ def boot(disk: str | os.PathLike, firmware: str = "uefi", *, expect: str, timeou
     """
     global _kvm_broken
     kvm = _kvm_usable()
-    text, stderr, secs = _run(disk, firmware, expect, timeout, kvm)
+    text, stderr, secs = _run(disk, firmware, expect, timeout, kvm, sector_size)
     if kvm and expect not in text and "KVM internal error" in stderr:
         _kvm_broken = True
-        text, stderr, secs = _run(disk, firmware, expect, timeout, False)
+        text, stderr, secs = _run(disk, firmware, expect, timeout, False, sector_size)
         kvm = False
     last_boot.update(accel="kvm" if kvm else "tcg", seconds=round(secs, 1))
     if expect not in text:

@@ -110,6 +110,24 @@ def test_uefi_fixed_vhd(fixture_wim, uefi_dir):
 
 @needs_qemu
 @needs_ovmf
+def test_uefi_4k_sectors(fixture_wim, uefi_dir):
+    """A VHDX with 4096-byte logical sectors (GPT, FAT32 and NTFS all in 4K sectors), booted as a 4Kn
+    virtio disk.  qemu's vhdx driver reads only 512-byte-sector VHDX files, so QEMU boots our raw
+    conversion; vhdiinfo (libvhdi) reads the VHDX itself, and fdisk the table in 4K sectors."""
+    disk = apply(fixture_wim, uefi_dir / "4k.vhdx", "--sector-size", "4096", "--layout", "uefi")
+    assert "Bytes per sector\t: 4096 bytes" in run("vhdiinfo", disk).stdout
+    raw = uefi_dir / "4k.raw"
+    w2v("disk", "convert", disk, raw)
+    table = run("fdisk", "-b", "4096", "-l", raw).stdout
+    assert "Sector size (logical/physical): 4096 bytes" in table and "EFI System" in table, table
+    text = qemu.boot(raw, "uefi", expect=efi_probe.END, sector_size=4096)
+    got = [line for line in lines(text) if line.startswith("W2V-")]
+    assert efi_probe.PROBE in got and f"{efi_probe.BCD_FOUND} hd0,gpt1" in got, text
+    assert f"{efi_probe.WINDOWS_FOUND} hd0,gpt3" in got, text
+
+
+@needs_qemu
+@needs_ovmf
 def test_uefi_differencing_child(uefi_vhdx, uefi_dir):
     child = uefi_dir / "child.vhdx"
     w2v("disk", "diff", uefi_vhdx, child)
