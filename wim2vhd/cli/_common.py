@@ -6,13 +6,21 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 ForceOpt = typer.Option(False, "--force", "-f", help="Replace OUT if it exists.")
 
 # Progress goes to stderr, and only on a terminal; results go to stdout with print() (no markup, no wrapping).
-console = Console(stderr=True, highlight=False)
+_console = None
+
+
+def console():
+    """The rich console on stderr, made when first needed (rich takes a while to import)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+        _console = Console(stderr=True, highlight=False)
+    return _console
 
 
 def emit_json(obj: Any) -> None:
@@ -53,7 +61,7 @@ class Progress:
 
             self._p = RP(TextColumn("{task.description:<10}"), BarColumn(),
                          IfSized(DownloadColumn(binary_units=True)), IfSized(TransferSpeedColumn()),
-                         TimeElapsedColumn(), console=console, transient=False)
+                         TimeElapsedColumn(), console=console(), transient=False)
             self._p.__enter__()
         return self
 
