@@ -397,6 +397,23 @@ def _wim_from_tree(tmp, name, files):
     return tmp / f"{name}.wim"
 
 
+def test_dirty_hive_is_refused(tmp):
+    """A hive whose sequence numbers differ has changes only in its logs: editing it would drop them."""
+    from fixtures.hives import build_hive
+    hive = bytearray(build_hive({"ControlSet001\\Control": {}, "Select": {}}, "SYSTEM"))
+    hive[8:12] = (int.from_bytes(hive[4:8], "little") - 1).to_bytes(4, "little")  # secondary behind primary
+    checksum = 0
+    for i in range(0, 508, 4):
+        checksum ^= int.from_bytes(hive[i:i + 4], "little")
+    hive[508:512] = checksum.to_bytes(4, "little")  # a valid base block otherwise
+    out = tmp / "o.vhdx"
+    dirty = _wim_from_tree(tmp, "dirty", {"Windows/System32/config/SYSTEM": bytes(hive)})
+    _fails(["apply", dirty, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
+           "config\\SYSTEM of image 1 is dirty", tmp, out)
+    # the same image without registry changes applies
+    w2v("apply", dirty, out, "--size", "1G", "--layout", "native", "--no-boot")
+
+
 def test_images_without_usable_hives(tmp):
     from fixtures.hives import build_hive
     out = tmp / "o.vhdx"

@@ -204,6 +204,7 @@ class Customizations:
     def _edit_hive(self, name: str, local: str, index: int) -> tuple[bytes, int]:
         from wim2vhd.boot.hive import Hive, RegType, Value
         shown = f"\\{regfile.HIVE_FILES[name]} of image {index}"
+        _refuse_dirty_hive(local, shown)
         try:
             hive = Hive.open(local, write=True)
         except CorruptInput as e:
@@ -321,6 +322,21 @@ def extend_device_path(current: str, extra: Sequence[str]) -> str:
             parts.append(x)
             seen.add(x.lower())
     return ";".join(parts)
+
+
+def _refuse_dirty_hive(local: str, shown: str) -> None:
+    """A hive whose base block has different primary and secondary sequence numbers was not fully
+    written: its latest changes are only in its transaction logs (.LOG1/.LOG2), which hivex does not
+    replay.  Editing it would write a clean hive without them, and Windows would then never replay the
+    logs: refuse, rather than lose changes silently.  (hivex's commit leaves the numbers equal.)"""
+    with open(local, "rb") as f:
+        base = f.read(12)
+    if len(base) == 12 and base[:4] == b"regf":
+        primary, secondary = int.from_bytes(base[4:8], "little"), int.from_bytes(base[8:12], "little")
+        if primary != secondary:
+            raise InputError(f"{shown} is dirty (sequence numbers {primary} and {secondary}): its last changes are "
+                             f"only in its transaction logs, which wim2vhd cannot replay",
+                             hint="apply without registry changes, or let Windows load the hive once and capture again")
 
 
 def _current_control_set(hive, shown: str) -> str:
