@@ -8,46 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import W2V, leftovers, run, w2v
-from wim2vhd.disk import open_disk
-
-MiB = 1 << 20
-
-
-@pytest.fixture(scope="session")
-def fixture_wim(tmp_path_factory):
-    """The fixture WIM with the probe boot programs (fixtures/probes) as bootmgfw.efi and bootmgr,
-    so the disks applied from it boot in QEMU (tests/test_qemu_boot.py)."""
-    from fixtures.build import build_fixture_wim
-    from fixtures.probes import build_probes
-    d = tmp_path_factory.mktemp("wim")
-    probes = build_probes(d / "probes")
-    with open(probes["bootmgfw.efi"], "rb") as efi, open(probes["bootmgr"], "rb") as pcat:
-        return str(build_fixture_wim(d / "fixture.wim", bootmgfw_efi=efi.read(), bootmgr_pcat=pcat.read()))
-
-
-def to_raw(disk, tmp):
-    raw = tmp / (os.path.basename(disk) + ".raw")
-    fmt = {".vhd": "vpc", ".vhdx": "vhdx"}.get(os.path.splitext(disk)[1], "raw")
-    run("qemu-img", "convert", "-f", fmt, "-O", "raw", disk, raw)
-    return raw
-
-
-def extract_partition(raw, part, tmp, name):
-    out = tmp / name
-    with open(raw, "rb") as f, open(out, "wb") as g:
-        f.seek(part["start"] * 512)
-        left = part["size"] * 512
-        while left:
-            b = f.read(min(left, 8 * MiB))
-            g.write(b)
-            left -= len(b)
-    return out
-
-
-def sfdisk(raw):
-    return json.loads(run("sfdisk", "--json", raw).stdout)["partitiontable"]
-
+from tests.conftest import NOBODY, W2V, extract_partition, leftovers, run, sfdisk, to_raw, w2v
 
 def test_info_lists_both_editions(fixture_wim):
     out = json.loads(w2v("info", fixture_wim, "--json").stdout)
@@ -220,27 +181,13 @@ def test_signal_mid_apply_leaves_nothing(big_wim, tmp, sig):
     assert not out.exists() and not leftovers(tmp)
 
 
-def test_no_privileges_needed(fixture_wim):
-    """Apply as an unprivileged user with every capability dropped and no_new_privs set: no mount, loop
-    device or FUSE (fusermount is setuid, which no_new_privs disables) can be used."""
-    import tempfile
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv missing")
-    d = tempfile.mkdtemp(prefix="w2v-np-", dir="/tmp")
-    try:
-        os.chmod(d, 0o777)
-        wim = os.path.join(d, "f.wim")
-        shutil.copy(fixture_wim, wim)
-        os.chmod(wim, 0o644)
-        out = os.path.join(d, "np.vhdx")
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-               "--bounding-set=-all", "--no-new-privs", W2V, "apply", wim, out, "--index", "1", "--size", "2G"]
-        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HOME": d})
-        assert p.returncode == 0, p.stderr
-        assert os.stat(out).st_uid == 65534
-        assert "No errors" in run("qemu-img", "check", out).stdout
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def test_no_privileges_needed(fixture_wim, nobody):
+    """Apply as nobody with every capability dropped and no_new_privs set: no mount, loop device or FUSE."""
+    out = os.path.join(nobody.dir, "np.vhdx")
+    p = nobody("apply", nobody.put(fixture_wim), out, "--index", "1", "--size", "2G")
+    assert p.returncode == 0, p.stderr
+    assert os.stat(out).st_uid == NOBODY
+    assert "No errors" in run("qemu-img", "check", out).stdout
 
 
 def test_signal_mid_capture_leaves_nothing(big_wim, tmp):

@@ -1,13 +1,12 @@
 """BIOS boot code: the pure patch functions, and --bios-boot-code end to end.
 
 The booting itself is checked in QEMU with SeaBIOS (tests/test_qemu_boot.py)."""
-import os
 
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.conftest import leftovers, run, w2v
-from tests.test_apply import fixture_wim, sfdisk, to_raw  # noqa: F401 (fixture)
+from tests.conftest import leftovers, sfdisk, to_raw, w2v
+
 from wim2vhd.boot import biosboot
 from wim2vhd.errors import UsageError
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from tests.conftest import run, w2v
-from tests.test_apply import extract_partition, fixture_wim, sfdisk, to_raw  # noqa: F401 (fixture)
+from tests.conftest import extract_partition, run, sfdisk, to_raw, w2v
+
 from tests.test_bcd_helpers import regipy_store
 
 LOADER = 0x10200003

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tests.conftest import W2V, w2v
-from tests.test_apply import fixture_wim  # noqa: F401 (fixture)
+
 
 COMMANDS = [["info"], ["apply"], ["capture"], ["disk", "create"], ["disk", "diff"], ["disk", "info"],
             ["disk", "convert"], ["bcd", "create"], ["bcd", "show"], ["bcd", "add-vhd"]]

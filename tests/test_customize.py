@@ -11,8 +11,8 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from fixtures.wimdir import wimdir_detailed
-from tests.conftest import leftovers, run, w2v
-from tests.test_apply import _stream_ids, fixture_wim, sfdisk, to_raw  # noqa: F401 (fixture_wim is a fixture)
+from tests.conftest import leftovers, run, sfdisk, to_raw, w2v
+from tests.test_apply import _stream_ids
 from wim2vhd import regfile
 from wim2vhd.errors import InputError, UsageError
 from wim2vhd.ntfs import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,

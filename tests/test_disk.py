@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tests.conftest import leftovers, run, w2v
 from wim2vhd.disk import create_disk, open_disk
 from wim2vhd.disk.geometry import crc32c, vhd_chs
-from wim2vhd.errors import CorruptInput, ParentError, UsageError
 
 MiB = 1 << 20
 QFMT = {".vhd": "vpc", ".vhdx": "vhdx", ".img": "raw"}

@@ -10,7 +10,6 @@ import subprocess
 import pytest
 
 from tests.conftest import W2V, run, w2v
-from tests.test_apply import fixture_wim  # noqa: F401 (fixture)
 
 
 def in_small_fs(tmp, size: str, script: str) -> subprocess.CompletedProcess:

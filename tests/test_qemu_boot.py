@@ -18,8 +18,8 @@ import pytest
 from fixtures.probes import bios as bios_probe
 from fixtures.probes import efi as efi_probe
 from tests import qemu
-from tests.conftest import run, w2v
-from tests.test_apply import fixture_wim, sfdisk, to_raw  # noqa: F401 (fixture_wim is a fixture)
+from tests.conftest import run, sfdisk, to_raw, w2v
+
 
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 BASIC_DATA_TYPE = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"

@@ -3,13 +3,9 @@ they run; the time stamps the run makes are SOURCE_DATE_EPOCH's (or the image's)
 ntfs-3g's and mtools' own tools."""
 import hashlib
 import os
-import subprocess
 import time
 
-import pytest
-
-from tests.conftest import run, w2v
-from tests.test_apply import extract_partition, fixture_wim, sfdisk, to_raw  # noqa: F401 (fixture)
+from tests.conftest import extract_partition, run, sfdisk, to_raw, w2v
 
 CASES = [("u.vhdx", ["--layout", "uefi"]), ("b.vhd", ["--layout", "bios", "--type", "fixed"])]
 

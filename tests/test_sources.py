@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 
 from fixtures.wimdir import wimdir_detailed
 from tests.conftest import leftovers, run, w2v
-from tests.test_apply import _stream_ids, fixture_wim  # noqa: F401 (fixture_wim is a fixture)
+from tests.test_apply import _stream_ids
 from tests.test_customize import _fails, hive_out, hivexget, ntfs_partition, ntfsls
 from wim2vhd import iso
 from wim2vhd.errors import InputError, UnsupportedInput

@@ -19,7 +19,7 @@ from wim2vhd._lib import lib
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
 from wim2vhd.errors import InputError, NoSpace, UsageError, from_errno
-from wim2vhd.units import GiB, MiB, align_up, format_size, parse_size
+from wim2vhd.units import GiB, MiB, align_up, format_size
 from wim2vhd.wim import ImageInfo, Wim
 
 Progress = Callable[[str, int, int], None]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import os
 import threading
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 

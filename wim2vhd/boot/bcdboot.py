@@ -25,7 +25,7 @@ from wim2vhd.boot import devices as dv
 from wim2vhd.boot.bcd import BcdStore
 from wim2vhd.boot.elements import E
 from wim2vhd.boot.hive import Value
-from wim2vhd.errors import InputError, UsageError
+from wim2vhd.errors import InputError
 
 BOOT = "Windows\\Boot"
 TEMPLATE = "Windows\\System32\\config\\BCD-Template"
