@@ -98,12 +98,13 @@ int64_t w2v_copy(w2v_disk *src, uint64_t src_off, w2v_disk *dst, uint64_t dst_of
 int w2v_cache_configure(w2v_disk *d, uint64_t bytes);
 
 /*
- * A background writer thread (w2v_writer.c): file writes are queued, up to
- * max_pending bytes, and written while the caller goes on (for apply: while
- * wimlib decompresses).  Reads of the file wait for the queue first.
- * max_pending = 0 stops the thread after draining.  0 or -errno.
+ * Background writer threads (w2v_writer.c): file writes are queued, up to
+ * max_pending bytes, and written by `threads` threads (1 to 4; overlapping
+ * writes stay in order) while the caller goes on (for apply: while wimlib
+ * decompresses).  Reads of the file wait for the queue first.
+ * max_pending = 0 stops the threads after draining.  0 or -errno.
  */
-int w2v_writer_configure(w2v_disk *d, uint64_t max_pending);
+int w2v_writer_configure(w2v_disk *d, uint64_t max_pending, int threads);
 
 struct w2v_stats {
 	uint64_t reads, writes, read_bytes, write_bytes;

@@ -2,6 +2,12 @@
  * The background writer: overlaps the file writes of block translation with
  * the caller's work (wimlib's decompression, during apply).
  *
+ * One or more threads take jobs from the head of the queue, in order.  A job
+ * waits while it overlaps one that another thread is still writing, so bytes
+ * written twice land in the order they were queued; jobs that do not overlap
+ * go in parallel (copying into the page cache is what limits a convert, and
+ * two threads do it on two cores).
+ *
  * Writes are copied into a FIFO queue, bounded by max_pending bytes, and one
  * thread pwrite()s them in order, then asks the kernel to start writing them
  * back (sync_file_range), so that the final fsync has little left to do.
@@ -33,16 +39,33 @@ struct job {
 #define POOL_MIN (128u << 10)  /* jobs this big or bigger take a pool buffer */
 #define POOL_BUF (4u << 20)    /* the size of a pool buffer; larger jobs are malloc'ed */
 
+#define MAX_THREADS 4
+
 struct w2v_writer {
-	pthread_t thread;
+	pthread_t thread[MAX_THREADS];
+	int nthreads;
 	pthread_mutex_t lock;
 	pthread_cond_t more, room;
 	struct job *head, *tail;
+	struct job *writing[MAX_THREADS]; /* what each thread is writing now, or NULL */
 	uint64_t pending, max_pending;
 	int busy, stop, error;
 	int fd;
 	struct job *pool; /* free pool buffers (struct job with POOL_BUF of data) */
 };
+
+struct writer_thread { struct w2v_writer *w; int id; };
+
+/* Does job j overlap one that a thread is writing?  (with w->lock held) */
+static int overlaps_in_flight(struct w2v_writer *w, const struct job *j)
+{
+	for (int i = 0; i < w->nthreads; i++) {
+		const struct job *x = w->writing[i];
+		if (x && x->off < j->off + j->len && j->off < x->off + x->len)
+			return 1;
+	}
+	return 0;
+}
 
 static void release(struct w2v_writer *w, struct job *j) /* with w->lock held */
 {
@@ -56,10 +79,13 @@ static void release(struct w2v_writer *w, struct job *j) /* with w->lock held */
 
 static void *writer_main(void *arg)
 {
-	struct w2v_writer *w = arg;
+	struct writer_thread *t = arg;
+	struct w2v_writer *w = t->w;
+	int id = t->id;
+	free(t);
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		while (!w->head && !w->stop)
+		while ((!w->head && !w->stop) || (w->head && overlaps_in_flight(w, w->head)))
 			pthread_cond_wait(&w->more, &w->lock);
 		if (!w->head && w->stop)
 			break;
@@ -67,7 +93,8 @@ static void *writer_main(void *arg)
 		w->head = j->next;
 		if (!w->head)
 			w->tail = NULL;
-		w->busy = 1;
+		w->writing[id] = j;
+		w->busy++;
 		pthread_mutex_unlock(&w->lock);
 		int64_t r = w->error ? 0 : w2v_file_pwrite_raw(w->fd, j->data, j->len, j->off);
 		if (r >= 0 && j->len >= (1u << 20))
@@ -76,9 +103,11 @@ static void *writer_main(void *arg)
 		if (r < 0 && !w->error)
 			w->error = (int)-r;
 		w->pending -= j->len;
-		w->busy = 0;
+		w->busy--;
+		w->writing[id] = NULL;
 		release(w, j);
 		pthread_cond_broadcast(&w->room);
+		pthread_cond_broadcast(&w->more); /* a job that waited for this one may go now */
 	}
 	pthread_mutex_unlock(&w->lock);
 	return NULL;
@@ -150,9 +179,10 @@ void w2v_writer_free(w2v_disk *d)
 		return;
 	pthread_mutex_lock(&w->lock);
 	w->stop = 1;
-	pthread_cond_signal(&w->more);
+	pthread_cond_broadcast(&w->more);
 	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->thread, NULL);
+	for (int i = 0; i < w->nthreads; i++)
+		pthread_join(w->thread[i], NULL);
 	for (struct job *j = w->head, *n; j; j = n) {
 		n = j->next;
 		free(j);
@@ -168,8 +198,10 @@ void w2v_writer_free(w2v_disk *d)
 	d->writer = NULL;
 }
 
-int w2v_writer_configure(w2v_disk *d, uint64_t max_pending)
+int w2v_writer_configure(w2v_disk *d, uint64_t max_pending, int threads)
 {
+	if (threads < 1 || threads > MAX_THREADS)
+		return -EINVAL;
 	pthread_mutex_lock(&d->lock);
 	int r = w2v_writer_drain(d);
 	w2v_writer_free(d);
@@ -184,12 +216,19 @@ int w2v_writer_configure(w2v_disk *d, uint64_t max_pending)
 		pthread_mutex_init(&w->lock, NULL);
 		pthread_cond_init(&w->more, NULL);
 		pthread_cond_init(&w->room, NULL);
-		if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
-			free(w);
-			r = r ? r : -EAGAIN;
-			goto out;
-		}
 		d->writer = w;
+		for (int i = 0; i < threads; i++) {
+			struct writer_thread *t = malloc(sizeof(*t));
+			if (t)
+				*t = (struct writer_thread){ w, i };
+			if (!t || pthread_create(&w->thread[i], NULL, writer_main, t) != 0) {
+				free(t);
+				w2v_writer_free(d); /* stops and joins the threads already started */
+				r = r ? r : -EAGAIN;
+				goto out;
+			}
+			w->nthreads = i + 1;
+		}
 	}
 out:
 	pthread_mutex_unlock(&d->lock);

@@ -132,8 +132,9 @@ def test_qemu_io_writes_read_back_through_us(tmp):
 @given(ops=st.lists(st.tuples(st.integers(0, 24 * MiB - 1), st.integers(1, 3 * MiB), st.integers(0, 255)),
                     min_size=1, max_size=12),
        ext=st.sampled_from([".vhd", ".vhdx", ".img"]),
-       diff=st.booleans(), cache=st.sampled_from([0, 4 * MiB]), writer=st.sampled_from([0, MiB]))
-def test_random_writes_match_model(tmp_path_factory, ops, ext, diff, cache, writer):
+       diff=st.booleans(), cache=st.sampled_from([0, 4 * MiB]), writer=st.sampled_from([0, MiB]),
+       threads=st.sampled_from([1, 3]))
+def test_random_writes_match_model(tmp_path_factory, ops, ext, diff, cache, writer, threads):
     tmp = tmp_path_factory.mktemp("h")
     size = 24 * MiB
     model = bytearray(size)
@@ -146,7 +147,7 @@ def test_random_writes_match_model(tmp_path_factory, ops, ext, diff, cache, writ
         w2v("disk", "diff", tmp / f"p{ext}", tmp / f"c{ext}")
         d = open_disk(str(tmp / f"c{ext}"), writable=True)
     d.set_cache(cache)
-    d.set_writer(writer)  # writes queued to the background thread must be seen by reads at once
+    d.set_writer(writer, threads)  # writes queued to the background threads must be seen by reads at once
     for off, ln, val in ops:
         ln = min(ln, size - off)
         data = bytes([val]) * ln
@@ -158,6 +159,38 @@ def test_random_writes_match_model(tmp_path_factory, ops, ext, diff, cache, writ
     d.close()
     d = open_disk(d.path)
     assert d.read(0, size) == bytes(model)
+    d.close()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.integers(0, 4 * MiB - 1), st.integers(1, 600 * 1024), st.binary(min_size=1, max_size=8)),
+                    min_size=2, max_size=40),
+       ext=st.sampled_from([".img", ".vhdx"]), threads=st.integers(1, 4))
+def test_parallel_writers_keep_overlapping_writes_in_order(tmp_path_factory, ops, ext, threads):
+    """Many writes queued at once, most of them overlapping, written by several threads: the file must
+    end as if they were written one after another (no read in between drains the queue)."""
+    tmp = tmp_path_factory.mktemp("w")
+    size = 4 * MiB
+    model = bytearray(size)
+    d = create_disk(str(tmp / f"w{ext}"), size, **({"block_size": MiB} if ext == ".vhdx" else {}))
+    d.set_cache(0)
+    d.set_writer(2 * MiB, threads)
+    for off, ln, pattern in ops:
+        ln = min(ln, size - off)
+        data = (pattern * (ln // len(pattern) + 1))[:ln]
+        d.write(off, data)
+        model[off:off + ln] = data
+    d.close()
+    d = open_disk(d.path)
+    assert d.read(0, size) == bytes(model)
+    d.close()
+
+
+def test_writer_threads_checked(tmp):
+    d = create_disk(str(tmp / "a.img"), MiB)
+    for bad in (0, 5):
+        with pytest.raises(Exception):
+            d.set_writer(MiB, bad)
     d.close()
 
 

@@ -91,6 +91,7 @@ def _partition_table(d: Disk) -> Any:
 
 
 CONVERT_WRITER_QUEUE = 64 << 20
+CONVERT_WRITERS = 2
 
 
 def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = False,
@@ -106,7 +107,9 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
                               sector_size=s.sector_size if fmt is not VhdDisk else 512)
             try:
                 dst.set_cache(0)  # each byte is written once: nothing for a cache to absorb
-                dst.set_writer(CONVERT_WRITER_QUEUE)  # reading the source overlaps writing the target
+                # Reading the source overlaps writing the target, and two threads copy into the page
+                # cache, which is what bounds a convert (not the single-threaded read).
+                dst.set_writer(CONVERT_WRITER_QUEUE, threads=CONVERT_WRITERS)
                 total = sum(n for _, n in s.extents())
                 done = 0
                 for off, n in s.extents():

@@ -189,9 +189,9 @@ class Disk:
         if r < 0:
             raise from_errno(r, f"{self.path}: cache")
 
-    def set_writer(self, max_pending: int) -> None:
-        """Queue file writes to a background thread, up to max_pending bytes (0 stops it)."""
-        r = lib.w2v_writer_configure(self._h, max_pending)
+    def set_writer(self, max_pending: int, threads: int = 1) -> None:
+        """Queue file writes to background threads, up to max_pending bytes (0 stops them)."""
+        r = lib.w2v_writer_configure(self._h, max_pending, threads)
         if r < 0:
             raise from_errno(r, f"{self.path}: writer thread")
 
