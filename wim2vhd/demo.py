@@ -57,6 +57,11 @@ def main() -> int:
     print("    -drive if=pflash,format=raw,file=demo/vars.fd \\")
     print(f"    -drive file={os.path.relpath(out)},format=vhdx,if=virtio")
     print()
+    print("Or on BIOS (SeaBIOS; our MBR code and GRUB's core image start the probe \\bootmgr, which prints")
+    print("the boot sector it was handed; quit QEMU with Ctrl-A X):")
+    print(f"  .venv/bin/wim2vhd apply {os.path.relpath(wim)} demo/bios.vhd --index 1 --size 4G --layout bios --force")
+    print("  qemu-system-x86_64 -m 256 -nographic -no-reboot -drive file=demo/bios.vhd,format=vpc")
+    print()
     print("With a real install.wim:  .venv/bin/wim2vhd apply install.wim --index 1 win.vhdx")
     return 0
 
