@@ -81,3 +81,35 @@ def test_user_boot_code_bad(fixture_wim, tmp):
                 "--bios-boot-code", arg, check=False)
         assert p.returncode != 0 and p.stderr.count("\n") == 1 and "bios-boot-code" in p.stderr
         assert not out.exists() and not leftovers(tmp)
+
+
+def _mbr_disk(path, first_lba):
+    """A raw disk with an MBR whose one partition starts at first_lba."""
+    from wim2vhd.disk import create_disk
+    d = create_disk(str(path), 64 << 20)
+    mbr = bytearray(512)
+    mbr[446 + 4] = 0x07
+    mbr[446 + 8:446 + 12] = first_lba.to_bytes(4, "little")
+    mbr[446 + 12:446 + 16] = (1000).to_bytes(4, "little")
+    mbr[510:512] = b"\x55\xaa"
+    d.write(0, bytes(mbr))
+    return d
+
+
+def test_core_image_that_does_not_fit_is_refused(tmp):
+    from wim2vhd.errors import NoSpace
+    d = _mbr_disk(tmp / "small-gap.img", 8)  # 3.5 KiB before the partition: GRUB's core needs more
+    with pytest.raises(NoSpace, match="does not fit"):
+        biosboot.install_bios_boot(d)
+    assert d.read(0, 440) == bytes(440), "nothing written when it does not fit"
+    d.close()
+
+
+def test_missing_grub_images_name_the_package(tmp):
+    from wim2vhd.errors import EnvironmentFault
+    d = _mbr_disk(tmp / "d.img", 2048)
+    with pytest.raises(EnvironmentFault, match="grub-pc-bin"):
+        biosboot.install_bios_boot(d, grub_dir=str(tmp / "no-grub"))
+    with pytest.raises(UsageError, match="512-byte sectors"):
+        biosboot.install_bios_boot(d, sector_size=4096)
+    d.close()
