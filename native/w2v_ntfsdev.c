@@ -444,7 +444,6 @@ void w2v_ntfsdev_unregister(int id)
 	pthread_mutex_unlock(&reg_lock);
 }
 
-
 /* ---- a fixed clock, for reproducible volumes ------------------------------
  *
  * libntfs-3g stamps what it creates with the current time (ntfs_current_time(),

@@ -49,12 +49,21 @@ struct w2v_writer {
 	struct job *head, *tail;
 	struct job *writing[MAX_THREADS]; /* what each thread is writing now, or NULL */
 	uint64_t pending, max_pending;
-	int busy, stop, error;
+	int stop, error;
 	int fd;
 	struct job *pool; /* free pool buffers (struct job with POOL_BUF of data) */
 };
 
 struct writer_thread { struct w2v_writer *w; int id; };
+
+/* Is any thread writing a job?  (with w->lock held) */
+static int writing_any(const struct w2v_writer *w)
+{
+	for (int i = 0; i < w->nthreads; i++)
+		if (w->writing[i])
+			return 1;
+	return 0;
+}
 
 /* Does job j overlap one that a thread is writing?  (with w->lock held) */
 static int overlaps_in_flight(struct w2v_writer *w, const struct job *j)
@@ -94,7 +103,6 @@ static void *writer_main(void *arg)
 		if (!w->head)
 			w->tail = NULL;
 		w->writing[id] = j;
-		w->busy++;
 		pthread_mutex_unlock(&w->lock);
 		int64_t r = w->error ? 0 : w2v_file_pwrite_raw(w->fd, j->data, j->len, j->off);
 		if (r >= 0 && j->len >= (1u << 20))
@@ -103,7 +111,6 @@ static void *writer_main(void *arg)
 		if (r < 0 && !w->error)
 			w->error = (int)-r;
 		w->pending -= j->len;
-		w->busy--;
 		w->writing[id] = NULL;
 		release(w, j);
 		pthread_cond_broadcast(&w->room);
@@ -165,7 +172,7 @@ int w2v_writer_drain(w2v_disk *d)
 	if (!w)
 		return 0;
 	pthread_mutex_lock(&w->lock);
-	while ((w->head || w->busy) && !w->error)
+	while ((w->head || writing_any(w)) && !w->error)
 		pthread_cond_wait(&w->room, &w->lock);
 	int err = w->error;
 	pthread_mutex_unlock(&w->lock);

@@ -137,11 +137,10 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
 
 def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
     """The images of a WIM, ESD, split WIM or Windows ISO (its \\sources\\install.wim or .esd)."""
-    from wim2vhd.wim import Wim
-    names = {0: "none", 1: "xpress", 2: "lzx", 3: "lzms"}
+    from wim2vhd.wim import Wim, compression_name
     with _source(image, metadata_only=True) as (src, inner), Wim(src, refs=refs) as w:
         res = {"path": os.path.abspath(image), "parts": w.total_parts,
-               "compression": names.get(w.compression, str(w.compression)),
+               "compression": compression_name(w.compression),
                "images": [i.to_dict() for i in w.images()]}
     if inner:
         res["install_image"] = inner

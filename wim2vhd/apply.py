@@ -127,13 +127,12 @@ def _check_options(o: ApplyOptions) -> None:
     if o.bios_boot_code is not None:
         if o.layout != "bios" or not o.boot:
             raise UsageError("--bios-boot-code goes with --layout bios (and without --no-boot)")
+        from wim2vhd.boot.biosboot import check_code_size
         try:  # checked before any work: the code itself is read by the boot stage
             size = os.stat(o.bios_boot_code).st_size
         except OSError as e:
             raise InputError(f"--bios-boot-code {o.bios_boot_code}: {e.strerror}") from None
-        if not (1 <= size <= 440 or size == 512):
-            raise UsageError(f"--bios-boot-code takes up to 440 bytes of MBR code (or a whole 512-byte MBR), "
-                             f"not {size} bytes")
+        check_code_size(size)
 
 
 # The time a reproducible run stamps on what it creates when the image says nothing: 2000-01-01 UTC.

@@ -575,12 +575,12 @@ def fat32_geometry(bs: Mapping[str, Any]) -> tuple[int, int, int]:
     return ss * spc, clusters, data_start * ss
 
 
-# A FAT directory entry's time stamps (offsets in the 32-byte entry), and what marks the entries to skip.
+# A FAT directory entry (32 bytes): its time stamps lie in two runs, 13..19 (creation tenths, creation
+# time and date, access date) and 22..25 (write time and date), around the cluster's high half at 20.
 FAT_DIRENT = 32
-FAT_CTIME_TENTHS, FAT_CTIME, FAT_CDATE, FAT_ADATE, FAT_MTIME, FAT_MDATE = 13, 14, 16, 18, 22, 24
+FAT_CREATED_ACCESSED, FAT_WRITTEN = 13, 22
 FAT_ATTR_LFN, FAT_ATTR_DIR = 0x0F, 0x10
 FAT_FREE, FAT_END_OF_DIR = 0xE5, 0x00
-FAT32_EOC = 0x0FFFFFF8
 
 
 def fat_datetime(unix_time: float) -> tuple[int, int]:
@@ -597,9 +597,8 @@ def pin_fat32_times(vol: Target, bs: Mapping[str, Any], unix_time: float) -> int
     ss = bs["bytes_per_sector"]
     csize, clusters, data_off = fat32_geometry(bs)
     fat_off = bs["reserved_sectors"] * ss
-    date, tm = fat_datetime(unix_time)
-    stamp = {FAT_CTIME_TENTHS: (b"\0", 1), FAT_CTIME: (tm, 2), FAT_CDATE: (date, 2), FAT_ADATE: (date, 2),
-             FAT_MTIME: (tm, 2), FAT_MDATE: (date, 2)}
+    date, tm = (v.to_bytes(2, "little") for v in fat_datetime(unix_time))
+    created_accessed, written = b"\0" + tm + date + date, tm + date
 
     def chain(first: int) -> list[int]:
         out, c = [], first
@@ -620,8 +619,10 @@ def pin_fat32_times(vol: Target, bs: Mapping[str, Any], unix_time: float) -> int
                     break
                 if first == FAT_FREE or attr == FAT_ATTR_LFN:
                     continue
-                for field_off, (value, n) in stamp.items():
-                    data[e + field_off:e + field_off + n] = value if isinstance(value, bytes) else value.to_bytes(n, "little")
+                at = e + FAT_CREATED_ACCESSED
+                data[at:at + len(created_accessed)] = created_accessed
+                at = e + FAT_WRITTEN
+                data[at:at + len(written)] = written
                 changed, count = True, count + 1
                 name = bytes(data[e:e + 11])
                 if attr & FAT_ATTR_DIR and name not in (b".          ", b"..         "):

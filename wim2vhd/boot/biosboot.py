@@ -95,13 +95,17 @@ def core_with_blocklist(core: bytes, core_lba: int = CORE_LBA) -> bytes:
     return bytes(out)
 
 
+def check_code_size(n: int) -> None:
+    """The user's MBR code: up to 440 bytes, or a whole 512-byte MBR (of which bytes 0..439 are taken)."""
+    if not (1 <= n <= MBR_BOOT_CODE_SIZE or n == SECTOR):
+        raise UsageError(f"--bios-boot-code takes up to {MBR_BOOT_CODE_SIZE} bytes of MBR code "
+                         f"(or a whole 512-byte MBR), not {n} bytes")
+
+
 def mbr_with_code(code: bytes, mbr: bytes) -> bytes:
     """Sector 0 with the user's boot code: up to 440 bytes, or bytes 0..439 of a whole 512-byte MBR."""
-    if len(code) == SECTOR:
-        code = code[:MBR_BOOT_CODE_SIZE]
-    if not 1 <= len(code) <= MBR_BOOT_CODE_SIZE:
-        raise UsageError(f"--bios-boot-code takes up to {MBR_BOOT_CODE_SIZE} bytes of MBR code "
-                         f"(or a whole 512-byte MBR), not {len(code)} bytes")
+    check_code_size(len(code))
+    code = code[:MBR_BOOT_CODE_SIZE]
     return code + bytes(MBR_BOOT_CODE_SIZE - len(code)) + bytes(mbr[MBR_BOOT_CODE_SIZE:SECTOR])
 
 

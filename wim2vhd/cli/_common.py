@@ -66,7 +66,7 @@ class Progress:
         return self
 
     def _finish(self, t: Any) -> None:
-        task = self._p._tasks[t]
+        task = next(x for x in self._p.tasks if x.id == t)
         if not task.finished:
             total = task.total if task.fields.get("sized") else 1
             self._p.update(t, total=total, completed=total)

@@ -105,7 +105,7 @@ def _print_applied(res) -> None:
     d = res["disk"]
     print(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}")
     print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
-                  f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
+          f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
     print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
 
 
@@ -136,5 +136,5 @@ def capture_cmd(
     else:
         i = res["image"]
         print(f"captured partition {res['partition']} of {res['source']} as image {i['index']} "
-                      f"({i['name']}) of {res['output']}: {i['files']} files, {format_size(i['total_bytes'])}, "
-                      f"{res['seconds']:.2f}s")
+              f"({i['name']}) of {res['output']}: {i['files']} files, {format_size(i['total_bytes'])}, "
+              f"{res['seconds']:.2f}s")
