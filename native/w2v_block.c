@@ -140,6 +140,8 @@ void w2v_get_stats(w2v_disk *d, struct w2v_stats *out)
 {
 	pthread_mutex_lock(&d->lock);
 	*out = d->stats;
+	out->direct_writes = __atomic_load_n(&d->stats.direct_writes, __ATOMIC_RELAXED);
+	out->direct_bytes = __atomic_load_n(&d->stats.direct_bytes, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&d->lock);
 }
 

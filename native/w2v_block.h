@@ -101,15 +101,17 @@ int w2v_cache_configure(w2v_disk *d, uint64_t bytes);
  * Background writer threads (w2v_writer.c): file writes are queued, up to
  * max_pending bytes, and written by `threads` threads (1 to 4; overlapping
  * writes stay in order) while the caller goes on (for apply: while wimlib
- * decompresses).  Reads of the file wait for the queue first.
+ * decompresses).  Reads of the file wait for the queue first.  direct: large
+ * aligned writes bypass the page cache (O_DIRECT) where the file system allows.
  * max_pending = 0 stops the threads after draining.  0 or -errno.
  */
-int w2v_writer_configure(w2v_disk *d, uint64_t max_pending, int threads);
+int w2v_writer_configure(w2v_disk *d, uint64_t max_pending, int threads, int direct);
 
 struct w2v_stats {
 	uint64_t reads, writes, read_bytes, write_bytes;
 	uint64_t cache_hits, cache_misses, cache_writebacks;
 	uint64_t file_reads, file_writes, allocations;
+	uint64_t direct_writes, direct_bytes;  /* by the writer threads, bypassing the page cache */
 };
 void w2v_get_stats(w2v_disk *d, struct w2v_stats *out);
 

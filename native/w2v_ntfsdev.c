@@ -22,14 +22,12 @@
 #include <unistd.h>
 #include <time.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <link.h>
-#include <elf.h>
 #include <linux/fs.h>
 #include "w2v_ntfs3g.h"
 #include <ntfs-3g/lcnalloc.h>
 #include "w2v_block.h"
 #include "w2v_ntfsdev.h"
+#include "w2v_got.h"
 
 #define W2V_PREFIX "w2v:"
 #define MAX_DEVS 64
@@ -302,13 +300,13 @@ int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint3
  * the whole volume.  A raw sparse file does not mind; a dynamic VHD(X), whose
  * blocks are 1 MiB or more, allocates nearly every block it touches.
  *
- * For our windows with compact set, we wrap ntfs_cluster_alloc: before an
+ * For our windows with compact set, we wrap ntfs_cluster_alloc: before a
  * data-zone allocation we set vol->data1_zone_pos to just past the previous
- * allocation (the allocator falls back to that position when a hint fails too), so files are laid out one after another, as Windows
- * Setup lays them out.  The wrapper is installed by patching the one PLT slot
- * through which libntfs-3g calls its own ntfs_cluster_alloc (it is linked
- * BIND_NOW with RELRO, so the slot is made writable for the patch only).
- * Other volumes and other callers see the stock allocator.
+ * allocation (the allocator falls back to that position when a hint fails
+ * too), so files are laid out one after another, as Windows Setup lays them
+ * out.  The wrapper is installed in the one GOT slot through which libntfs-3g
+ * calls its own ntfs_cluster_alloc (w2v_got.c).  Other volumes and other
+ * callers see the stock allocator.
  */
 typedef runlist *(*cluster_alloc_fn)(ntfs_volume *, VCN, s64, LCN, const NTFS_CLUSTER_ALLOCATION_ZONES);
 static cluster_alloc_fn orig_cluster_alloc;
@@ -343,79 +341,16 @@ static runlist *compact_cluster_alloc(ntfs_volume *vol, VCN start_vcn, s64 count
 	return rl;
 }
 
-struct slot_search { const char *name; void **slot; };
-
-/* The GOT slot through which libntfs-3g calls the function ss->name. */
-static int find_ntfs3g_slot(struct dl_phdr_info *info, size_t size, void *data)
-{
-	struct slot_search *ss = data;
-	(void)size;
-	if (!info->dlpi_name || !strstr(info->dlpi_name, "libntfs-3g.so"))
-		return 0;
-	ElfW(Addr) base = info->dlpi_addr;
-	const ElfW(Dyn) *dyn = NULL;
-	for (int i = 0; i < info->dlpi_phnum; i++)
-		if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
-			dyn = (const ElfW(Dyn) *)(base + info->dlpi_phdr[i].p_vaddr);
-	if (!dyn)
-		return 0;
-	ElfW(Addr) jmprel = 0, symtab = 0, strtab = 0;
-	size_t relsz = 0;
-	for (; dyn->d_tag != DT_NULL; dyn++) {
-		switch (dyn->d_tag) {
-		case DT_JMPREL: jmprel = dyn->d_un.d_ptr; break;
-		case DT_PLTRELSZ: relsz = dyn->d_un.d_val; break;
-		case DT_SYMTAB: symtab = dyn->d_un.d_ptr; break;
-		case DT_STRTAB: strtab = dyn->d_un.d_ptr; break;
-		}
-	}
-	if (!jmprel || !symtab || !strtab)
-		return 0;
-	/* The loader may or may not have relocated these pointers in place. */
-	if (jmprel < base) jmprel += base;
-	if (symtab < base) symtab += base;
-	if (strtab < base) strtab += base;
-	const ElfW(Rela) *rel = (const ElfW(Rela) *)jmprel;
-	const ElfW(Sym) *syms = (const ElfW(Sym) *)symtab;
-	const char *strs = (const char *)strtab;
-	for (size_t i = 0; i < relsz / sizeof(*rel); i++) {
-		const char *name = strs + syms[ELF64_R_SYM(rel[i].r_info)].st_name;
-		if (strcmp(name, ss->name) == 0) {
-			ss->slot = (void **)(base + rel[i].r_offset);
-			return 1;
-		}
-	}
-	return 0;
-}
-
-/* Point libntfs-3g's GOT slot for `name` at `repl`; returns what the slot held (which must be
- * `expect`), or NULL.  The slot is in RELRO (libntfs-3g is linked BIND_NOW): writable for the patch only. */
-static void *patch_ntfs3g_slot(const char *name, void *expect, void *repl)
-{
-	struct slot_search ss = { name, NULL };
-	dl_iterate_phdr(find_ntfs3g_slot, &ss);
-	if (!ss.slot || *ss.slot != expect)
-		return NULL;
-	long pg = sysconf(_SC_PAGESIZE);
-	void *page = (void *)((uintptr_t)ss.slot & ~(uintptr_t)(pg - 1));
-	if (mprotect(page, pg, PROT_READ | PROT_WRITE) != 0)
-		return NULL;
-	void *orig = *ss.slot;
-	*ss.slot = repl;
-	mprotect(page, pg, PROT_READ);
-	return orig;
-}
-
 static int install_compact(void)
 {
 	if (compact_state)
 		return compact_state;
-	void *orig = patch_ntfs3g_slot("ntfs_cluster_alloc", (void *)ntfs_cluster_alloc, (void *)compact_cluster_alloc);
-	if (!orig) {
+	if (w2v_got_patch("libntfs-3g.so", "ntfs_cluster_alloc", (void *)ntfs_cluster_alloc,
+			  (void *)compact_cluster_alloc) != 0) {
 		compact_state = -1;
 		return -1;
 	}
-	orig_cluster_alloc = (cluster_alloc_fn)orig;
+	orig_cluster_alloc = ntfs_cluster_alloc;
 	compact_state = 1;
 	return 1;
 }
@@ -474,10 +409,9 @@ int w2v_ntfsdev_fix_clock(int on, int64_t unix_seconds)
 {
 	pthread_mutex_lock(&reg_lock);
 	if (on && !clock_state) {
-		void *orig = patch_ntfs3g_slot("clock_gettime", (void *)clock_gettime, (void *)fixed_clock_gettime);
-		clock_state = orig ? 1 : -1;
-		if (orig)
-			orig_clock_gettime = (clock_gettime_fn)orig;
+		orig_clock_gettime = clock_gettime;
+		clock_state = w2v_got_patch("libntfs-3g.so", "clock_gettime", (void *)clock_gettime,
+					    (void *)fixed_clock_gettime) == 0 ? 1 : -1;
 	}
 	int r = 0;
 	if (on && clock_state < 0) {

@@ -107,9 +107,9 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
                               sector_size=s.sector_size if fmt is not VhdDisk else 512)
             try:
                 dst.set_cache(0)  # each byte is written once: nothing for a cache to absorb
-                # Reading the source overlaps writing the target, and two threads copy into the page
-                # cache, which is what bounds a convert (not the single-threaded read).
-                dst.set_writer(CONVERT_WRITER_QUEUE, threads=CONVERT_WRITERS)
+                # Reading the source overlaps writing the target: two threads write, large writes
+                # straight to the device (O_DIRECT), which bounds a convert, not the read.
+                dst.set_writer(CONVERT_WRITER_QUEUE, threads=CONVERT_WRITERS, direct=True)
                 total = sum(n for _, n in s.extents())
                 done = 0
                 for off, n in s.extents():
@@ -195,13 +195,14 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
                 label: str = "Windows", seed: str | None = None, sector_size: int = 512,
                 block_size: str | int | None = None, cache_size: str | int = "32M", locale: str = "en-US",
                 bcd_devices: str = "locate", bios_boot_code: str | None = None, boot: bool = True,
-                force: bool = False, customize: Any = None,
+                force: bool = False, customize: Any = None, threads: int | None = None,
                 progress: ProgressFn | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     """Apply images of a WIM, ESD, split WIM or Windows ISO to new virtual disks (see wim2vhd.apply).
 
     index: a number, "1,3,6" or "all"; with several, OUT must hold {index} or {name} (one disk per image)
     and a list of summaries is returned.  The source is opened once for all of them.
-    customize: a wim2vhd.customize.Customizations, checked before anything is read or written."""
+    customize: a wim2vhd.customize.Customizations, checked before anything is read or written.
+    threads: helper threads that decompress ahead of wimlib (None: one per CPU beyond the first, at most 4)."""
     from wim2vhd.apply import ApplyOptions, apply
     from wim2vhd.errors import OutputError, OutputExists, Wim2VhdError
     from wim2vhd.wim import Wim
@@ -218,7 +219,7 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
         recovery_size=parse_size(recovery, what="recovery size") if recovery else 0, label=label, seed=seed,
         sector_size=sector_size, block_size=parse_size(block_size, what="block size") if block_size else None,
         cache_size=parse_size(cache_size, what="cache size"), locale=locale, bcd_devices=bcd_devices,
-        bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize)
+        bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize, threads=threads)
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")

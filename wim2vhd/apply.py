@@ -38,6 +38,8 @@ APPLY_BLOCK_SIZE = 2 * MiB
 DEFAULT_CACHE = 32 * MiB
 # File writes queued for the writer thread, so that they overlap wimlib's decompression.
 WRITER_QUEUE = 32 * MiB
+# Read-ahead decompression helpers at most (native/w2v_readahead.c).
+MAX_THREADS = 8
 
 
 def default_size(img: ImageInfo) -> int:
@@ -73,6 +75,7 @@ class ApplyOptions:
     bcd_devices: str = "locate"
     bios_boot_code: str | None = None
     boot: bool = True
+    threads: int | None = None  # read-ahead decompression helpers (None: by CPU count; 0: none)
     customize: Any = None  # wim2vhd.customize.Customizations, applied to the image before extraction
 
 
@@ -122,6 +125,8 @@ def _check_options(o: ApplyOptions) -> None:
         raise UsageError("--bcd-devices must be locate or partition")
     if o.sector_size not in (512, 4096):
         raise UsageError("--sector-size must be 512 or 4096")
+    if o.threads is not None and not 0 <= o.threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be 0 to {MAX_THREADS}")
     if o.layout == "bios" and o.sector_size != 512:
         raise UsageError("BIOS boot needs 512-byte sectors")
     if o.bios_boot_code is not None:
@@ -213,7 +218,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                                   sector_size=o.sector_size)
                 if o.cache_size:
                     disk.set_cache(o.cache_size)
-                disk.set_writer(WRITER_QUEUE)
+                disk.set_writer(WRITER_QUEUE, direct=True)
             with rep.stage("partition", progress):
                 partition.write_table(disk, plan)
             with rep.stage("format", progress):
@@ -221,7 +226,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                                                    tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
             with rep.stage("apply", progress):
                 with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
-                    wim.extract_ntfs(index, dev, progress)
+                    rep.data["readahead"] = wim.extract_ntfs(index, dev, progress, threads=o.threads)
                 if o.customize is not None:
                     o.customize.apply_to_volume(disk, win)
             if o.boot:
@@ -252,5 +257,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
         "stages": rep.stages,
         "seconds": round(time.monotonic() - t_start, 3),
         "io": {k: stats[k] for k in ("reads", "writes", "read_bytes", "write_bytes", "cache_hits",
-                                     "cache_misses", "cache_writebacks", "allocations")},
+                                     "cache_misses", "cache_writebacks", "allocations", "direct_writes",
+                                     "direct_bytes")}
+              | {"readahead": rep.data.get("readahead")},
     }

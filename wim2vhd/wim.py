@@ -18,6 +18,18 @@ from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, Input
 
 Progress = Callable[[str, int, int], None]
 
+# Memory for the chunks the read-ahead helpers hold, compressed and decompressed.
+READAHEAD_BYTES = 16 << 20
+
+
+def default_threads() -> int:
+    """Read-ahead helpers by default: one per CPU this process may use beyond the first, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(cpus - 1, 4))
+
 _init_lock = threading.Lock()
 _initialised = False
 
@@ -28,6 +40,8 @@ def _init() -> None:
         if not _initialised:
             lib.wimlib_global_init(0)
             lib.wimlib_set_print_errors(False)
+            # Before any WIM is read, so that wimlib's decompressors are all known to it.
+            lib.w2v_readahead_install()
             _initialised = True
 
 
@@ -284,12 +298,23 @@ class Wim:
         return index
 
     # -- extraction ------------------------------------------------------------
-    def extract_ntfs(self, index: int, device: str, progress: Progress | None = None) -> None:
+    def extract_ntfs(self, index: int, device: str, progress: Progress | None = None, *,
+                     threads: int | None = None) -> dict[str, int]:
         """Apply image `index` to the NTFS volume on `device` (a file, or a w2v:N window), with every
-        Windows attribute: security descriptors, streams, reparse points, links, short names, times."""
+        Windows attribute: security descriptors, streams, reparse points, links, short names, times.
+
+        `threads` helper threads decompress ahead of wimlib (native/w2v_readahead.c); None: one per
+        CPU beyond the first, at most 4; 0: none.  Returns what they did (hits, misses, ...)."""
         flags = lib.WIMLIB_EXTRACT_FLAG_NTFS | lib.WIMLIB_EXTRACT_FLAG_STRICT_ACLS
-        _run(self._wim, progress, lambda: lib.wimlib_extract_image(self._wim, index, device.encode(), flags),
-             f"applying image {index} of {self.path}")
+        n = default_threads() if threads is None else threads
+        ra = lib.w2v_readahead_start(self._wim, index, self.path.encode(), n, READAHEAD_BYTES) if n > 0 else ffi.NULL
+        stats = ffi.new("struct w2v_readahead_stats *")
+        try:
+            _run(self._wim, progress, lambda: lib.wimlib_extract_image(self._wim, index, device.encode(), flags),
+                 f"applying image {index} of {self.path}")
+        finally:
+            lib.w2v_readahead_stop(ra, stats)
+        return {k: int(getattr(stats, k)) for k in ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns")}
 
     def extract_paths(self, index: int, paths: list[str], target_dir: str) -> None:
         """Copy files out of the image into a host directory (no attributes), keeping their folders."""

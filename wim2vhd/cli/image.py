@@ -57,6 +57,8 @@ def apply_cmd(
     sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (VHDX)."),
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M)."),
     cache_size: str = typer.Option("32M", "--cache-size", help="Write-back cache of the disk layer."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
+                                          "wimlib (0: none). Default: one per CPU beyond the first, at most 4."),
     locale: str = typer.Option("en-US", "--locale", help="Boot manager locale."),
     bcd_devices: str = typer.Option("locate", "--bcd-devices",
                                     help="locate: BCD devices found at boot (survive new disk IDs, differencing). "
@@ -93,7 +95,7 @@ def apply_cmd(
             image, out, index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout,
             mbr=mbr, recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
             cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
-            boot=not no_boot, force=force, customize=custom, progress=prog)
+            boot=not no_boot, force=force, customize=custom, threads=threads, progress=prog)
     if json:
         emit_json(res)
         return

@@ -189,9 +189,10 @@ class Disk:
         if r < 0:
             raise from_errno(r, f"{self.path}: cache")
 
-    def set_writer(self, max_pending: int, threads: int = 1) -> None:
-        """Queue file writes to background threads, up to max_pending bytes (0 stops them)."""
-        r = lib.w2v_writer_configure(self._h, max_pending, threads)
+    def set_writer(self, max_pending: int, threads: int = 1, direct: bool = False) -> None:
+        """Queue file writes to background threads, up to max_pending bytes (0 stops them).
+        direct: large aligned writes bypass the page cache (O_DIRECT), where the file system allows."""
+        r = lib.w2v_writer_configure(self._h, max_pending, threads, int(direct))
         if r < 0:
             raise from_errno(r, f"{self.path}: writer thread")
 

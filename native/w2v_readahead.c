@@ -1,0 +1,496 @@
+/*
+ * Read-ahead decompression: wimlib's chunks decompressed on other cores before
+ * wimlib asks for them.
+ *
+ * wimlib extracts on one thread.  For each blob, in the order of the blobs'
+ * resources in the WIM file, it preads each compressed chunk, calls
+ * wimlib_decompress() on it and hashes the result with SHA-1.  Decompression
+ * is about half of that thread's work (LZX, 32 KiB chunks, in an install.wim).
+ *
+ * Before an extraction we list the resources the image uses (through wimlib's
+ * public wimlib_iterate_dir_tree), sort them as wimlib will read them, and
+ * helper threads walk that plan: each reads the next chunk from its own file
+ * descriptor and decompresses it with its own wimlib decompressor into a ring
+ * of slots, a bounded distance ahead.
+ *
+ * wimlib's own call to wimlib_decompress goes through libwim's GOT (Debian's
+ * libwim calls its exported functions through its PLT), and we point that
+ * slot at take_or_decompress() (w2v_got.c).  There, when the next planned
+ * chunk was decompressed by the same kind of decompressor from exactly the
+ * same compressed bytes (compared in full), we copy its output; otherwise we
+ * call the real wimlib_decompress.  Decompression is a pure function of those
+ * bytes, so the result is the same either way; wimlib still checks each blob's
+ * SHA-1 as before.  A plan that stops matching (another order, another
+ * format) costs one comparison per chunk until it is given up.
+ *
+ * Not planned: solid resources (ESD, LZMS; their chunks are large and
+ * their tables differ), pipable WIMs, parts of a split WIM other than the
+ * one opened.  wimlib decompresses those itself, as before.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <time.h>
+#include <string.h>
+#include <unistd.h>
+#include <wimlib.h>
+#include "w2v_got.h"
+#include "w2v_readahead.h"
+
+/* ---- which decompressor is which ----------------------------------------
+ * wimlib keeps one decompressor per WIM (struct wimlib_decompressor is
+ * opaque); we note the compression type of each as it is created, so that a
+ * chunk is only ever taken for a decompressor of the type it was planned for. */
+
+#define MAX_KNOWN 64
+
+static struct known { struct wimlib_decompressor *d; int ctype; size_t max_block; } known[MAX_KNOWN];
+static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int hook_create(enum wimlib_compression_type ctype, size_t max_block, struct wimlib_decompressor **out)
+{
+	int r = wimlib_create_decompressor(ctype, max_block, out);
+	if (r == 0) {
+		pthread_mutex_lock(&known_lock);
+		for (int i = 0; i < MAX_KNOWN; i++) {
+			if (!known[i].d) {
+				known[i] = (struct known){ *out, (int)ctype, max_block };
+				break;
+			}
+		}
+		pthread_mutex_unlock(&known_lock);
+	}
+	return r;
+}
+
+static void hook_free(struct wimlib_decompressor *d)
+{
+	pthread_mutex_lock(&known_lock);
+	for (int i = 0; i < MAX_KNOWN; i++)
+		if (known[i].d == d)
+			known[i].d = NULL;
+	pthread_mutex_unlock(&known_lock);
+	wimlib_free_decompressor(d);
+}
+
+static int known_ctype(struct wimlib_decompressor *d, size_t *max_block)
+{
+	int ctype = -1;
+	pthread_mutex_lock(&known_lock);
+	for (int i = 0; i < MAX_KNOWN; i++) {
+		if (known[i].d == d) {
+			ctype = known[i].ctype;
+			*max_block = known[i].max_block;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&known_lock);
+	return ctype;
+}
+
+/* ---- the plan and the ring ---------------------------------------------- */
+
+struct res { uint64_t offset, size_in_wim, usize; };
+
+enum { SLOT_EMPTY, SLOT_BUSY, SLOT_READY };
+
+struct slot {
+	uint64_t seq;           /* the planned chunk held (state != SLOT_EMPTY) */
+	int state, ok;
+	uint32_t csize, usize;
+	uint8_t *cbuf, *ubuf;
+};
+
+#define MAX_THREADS 8
+#define LOOKAHEAD 32            /* how far past the head a chunk is looked for */
+#define GIVE_UP 64              /* consecutive chunks that matched nothing */
+
+struct w2v_readahead {
+	int fd, ctype;
+	uint32_t chunk;
+	struct res *res;
+	size_t nres;
+	pthread_t owner;         /* the thread whose wimlib calls are served */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	/* the planner: where in the plan the next chunk is */
+	size_t ri;
+	uint64_t ci, nchunks;    /* chunk index in resource ri, and its chunk count */
+	uint64_t *table;         /* resource ri's chunk offsets, relative to its first chunk */
+	uint64_t table_bytes;    /* size of its chunk table in the file */
+	uint64_t next_seq;
+	int plan_done, stop;
+	/* the ring */
+	struct slot *slots;
+	unsigned nslots;
+	uint64_t head;           /* the next chunk wimlib is expected to ask for */
+	unsigned miss_run;
+
+	pthread_t threads[MAX_THREADS];
+	int nthreads;
+	struct w2v_readahead_stats stats;
+};
+
+static struct w2v_readahead *active;
+static int hooks_state; /* 0 not tried, 1 installed, -1 unavailable */
+static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Load resource ri's chunk table (with ra->lock held).  0, or -1 to skip the resource. */
+static int load_table(struct w2v_readahead *ra)
+{
+	const struct res *r = &ra->res[ra->ri];
+	uint64_t n = (r->usize + ra->chunk - 1) / ra->chunk;
+	unsigned esize = r->usize > 0xFFFFFFFFull ? 8 : 4;
+	uint64_t tbytes = (n - 1) * esize;
+	if (tbytes >= r->size_in_wim)
+		return -1;
+	uint64_t *t = realloc(ra->table, n * sizeof(*t));
+	if (!t)
+		return -1;
+	ra->table = t;
+	t[0] = 0;
+	if (n > 1) {
+		uint8_t *raw = malloc(tbytes);
+		if (!raw || pread(ra->fd, raw, tbytes, r->offset) != (ssize_t)tbytes) {
+			free(raw);
+			return -1;
+		}
+		for (uint64_t i = 1; i < n; i++) {
+			const uint8_t *e = raw + (i - 1) * esize;
+			uint64_t v = 0;
+			for (unsigned b = 0; b < esize; b++)
+				v |= (uint64_t)e[b] << (8 * b);   /* little-endian */
+			t[i] = v;
+		}
+		free(raw);
+	}
+	ra->nchunks = n;
+	ra->table_bytes = tbytes;
+	ra->ci = 0;
+	return 0;
+}
+
+/* The next planned chunk that wimlib will decompress (with ra->lock held).  0, or -1 at the end. */
+static int plan_next(struct w2v_readahead *ra, uint64_t *off, uint32_t *csize, uint32_t *usize)
+{
+	for (;;) {
+		if (ra->ri >= ra->nres)
+			return -1;
+		if (ra->nchunks == 0 && load_table(ra) != 0) {
+			ra->ri++;
+			continue;
+		}
+		if (ra->ci >= ra->nchunks) {
+			ra->ri++;
+			ra->nchunks = 0;
+			continue;
+		}
+		const struct res *r = &ra->res[ra->ri];
+		uint64_t i = ra->ci++;
+		uint64_t data = r->size_in_wim - ra->table_bytes;
+		uint64_t start = ra->table[i];
+		uint64_t end = i + 1 < ra->nchunks ? ra->table[i + 1] : data;
+		uint64_t us = i + 1 < ra->nchunks || r->usize % ra->chunk == 0 ? ra->chunk : r->usize % ra->chunk;
+		if (end <= start || end > data || end - start > us) {
+			/* A damaged table: leave the resource to wimlib, which will say so. */
+			ra->ri++;
+			ra->nchunks = 0;
+			continue;
+		}
+		if (end - start == us)
+			continue;   /* stored uncompressed: wimlib copies it */
+		*off = r->offset + ra->table_bytes + start;
+		*csize = (uint32_t)(end - start);
+		*usize = (uint32_t)us;
+		return 0;
+	}
+}
+
+static void *helper(void *arg)
+{
+	struct w2v_readahead *ra = arg;
+	struct wimlib_decompressor *d = NULL;
+	int failed = wimlib_create_decompressor(ra->ctype, ra->chunk, &d) != 0;
+	pthread_mutex_lock(&ra->lock);
+	if (failed) {
+		ra->stop = 1;   /* wimlib decompresses everything itself */
+		pthread_cond_broadcast(&ra->cond);
+	}
+	while (!ra->stop && !ra->plan_done) {
+		if (ra->next_seq >= ra->head + ra->nslots) {
+			pthread_cond_wait(&ra->cond, &ra->lock);
+			continue;
+		}
+		uint64_t off;
+		uint32_t cs, us;
+		if (plan_next(ra, &off, &cs, &us) != 0) {
+			ra->plan_done = 1;
+			pthread_cond_broadcast(&ra->cond);
+			break;
+		}
+		uint64_t seq = ra->next_seq++;
+		struct slot *s = &ra->slots[seq % ra->nslots];
+		s->seq = seq;
+		s->state = SLOT_BUSY;
+		s->csize = cs;
+		s->usize = us;
+		pthread_mutex_unlock(&ra->lock);
+		int ok = pread(ra->fd, s->cbuf, cs, off) == (ssize_t)cs &&
+			 wimlib_decompress(s->cbuf, cs, s->ubuf, us, d) == 0;
+		pthread_mutex_lock(&ra->lock);
+		s->ok = ok;
+		s->state = SLOT_READY;
+		pthread_cond_broadcast(&ra->cond);
+	}
+	pthread_mutex_unlock(&ra->lock);
+	if (d)
+		wimlib_free_decompressor(d);
+	return NULL;
+}
+
+/* Does slot s hold this very chunk?  (Its bytes are stable while it is READY and not consumed.) */
+static int same_chunk(const struct slot *s, const void *cdata, size_t csize, size_t usize)
+{
+	return s->state == SLOT_READY && s->ok && s->csize == csize && s->usize == usize &&
+	       memcmp(s->cbuf, cdata, csize) == 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+/* wimlib's thread waits for the chunk it needs (with ra->lock held). */
+static void wait_for_helpers(struct w2v_readahead *ra)
+{
+	uint64_t t = now_ns();
+	pthread_cond_wait(&ra->cond, &ra->lock);
+	ra->stats.waits++;
+	ra->stats.wait_ns += now_ns() - t;
+}
+
+/* Copy out the planned chunk equal to (cdata, csize), if there is one.  1 if udata was filled. */
+static int take(struct w2v_readahead *ra, const void *cdata, size_t csize, void *udata, size_t usize)
+{
+	pthread_mutex_lock(&ra->lock);
+	for (;;) {
+		if (ra->stop)
+			break;
+		if (ra->head >= ra->next_seq) {
+			if (ra->plan_done)
+				break;
+			wait_for_helpers(ra);
+			continue;
+		}
+		struct slot *h = &ra->slots[ra->head % ra->nslots];
+		if (h->state != SLOT_READY) {
+			wait_for_helpers(ra);
+			continue;
+		}
+		/* The head, then what is already decompressed after it. */
+		uint64_t found = UINT64_MAX;
+		for (uint64_t k = 0; k < LOOKAHEAD && ra->head + k < ra->next_seq; k++) {
+			struct slot *s = &ra->slots[(ra->head + k) % ra->nslots];
+			if (s->state != SLOT_READY)
+				break;
+			pthread_mutex_unlock(&ra->lock);
+			int same = same_chunk(s, cdata, csize, usize);
+			pthread_mutex_lock(&ra->lock);
+			if (same) {
+				found = ra->head + k;
+				break;
+			}
+		}
+		if (found == UINT64_MAX) {
+			ra->stats.misses++;
+			if (++ra->miss_run >= GIVE_UP) {
+				ra->stop = 1;
+				ra->stats.gave_up = 1;
+				pthread_cond_broadcast(&ra->cond);
+			}
+			break;
+		}
+		struct slot *s = &ra->slots[found % ra->nslots];
+		ra->stats.skipped += found - ra->head;
+		for (uint64_t q = ra->head; q < found; q++)
+			ra->slots[q % ra->nslots].state = SLOT_EMPTY;
+		pthread_mutex_unlock(&ra->lock);
+		memcpy(udata, s->ubuf, usize);
+		pthread_mutex_lock(&ra->lock);
+		s->state = SLOT_EMPTY;
+		ra->head = found + 1;
+		ra->miss_run = 0;
+		ra->stats.hits++;
+		pthread_cond_broadcast(&ra->cond);
+		pthread_mutex_unlock(&ra->lock);
+		return 1;
+	}
+	pthread_mutex_unlock(&ra->lock);
+	return 0;
+}
+
+static int take_or_decompress(const void *cdata, size_t csize, void *udata, size_t usize,
+			      struct wimlib_decompressor *d)
+{
+	struct w2v_readahead *ra = __atomic_load_n(&active, __ATOMIC_ACQUIRE);
+	size_t max_block = 0;
+	if (ra && pthread_equal(pthread_self(), ra->owner) &&
+	    known_ctype(d, &max_block) == ra->ctype && max_block == ra->chunk &&
+	    take(ra, cdata, csize, udata, usize))
+		return 0;
+	return wimlib_decompress(cdata, csize, udata, usize, d);
+}
+
+int w2v_readahead_install(void)
+{
+	pthread_mutex_lock(&hooks_lock);
+	if (!hooks_state) {
+		/* Decompressors created before this are not known, and are served by wimlib alone. */
+		int ok = w2v_got_patch("libwim.so", "wimlib_create_decompressor",
+				       (void *)wimlib_create_decompressor, (void *)hook_create) == 0 &&
+			 w2v_got_patch("libwim.so", "wimlib_free_decompressor",
+				       (void *)wimlib_free_decompressor, (void *)hook_free) == 0 &&
+			 w2v_got_patch("libwim.so", "wimlib_decompress",
+				       (void *)wimlib_decompress, (void *)take_or_decompress) == 0;
+		hooks_state = ok ? 1 : -1;
+	}
+	int r = hooks_state;
+	pthread_mutex_unlock(&hooks_lock);
+	return r > 0 ? 0 : -ENOSYS;
+}
+
+/* ---- the plan: the image's resources, in wimlib's reading order ------------- */
+
+struct collect { struct res *v; size_t n, cap; uint32_t part; int err; };
+
+static int collect_entry(const struct wimlib_dir_entry *e, void *ctx)
+{
+	struct collect *c = ctx;
+	for (uint32_t i = 0; i <= e->num_named_streams; i++) {
+		const struct wimlib_resource_entry *r = &e->streams[i].resource;
+		if (!r->is_compressed || r->packed || r->is_missing || r->is_metadata ||
+		    r->part_number != c->part || r->uncompressed_size == 0)
+			continue;
+		if (c->n == c->cap) {
+			size_t cap = c->cap ? 2 * c->cap : 1024;
+			struct res *v = realloc(c->v, cap * sizeof(*v));
+			if (!v) {
+				c->err = 1;
+				return 1;
+			}
+			c->v = v;
+			c->cap = cap;
+		}
+		c->v[c->n++] = (struct res){ r->offset, r->compressed_size, r->uncompressed_size };
+	}
+	return 0;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+	uint64_t x = ((const struct res *)a)->offset, y = ((const struct res *)b)->offset;
+	return x < y ? -1 : x > y;
+}
+
+w2v_readahead *w2v_readahead_start(struct WIMStruct *wim, int image, const char *path, int threads,
+				   uint64_t max_bytes)
+{
+	struct wimlib_wim_info info;
+	if (threads < 1 || hooks_state != 1 || __atomic_load_n(&active, __ATOMIC_ACQUIRE) ||
+	    wimlib_get_wim_info(wim, &info) != 0 || info.pipable || info.chunk_size == 0 ||
+	    (info.compression_type != WIMLIB_COMPRESSION_TYPE_LZX &&
+	     info.compression_type != WIMLIB_COMPRESSION_TYPE_XPRESS &&
+	     info.compression_type != WIMLIB_COMPRESSION_TYPE_LZMS))
+		return NULL;
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	struct collect c = { NULL, 0, 0, info.part_number, 0 };
+	if (wimlib_iterate_dir_tree(wim, image, WIMLIB_WIM_ROOT_PATH, WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE, collect_entry, &c) != 0 ||
+	    c.err || c.n == 0) {
+		free(c.v);
+		return NULL;
+	}
+	/* wimlib reads each blob once, in the order of its resource in the file (hard links, and
+	 * files of the same content, share one). */
+	qsort(c.v, c.n, sizeof(*c.v), by_offset);
+	size_t u = 0;
+	for (size_t i = 0; i < c.n; i++)
+		if (u == 0 || c.v[i].offset != c.v[u - 1].offset)
+			c.v[u++] = c.v[i];
+
+	w2v_readahead *ra = calloc(1, sizeof(*ra));
+	if (!ra) {
+		free(c.v);
+		return NULL;
+	}
+	ra->res = c.v;
+	ra->nres = u;
+	ra->ctype = info.compression_type;
+	ra->chunk = info.chunk_size;
+	ra->owner = pthread_self();
+	ra->stats.resources = u;
+	uint64_t per = 2ull * info.chunk_size;
+	uint64_t n = max_bytes / per;
+	ra->nslots = (unsigned)(n < 8 ? 8 : n > 4096 ? 4096 : n);
+	ra->fd = open(path, O_RDONLY | O_CLOEXEC);
+	ra->slots = calloc(ra->nslots, sizeof(*ra->slots));
+	pthread_mutex_init(&ra->lock, NULL);
+	pthread_cond_init(&ra->cond, NULL);
+	int ok = ra->fd >= 0 && ra->slots;
+	for (unsigned i = 0; ok && i < ra->nslots; i++) {
+		ra->slots[i].cbuf = malloc(info.chunk_size);
+		ra->slots[i].ubuf = malloc(info.chunk_size);
+		ok = ra->slots[i].cbuf && ra->slots[i].ubuf;
+	}
+	if (ok) {
+		/* The helpers take no signals: Ctrl-C and SIGTERM reach Python's thread. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		for (int i = 0; i < threads; i++)
+			if (pthread_create(&ra->threads[ra->nthreads], NULL, helper, ra) == 0)
+				ra->nthreads++;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	ra->stats.threads = ra->nthreads;
+	if (!ra->nthreads) {
+		w2v_readahead_stop(ra, NULL);
+		return NULL;
+	}
+	__atomic_store_n(&active, ra, __ATOMIC_RELEASE);
+	return ra;
+}
+
+void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats)
+{
+	if (!ra)
+		return;
+	if (__atomic_load_n(&active, __ATOMIC_ACQUIRE) == ra)
+		__atomic_store_n(&active, NULL, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&ra->lock);
+	ra->stop = 1;
+	pthread_cond_broadcast(&ra->cond);
+	pthread_mutex_unlock(&ra->lock);
+	for (int i = 0; i < ra->nthreads; i++)
+		pthread_join(ra->threads[i], NULL);
+	if (stats)
+		*stats = ra->stats;
+	for (unsigned i = 0; ra->slots && i < ra->nslots; i++) {
+		free(ra->slots[i].cbuf);
+		free(ra->slots[i].ubuf);
+	}
+	free(ra->slots);
+	free(ra->table);
+	free(ra->res);
+	if (ra->fd >= 0)
+		close(ra->fd);
+	pthread_mutex_destroy(&ra->lock);
+	pthread_cond_destroy(&ra->cond);
+	free(ra);
+}

@@ -1,0 +1,23 @@
+#ifndef W2V_READAHEAD_H
+#define W2V_READAHEAD_H
+#include <stdint.h>
+/* Read-ahead decompression of wimlib's chunks on helper threads (w2v_readahead.c). */
+typedef struct w2v_readahead w2v_readahead;
+struct w2v_readahead_stats {
+	uint64_t hits;       /* chunks wimlib took from the helpers */
+	uint64_t misses;     /* chunks wimlib decompressed itself while a plan was running */
+	uint64_t skipped;    /* planned chunks wimlib did not ask for */
+	uint64_t resources;  /* resources in the plan */
+	uint64_t waits, wait_ns;  /* how often, and how long, wimlib's thread waited for a helper */
+	int threads;
+	int gave_up;         /* the plan stopped matching and was dropped */
+};
+/* Hook libwim's calls to its decompressor (once per process, before any WIM is read). 0, or -ENOSYS. */
+int w2v_readahead_install(void);
+/* Plan image's resources of the WIM at path and start threads helpers, using about max_bytes.
+ * NULL when there is nothing to plan or it cannot run (wimlib then works alone). */
+w2v_readahead *w2v_readahead_start(struct WIMStruct *wim, int image, const char *path, int threads,
+				   uint64_t max_bytes);
+/* Stop the helpers, fill stats (may be NULL) and free ra (may be NULL). */
+void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats);
+#endif
