@@ -101,6 +101,33 @@ static int mask_any(const uint64_t *m)
 static int mask_get(const uint64_t *m, unsigned s) { return (m[s >> 6] >> (s & 63)) & 1; }
 static void mask_set(uint64_t *m, unsigned s) { m[s >> 6] |= 1ull << (s & 63); }
 
+/* The bits of sectors [s, e) of word w. */
+static uint64_t word_bits(unsigned w, unsigned s, unsigned e)
+{
+	int lo = (int)s - (int)w * 64, hi = (int)e - (int)w * 64;
+	lo = lo < 0 ? 0 : lo;
+	hi = hi > 64 ? 64 : hi;
+	if (lo >= hi)
+		return 0;
+	return (hi - lo == 64 ? ~0ull : ((1ull << (hi - lo)) - 1)) << lo;
+}
+
+static void mask_set_range(uint64_t *m, unsigned s, unsigned e)
+{
+	for (unsigned w = 0; w < MASK_WORDS; w++)
+		m[w] |= word_bits(w, s, e);
+}
+
+static int mask_all(const uint64_t *m, unsigned s, unsigned e)
+{
+	for (unsigned w = 0; w < MASK_WORDS; w++) {
+		uint64_t b = word_bits(w, s, e);
+		if ((m[w] & b) != b)
+			return 0;
+	}
+	return 1;
+}
+
 static int cmp_line(const void *a, const void *b)
 {
 	const struct line *x = *(struct line *const *)a, *y = *(struct line *const *)b;
@@ -115,9 +142,37 @@ static int write_stage(w2v_disk *d, uint64_t start, uint64_t len)
 	return r < 0 ? (int)r : 0;
 }
 
+/* With a writer thread: each dirty run straight from its line; the writer joins contiguous ones. */
+static int writeback_lines(w2v_disk *d, struct line **lines, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct line *l = lines[i];
+		for (unsigned s = 0; s < SECS_PER_LINE; s++) {
+			if (!mask_get(l->dirty, s))
+				continue;
+			unsigned e = s;
+			while (e < SECS_PER_LINE && mask_get(l->dirty, e))
+				e++;
+			uint64_t off = (l->index << LINE_SHIFT) + ((uint64_t)s << SEC_SHIFT);
+			uint64_t len = (uint64_t)(e - s) << SEC_SHIFT;
+			if (off < d->p.virtual_size) {
+				d->stats.cache_writebacks++;
+				int64_t r = w2v_xlate_write(d, l->data + ((uint64_t)s << SEC_SHIFT),
+							    MIN(len, d->p.virtual_size - off), off);
+				if (r < 0)
+					return (int)r;
+			}
+			s = e;
+		}
+		memset(l->dirty, 0, sizeof(l->dirty));
+	}
+	return 0;
+}
+
 /*
  * Sort lines by index and write their dirty sectors back, coalescing runs
- * that are contiguous on the virtual disk into one translated write.
+ * that are contiguous on the virtual disk into one translated write (through
+ * the stage buffer, or, when the disk has a writer thread, in its queue).
  */
 static int writeback(w2v_disk *d, struct line **lines, size_t n)
 {
@@ -125,6 +180,8 @@ static int writeback(w2v_disk *d, struct line **lines, size_t n)
 	uint64_t run_start = 0, run_len = 0;
 	int r;
 	qsort(lines, n, sizeof(*lines), cmp_line);
+	if (d->writer)
+		return writeback_lines(d, lines, n);
 	for (size_t i = 0; i < n; i++) {
 		struct line *l = lines[i];
 		for (unsigned s = 0; s < SECS_PER_LINE; s++) {
@@ -222,6 +279,8 @@ static struct line *get_line(w2v_disk *d, uint64_t index, int *err)
 /* Make sectors [s, e) of a line valid, reading what is missing from below. */
 static int fill(w2v_disk *d, struct line *l, unsigned s, unsigned e)
 {
+	if (mask_all(l->valid, s, e))
+		return 0;   /* the common case: a line read before */
 	for (unsigned i = s; i < e; i++) {
 		if (mask_get(l->valid, i))
 			continue;
@@ -317,10 +376,8 @@ int64_t w2v_cache_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 		if (((in + len) & 511) && (err = fill(d, l, e - 1, e)) < 0)
 			return err;
 		memcpy(l->data + in, p + done, len);
-		for (unsigned i = s; i < e; i++) {
-			mask_set(l->valid, i);
-			mask_set(l->dirty, i);
-		}
+		mask_set_range(l->valid, s, e);
+		mask_set_range(l->dirty, s, e);
 		done += len;
 	}
 	return count;

@@ -14,9 +14,13 @@
  * Reads of the file drain the queue first, so they always see what was
  * written.  The first error is kept and returned by the next call that waits.
  *
- * Large jobs (the cache's coalesced writebacks, file data) reuse buffers from
- * a small pool: a fresh malloc of megabytes is an mmap, page faults and an
- * munmap each time, and those serialise both threads on the address space.
+ * Jobs of 4 KiB or more take 1 MiB buffers from a pool, as long as no more
+ * than max_pending bytes of them are out (a fresh malloc of a megabyte is an
+ * mmap, page faults and an munmap each time, which serialise the threads on
+ * the address space).  A write that continues the last queued job is appended
+ * to it, and the last job is not taken while it has room (until a drain):
+ * the cache writes its lines back one by one in offset order, libntfs-3g
+ * writes a large file in pieces, and either leaves here as large writes.
  *
  * With `direct` set, large aligned jobs are written with O_DIRECT, through a
  * second descriptor of the same file: the device reads them from our buffer,
@@ -40,16 +44,23 @@
 
 int64_t w2v_file_pwrite_raw(int fd, const void *buf, uint64_t count, uint64_t off); /* w2v_block.c */
 
+enum job_kind {
+	JOB_INLINE,   /* small: data right after the struct */
+	JOB_POOLED,   /* a pool buffer of POOL_BUF bytes; later writes that continue it are appended */
+	JOB_BIG,      /* larger than a pool buffer: its own aligned buffer */
+};
+
 struct job {
 	struct job *next;
 	uint64_t off, len;
-	int pooled;
-	uint8_t *data;  /* pooled: an aligned buffer of POOL_BUF bytes; else right after the struct */
+	enum job_kind kind;
+	uint8_t *data;  /* JOB_POOLED and JOB_BIG: aligned for direct writes */
 };
 
-#define POOL_MIN (128u << 10)  /* jobs this big or bigger take a pool buffer */
-#define POOL_BUF (4u << 20)    /* the size of a pool buffer; larger jobs are malloc'ed */
+#define POOL_MIN 4096u         /* writes this big or bigger take a pool buffer, while there are some */
+#define POOL_BUF (1u << 20)    /* the size of a pool buffer; larger jobs get their own */
 #define DIO_ALIGN 4096u        /* offset, length and buffer alignment of a direct write */
+#define DIO_MIN (256u << 10)   /* smaller writes go through the page cache (see above) */
 
 #define MAX_THREADS 4
 
@@ -66,6 +77,8 @@ struct w2v_writer {
 	int dfd;          /* the file opened O_DIRECT, or -1 */
 	struct w2v_stats *stats; /* the disk's: direct writes are counted there (atomically) */
 	struct job *pool; /* free pool buffers (struct job with POOL_BUF of data) */
+	uint64_t pooled_out, max_pooled; /* pool buffers queued or being written, and the most there may be */
+	int draining;     /* callers waiting for the queue to empty */
 };
 
 struct writer_thread { struct w2v_writer *w; int id; };
@@ -79,6 +92,13 @@ static int writing_any(const struct w2v_writer *w)
 	return 0;
 }
 
+/* Is j the last queued job, with room for the writes that continue it?  Then it waits (with
+ * w->lock held): the next write either joins it or queues behind it, and a drain takes it. */
+static int may_grow(const struct w2v_writer *w, const struct job *j)
+{
+	return j == w->tail && j->kind == JOB_POOLED && j->len < POOL_BUF && !w->stop && !w->draining;
+}
+
 /* Does job j overlap one that a thread is writing?  (with w->lock held) */
 static int overlaps_in_flight(struct w2v_writer *w, const struct job *j)
 {
@@ -90,26 +110,27 @@ static int overlaps_in_flight(struct w2v_writer *w, const struct job *j)
 	return 0;
 }
 
-static void release(struct w2v_writer *w, struct job *j) /* with w->lock held */
-{
-	if (j->pooled) {
-		j->next = w->pool;
-		w->pool = j;
-	} else {
-		free(j);
-	}
-}
-
 static void free_job(struct job *j)
 {
-	if (j->pooled)
+	if (j->kind != JOB_INLINE)
 		free(j->data);
 	free(j);
 }
 
-static struct job *new_job(uint64_t count, int pooled)
+static void release(struct w2v_writer *w, struct job *j) /* with w->lock held */
 {
-	if (!pooled) {
+	if (j->kind == JOB_POOLED) {
+		w->pooled_out--;
+		j->next = w->pool;
+		w->pool = j;
+	} else {
+		free_job(j);
+	}
+}
+
+static struct job *new_job(uint64_t count, enum job_kind kind)
+{
+	if (kind == JOB_INLINE) {
 		struct job *j = malloc(sizeof(*j) + count);
 		if (j)
 			j->data = (uint8_t *)(j + 1);
@@ -117,7 +138,7 @@ static struct job *new_job(uint64_t count, int pooled)
 	}
 	struct job *j = malloc(sizeof(*j));
 	void *buf = NULL;
-	if (!j || posix_memalign(&buf, DIO_ALIGN, POOL_BUF) != 0) {
+	if (!j || posix_memalign(&buf, DIO_ALIGN, kind == JOB_POOLED ? POOL_BUF : count) != 0) {
 		free(j);
 		return NULL;
 	}
@@ -129,7 +150,7 @@ static struct job *new_job(uint64_t count, int pooled)
 static int64_t write_job(struct w2v_writer *w, const struct job *j)
 {
 	int dfd = __atomic_load_n(&w->dfd, __ATOMIC_RELAXED);
-	if (dfd >= 0 && j->pooled && (j->off | j->len) % DIO_ALIGN == 0) {
+	if (dfd >= 0 && j->kind != JOB_INLINE && j->len >= DIO_MIN && (j->off | j->len) % DIO_ALIGN == 0) {
 		int64_t r = w2v_file_pwrite_raw(dfd, j->data, j->len, j->off);
 		if (r >= 0) {
 			__atomic_fetch_add(&w->stats->direct_writes, 1, __ATOMIC_RELAXED);
@@ -154,7 +175,8 @@ static void *writer_main(void *arg)
 	free(t);
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		while ((!w->head && !w->stop) || (w->head && overlaps_in_flight(w, w->head)))
+		while ((!w->head && !w->stop) || (w->head && overlaps_in_flight(w, w->head)) ||
+		       (w->head && may_grow(w, w->head)))
 			pthread_cond_wait(&w->more, &w->lock);
 		if (!w->head && w->stop)
 			break;
@@ -183,25 +205,49 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 	struct w2v_writer *w = d->writer;
 	if (!w)
 		return w2v_file_pwrite_raw(d->p.fd, buf, count, off);
+	enum job_kind kind = count > POOL_BUF ? JOB_BIG : count >= POOL_MIN ? JOB_POOLED : JOB_INLINE;
 	pthread_mutex_lock(&w->lock);
-	while (w->pending && w->pending + count > w->max_pending && !w->error)
-		pthread_cond_wait(&w->room, &w->lock);
+	while (!w->error) {
+		/* A write that continues the last queued job joins it: the cache writes back line by
+		 * line, and this coalesces the lines without copying them anywhere else first. */
+		struct job *t = w->tail;
+		if (t && t->kind == JOB_POOLED && t->off + t->len == off && t->len + count <= POOL_BUF) {
+			memcpy(t->data + t->len, buf, count);
+			t->len += count;
+			w->pending += count;
+			pthread_mutex_unlock(&w->lock);
+			return count;
+		}
+		if ((w->pending && w->pending + count > w->max_pending) ||
+		    (kind == JOB_POOLED && w->pooled_out >= w->max_pooled))
+			pthread_cond_wait(&w->room, &w->lock);
+		else
+			break;
+	}
 	struct job *j = NULL;
-	int pooled = count >= POOL_MIN && count <= POOL_BUF;
-	if (pooled && w->pool) {
-		j = w->pool;
-		w->pool = j->next;
+	if (kind == JOB_POOLED) {
+		w->pooled_out++;
+		if (w->pool) {
+			j = w->pool;
+			w->pool = j->next;
+		}
 	}
 	pthread_mutex_unlock(&w->lock);
 	if (!j) {
-		j = new_job(count, pooled);
-		if (!j)
+		j = new_job(count, kind);
+		if (!j) {
+			if (kind == JOB_POOLED) {
+				pthread_mutex_lock(&w->lock);
+				w->pooled_out--;
+				pthread_mutex_unlock(&w->lock);
+			}
 			return -ENOMEM;
+		}
 	}
 	j->next = NULL;
 	j->off = off;
 	j->len = count;
-	j->pooled = pooled;
+	j->kind = kind;
 	memcpy(j->data, buf, count);
 	pthread_mutex_lock(&w->lock);
 	int err = w->error;
@@ -230,8 +276,11 @@ int w2v_writer_drain(w2v_disk *d)
 	if (!w)
 		return 0;
 	pthread_mutex_lock(&w->lock);
+	w->draining++;
+	pthread_cond_broadcast(&w->more);
 	while ((w->head || writing_any(w)) && !w->error)
 		pthread_cond_wait(&w->room, &w->lock);
+	w->draining--;
 	int err = w->error;
 	pthread_mutex_unlock(&w->lock);
 	return -err;
@@ -291,6 +340,7 @@ int w2v_writer_configure(w2v_disk *d, uint64_t max_pending, int threads, int dir
 		w->dfd = direct ? open_direct(d->p.fd) : -1;
 		w->stats = &d->stats;
 		w->max_pending = max_pending;
+		w->max_pooled = max_pending / POOL_BUF ? max_pending / POOL_BUF : 1;
 		pthread_mutex_init(&w->lock, NULL);
 		pthread_cond_init(&w->more, NULL);
 		pthread_cond_init(&w->room, NULL);

@@ -108,6 +108,7 @@ def _parse_parent_locator(raw: bytes, path: str) -> dict[str, str]:
 class VhdxDisk(Disk):
     format_name = "vhdx"
     extensions = (".vhdx",)
+    _fresh = False  # made by create(), not yet in use (see there)
 
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
@@ -196,7 +197,11 @@ class VhdxDisk(Disk):
             os.unlink(path)
             raise
         os.close(fd)
-        return cls.open(path, writable=True, _parent=parent)
+        d = cls.open(path, writable=True, _parent=parent)
+        # A new file is not a disk anyone uses until it is complete (atomic.py syncs it, then renames
+        # it into place), so its header updates need no ordering against its data.
+        d._fresh = True
+        return d
 
     # -- open ------------------------------------------------------------------
     @classmethod
@@ -399,7 +404,8 @@ class VhdxDisk(Disk):
         for slot in (1 - self._hdr_slot, self._hdr_slot):
             h["sequence_number"] += 1
             write_all(self.fd, _with_crc(L.HEADER.pack(h)), L.HEADER_OFFSETS[slot])
-            os.fdatasync(self.fd)
+            if not self._fresh:
+                os.fdatasync(self.fd)  # an existing disk: each header durable before the next
         self._hdr = h
 
     def _info(self) -> dict[str, Any]:
