@@ -79,6 +79,7 @@ struct w2v_writer {
 	struct job *pool; /* free pool buffers (struct job with POOL_BUF of data) */
 	uint64_t pooled_out, max_pooled; /* pool buffers queued or being written, and the most there may be */
 	int draining;     /* callers waiting for the queue to empty */
+	int waiting;      /* callers waiting for room in it */
 };
 
 struct writer_thread { struct w2v_writer *w; int id; };
@@ -96,7 +97,8 @@ static int writing_any(const struct w2v_writer *w)
  * w->lock held): the next write either joins it or queues behind it, and a drain takes it. */
 static int may_grow(const struct w2v_writer *w, const struct job *j)
 {
-	return j == w->tail && j->kind == JOB_POOLED && j->len < POOL_BUF && !w->stop && !w->draining;
+	return j == w->tail && j->kind == JOB_POOLED && j->len < POOL_BUF && !w->stop && !w->draining &&
+	       !w->waiting;
 }
 
 /* Does job j overlap one that a thread is writing?  (with w->lock held) */
@@ -219,10 +221,15 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 			return count;
 		}
 		if ((w->pending && w->pending + count > w->max_pending) ||
-		    (kind == JOB_POOLED && w->pooled_out >= w->max_pooled))
+		    (kind == JOB_POOLED && w->pooled_out >= w->max_pooled)) {
+			/* The last job is written now rather than waiting to grow: it may be what is full. */
+			w->waiting++;
+			pthread_cond_broadcast(&w->more);
 			pthread_cond_wait(&w->room, &w->lock);
-		else
+			w->waiting--;
+		} else {
 			break;
+		}
 	}
 	struct job *j = NULL;
 	if (kind == JOB_POOLED) {

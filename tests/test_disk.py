@@ -182,13 +182,13 @@ def test_parallel_writers_keep_overlapping_writes_in_order(tmp_path_factory, ops
     d.set_writer(2 * MiB, threads, direct)
     big_aligned = 0
     for off, ln, pattern in ops:
-        if aligned:  # direct writes (from 128 KiB) mixed with buffered ones over the same ranges
+        if aligned:  # direct writes (from 256 KiB) mixed with buffered ones over the same ranges
             off, ln = off // 4096 * 4096, max(4096, ln // 4096 * 4096)
         ln = min(ln, size - off)
         data = (pattern * (ln // len(pattern) + 1))[:ln]
         d.write(off, data)
         model[off:off + ln] = data
-        big_aligned += aligned and ln >= 128 * 1024 and ln % 4096 == 0 and ext == ".img"
+        big_aligned += aligned and ln >= 256 * 1024 and ln % 4096 == 0 and ext == ".img"
     d.flush()
     # /tmp takes O_DIRECT here (ext4; tmpfs too since Linux 6.6): the raw image's big aligned writes went direct.
     assert (d.stats()["direct_writes"] >= big_aligned) if direct else d.stats()["direct_writes"] == 0
