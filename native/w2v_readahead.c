@@ -114,6 +114,7 @@ struct w2v_readahead {
 	struct res *res;
 	size_t nres;
 	pthread_t owner;         /* the thread whose wimlib calls are served */
+	struct wimlib_decompressor *own_d;  /* the owner's, for the chunks it decompresses ahead */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -210,6 +211,35 @@ static int plan_next(struct w2v_readahead *ra, uint64_t *off, uint32_t *csize, u
 	}
 }
 
+/* Claim the next planned chunk and decompress it into its slot with d (called with ra->lock held,
+ * which it drops while it works).  1 if it filled a slot, 0 if there was nothing it could take. */
+static int fill_one(struct w2v_readahead *ra, struct wimlib_decompressor *d)
+{
+	if (ra->stop || ra->plan_done || ra->next_seq >= ra->head + ra->nslots)
+		return 0;
+	uint64_t off;
+	uint32_t cs, us;
+	if (plan_next(ra, &off, &cs, &us) != 0) {
+		ra->plan_done = 1;
+		pthread_cond_broadcast(&ra->cond);
+		return 0;
+	}
+	uint64_t seq = ra->next_seq++;
+	struct slot *s = &ra->slots[seq % ra->nslots];
+	s->seq = seq;
+	s->state = SLOT_BUSY;
+	s->csize = cs;
+	s->usize = us;
+	pthread_mutex_unlock(&ra->lock);
+	int ok = pread(ra->fd, s->cbuf, cs, off) == (ssize_t)cs &&
+		 wimlib_decompress(s->cbuf, cs, s->ubuf, us, d) == 0;
+	pthread_mutex_lock(&ra->lock);
+	s->ok = ok;
+	s->state = SLOT_READY;
+	pthread_cond_broadcast(&ra->cond);
+	return 1;
+}
+
 static void *helper(void *arg)
 {
 	struct w2v_readahead *ra = arg;
@@ -220,32 +250,9 @@ static void *helper(void *arg)
 		ra->stop = 1;   /* wimlib decompresses everything itself */
 		pthread_cond_broadcast(&ra->cond);
 	}
-	while (!ra->stop && !ra->plan_done) {
-		if (ra->next_seq >= ra->head + ra->nslots) {
+	while (!ra->stop && !ra->plan_done)
+		if (!fill_one(ra, d))
 			pthread_cond_wait(&ra->cond, &ra->lock);
-			continue;
-		}
-		uint64_t off;
-		uint32_t cs, us;
-		if (plan_next(ra, &off, &cs, &us) != 0) {
-			ra->plan_done = 1;
-			pthread_cond_broadcast(&ra->cond);
-			break;
-		}
-		uint64_t seq = ra->next_seq++;
-		struct slot *s = &ra->slots[seq % ra->nslots];
-		s->seq = seq;
-		s->state = SLOT_BUSY;
-		s->csize = cs;
-		s->usize = us;
-		pthread_mutex_unlock(&ra->lock);
-		int ok = pread(ra->fd, s->cbuf, cs, off) == (ssize_t)cs &&
-			 wimlib_decompress(s->cbuf, cs, s->ubuf, us, d) == 0;
-		pthread_mutex_lock(&ra->lock);
-		s->ok = ok;
-		s->state = SLOT_READY;
-		pthread_cond_broadcast(&ra->cond);
-	}
 	pthread_mutex_unlock(&ra->lock);
 	if (d)
 		wimlib_free_decompressor(d);
@@ -266,10 +273,17 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
 }
 
-/* wimlib's thread waits for the chunk it needs (with ra->lock held). */
+/* wimlib's thread needs a chunk that is not ready (with ra->lock held).  Rather than sleep, it
+ * decompresses the next planned chunk itself, as a helper would: on two CPUs the one helper is
+ * often what wimlib waits for, and the chunk is one wimlib asks for soon after.  It sleeps only
+ * when every planned chunk in the ring is taken. */
 static void wait_for_helpers(struct w2v_readahead *ra)
 {
 	uint64_t t = now_ns();
+	if (ra->own_d && fill_one(ra, ra->own_d)) {
+		ra->stats.helped++;
+		return;
+	}
 	pthread_cond_wait(&ra->cond, &ra->lock);
 	ra->stats.waits++;
 	ra->stats.wait_ns += now_ns() - t;
@@ -434,6 +448,8 @@ w2v_readahead *w2v_readahead_start(struct WIMStruct *wim, int image, const char 
 	ra->ctype = info.compression_type;
 	ra->chunk = info.chunk_size;
 	ra->owner = pthread_self();
+	if (wimlib_create_decompressor(ra->ctype, ra->chunk, &ra->own_d) != 0)
+		ra->own_d = NULL;   /* it then only waits */
 	ra->stats.resources = u;
 	uint64_t per = 2ull * info.chunk_size;
 	uint64_t n = max_bytes / per;
@@ -486,6 +502,8 @@ void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats)
 		free(ra->slots[i].ubuf);
 	}
 	free(ra->slots);
+	if (ra->own_d)
+		wimlib_free_decompressor(ra->own_d);
 	free(ra->table);
 	free(ra->res);
 	if (ra->fd >= 0)

@@ -314,7 +314,7 @@ class Wim:
                  f"applying image {index} of {self.path}")
         finally:
             lib.w2v_readahead_stop(ra, stats)
-        return {k: int(getattr(stats, k)) for k in ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns")}
+        return {k: int(getattr(stats, k)) for k in ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped")}
 
     def extract_paths(self, index: int, paths: list[str], target_dir: str) -> None:
         """Copy files out of the image into a host directory (no attributes), keeping their folders."""
