@@ -412,18 +412,14 @@ static int by_offset(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-w2v_readahead *w2v_readahead_start(struct WIMStruct *wim, int image, const char *path, int threads,
-				   uint64_t max_bytes)
+w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *path, uint64_t max_bytes)
 {
 	struct wimlib_wim_info info;
-	if (threads < 1 || hooks_state != 1 || __atomic_load_n(&active, __ATOMIC_ACQUIRE) ||
-	    wimlib_get_wim_info(wim, &info) != 0 || info.pipable || info.chunk_size == 0 ||
+	if (hooks_state != 1 || wimlib_get_wim_info(wim, &info) != 0 || info.pipable || info.chunk_size == 0 ||
 	    (info.compression_type != WIMLIB_COMPRESSION_TYPE_LZX &&
 	     info.compression_type != WIMLIB_COMPRESSION_TYPE_XPRESS &&
 	     info.compression_type != WIMLIB_COMPRESSION_TYPE_LZMS))
 		return NULL;
-	if (threads > MAX_THREADS)
-		threads = MAX_THREADS;
 	struct collect c = { NULL, 0, 0, info.part_number, 0 };
 	if (wimlib_iterate_dir_tree(wim, image, WIMLIB_WIM_ROOT_PATH, WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE, collect_entry, &c) != 0 ||
 	    c.err || c.n == 0) {
@@ -447,9 +443,6 @@ w2v_readahead *w2v_readahead_start(struct WIMStruct *wim, int image, const char 
 	ra->nres = u;
 	ra->ctype = info.compression_type;
 	ra->chunk = info.chunk_size;
-	ra->owner = pthread_self();
-	if (wimlib_create_decompressor(ra->ctype, ra->chunk, &ra->own_d) != 0)
-		ra->own_d = NULL;   /* it then only waits */
 	ra->stats.resources = u;
 	uint64_t per = 2ull * info.chunk_size;
 	uint64_t n = max_bytes / per;
@@ -464,23 +457,34 @@ w2v_readahead *w2v_readahead_start(struct WIMStruct *wim, int image, const char 
 		ra->slots[i].ubuf = malloc(info.chunk_size);
 		ok = ra->slots[i].cbuf && ra->slots[i].ubuf;
 	}
-	if (ok) {
-		/* The helpers take no signals: Ctrl-C and SIGTERM reach Python's thread. */
-		sigset_t all, old;
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		for (int i = 0; i < threads; i++)
-			if (pthread_create(&ra->threads[ra->nthreads], NULL, helper, ra) == 0)
-				ra->nthreads++;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-	}
-	ra->stats.threads = ra->nthreads;
-	if (!ra->nthreads) {
+	if (!ok) {
 		w2v_readahead_stop(ra, NULL);
 		return NULL;
 	}
-	__atomic_store_n(&active, ra, __ATOMIC_RELEASE);
 	return ra;
+}
+
+int w2v_readahead_run(w2v_readahead *ra, int threads)
+{
+	if (!ra || threads < 1 || ra->nthreads || __atomic_load_n(&active, __ATOMIC_ACQUIRE))
+		return 0;
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	ra->owner = pthread_self();
+	if (wimlib_create_decompressor(ra->ctype, ra->chunk, &ra->own_d) != 0)
+		ra->own_d = NULL;   /* it then only waits */
+	/* The helpers take no signals: Ctrl-C and SIGTERM reach Python's thread. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (int i = 0; i < threads; i++)
+		if (pthread_create(&ra->threads[ra->nthreads], NULL, helper, ra) == 0)
+			ra->nthreads++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	ra->stats.threads = ra->nthreads;
+	if (ra->nthreads)
+		__atomic_store_n(&active, ra, __ATOMIC_RELEASE);
+	return ra->nthreads;
 }
 
 void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats)

@@ -15,10 +15,14 @@ struct w2v_readahead_stats {
 };
 /* Hook libwim's calls to its decompressor (once per process, before any WIM is read). 0, or -ENOSYS. */
 int w2v_readahead_install(void);
-/* Plan image's resources of the WIM at path and start threads helpers, using about max_bytes.
- * NULL when there is nothing to plan or it cannot run (wimlib then works alone). */
-w2v_readahead *w2v_readahead_start(struct WIMStruct *wim, int image, const char *path, int threads,
-				   uint64_t max_bytes);
+/* Plan the reading of image's compressed resources in the WIM at path (this loads the image's
+ * metadata) and set aside about max_bytes for decompressed chunks.  No thread runs yet, and the
+ * plan may be made on another thread than the one that extracts.  NULL when there is nothing to
+ * plan or it cannot run (wimlib then works alone). */
+w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *path, uint64_t max_bytes);
+/* Start threads helpers for the calling thread's wimlib calls.  The number started (0: none, and
+ * wimlib works alone; ra must still be stopped). */
+int w2v_readahead_run(w2v_readahead *ra, int threads);
 /* Stop the helpers, fill stats (may be NULL) and free ra (may be NULL). */
 void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats);
 #endif

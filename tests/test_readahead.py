@@ -5,6 +5,7 @@ import json
 import os
 import random
 import re
+import subprocess
 
 import pytest
 
@@ -127,8 +128,8 @@ def test_a_plan_that_does_not_match_is_given_up(wims, tmp):
     def apply2(out, plan_for):
         with Wim(str(wims["lzx"])) as w:
             stats = ffi.new("struct w2v_readahead_stats *")
-            ra = lib.w2v_readahead_start(w.ptr, plan_for, str(wims["lzx"]).encode(), 1, READAHEAD_BYTES)
-            assert ra != ffi.NULL
+            ra = lib.w2v_readahead_plan(w.ptr, plan_for, str(wims["lzx"]).encode(), READAHEAD_BYTES)
+            assert ra != ffi.NULL and lib.w2v_readahead_run(ra, 1) == 1
             try:
                 apply(ApplyOptions(image=str(wims["lzx"]), out=str(out), index=2, size=1 << 30,
                                    layout="native", boot=False, seed="ra", threads=0), None, wim=w)
@@ -146,3 +147,20 @@ def test_a_plan_that_does_not_match_is_given_up(wims, tmp):
 def test_threads_checked(wims, tmp):
     p = w2v("apply", wims["lzx"], tmp / "x.vhdx", "--index", "1", "--threads", "99", check=False)
     assert p.returncode == 2 and "--threads" in p.stderr and p.stderr.count("\n") == 1
+
+
+def test_a_plan_made_in_the_background_and_dropped(wims, tmp):
+    """A stage that fails before apply drops the plan its thread made (waiting for the thread):
+    the Wim stays usable, and a plan that is used serves every chunk."""
+    from wim2vhd.wim import Wim
+    with Wim(str(wims["lzx"])) as w:
+        dropped = w.readahead(1, 1)
+        stats = dropped.close()
+        assert stats["threads"] == 0 and stats["hits"] == 0
+        assert dropped.close()["threads"] == 0   # twice is harmless
+        img = tmp / "vol.img"
+        with open(img, "wb") as f:
+            f.truncate(256 << 20)
+        subprocess.run(["mkntfs", "-Q", "-F", "-q", str(img)], check=True, capture_output=True)
+        used = w.extract_ntfs(1, str(img), readahead=w.readahead(1, 1))
+        assert used["threads"] == 1 and used["hits"] > 0 and used["misses"] == 0

@@ -211,6 +211,9 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
     """The stages that write, from create to finalize, under OUT's temporary name."""
     with AtomicOutput(o.out, force=o.force, inputs=(o.image, *o.refs)) as ao:
         disk = None
+        # The read-ahead plan loads the image's metadata on a thread while the disk is created and
+        # formatted (nothing below uses the Wim before the apply stage).
+        ra = wim.readahead(index, o.threads)
         try:
             with rep.stage("create", progress):
                 disk = fmt.create(ao.temp, size, dynamic=o.disk_type == "dynamic",
@@ -226,7 +229,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                                                    tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
             with rep.stage("apply", progress):
                 with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
-                    rep.data["readahead"] = wim.extract_ntfs(index, dev, progress, threads=o.threads)
+                    rep.data["readahead"] = wim.extract_ntfs(index, dev, progress, readahead=ra)
                 if o.customize is not None:
                     o.customize.apply_to_volume(disk, win)
             if o.boot:
@@ -245,6 +248,8 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
             if disk is not None:
                 disk.abandon()
             raise
+        finally:
+            ra.close()   # after extract_ntfs has closed it, a no-op
     return {
         "output": os.path.abspath(o.out),
         "image": {**img.to_dict(), "source": os.path.abspath(o.image)},

@@ -30,6 +30,60 @@ def default_threads() -> int:
         cpus = os.cpu_count() or 1
     return max(0, min(cpus - 1, 4))
 
+class ReadAhead:
+    """Helper threads that decompress an image's chunks ahead of wimlib (native/w2v_readahead.c).
+
+    The plan lists the image's compressed resources in file order, which loads the image's
+    metadata: with background=True it is made on a thread of its own, so that it overlaps what
+    the caller does next (creating and formatting the disk), and the Wim must not be used until
+    start().  start() runs the helpers for the calling thread's extraction; close() stops them
+    and returns what they did."""
+
+    STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped")
+
+    def __init__(self, wim: "Wim", index: int, threads: int, *, background: bool = False):
+        self.threads = threads
+        self._ra = ffi.NULL
+        self._thread: threading.Thread | None = None
+        if threads <= 0:
+            return
+        args = (wim._wim, index, wim.path.encode())
+        if background:
+            self._thread = threading.Thread(target=self._plan, args=args, name="wim2vhd-plan", daemon=True)
+            self._thread.start()
+        else:
+            self._plan(*args)
+
+    def _plan(self, wim: Any, index: int, path: bytes) -> None:
+        self._ra = lib.w2v_readahead_plan(wim, index, path, READAHEAD_BYTES)
+
+    def _join(self) -> None:
+        # The plan reads the Wim: it must be finished before anything else does, Ctrl-C or not.
+        interrupted = None
+        while self._thread is not None and self._thread.is_alive():
+            try:
+                self._thread.join()
+            except KeyboardInterrupt as e:
+                interrupted = e
+        self._thread = None
+        if interrupted is not None:
+            raise interrupted
+
+    def start(self) -> int:
+        """Run the helpers for this thread's wimlib calls; how many started."""
+        self._join()
+        return lib.w2v_readahead_run(self._ra, self.threads) if self._ra != ffi.NULL else 0
+
+    def close(self) -> dict[str, int]:
+        stats = ffi.new("struct w2v_readahead_stats *")
+        try:
+            self._join()
+        finally:
+            lib.w2v_readahead_stop(self._ra, stats)
+            self._ra = ffi.NULL
+        return {k: int(getattr(stats, k)) for k in self.STATS}
+
+
 _init_lock = threading.Lock()
 _initialised = False
 
@@ -298,23 +352,28 @@ class Wim:
         return index
 
     # -- extraction ------------------------------------------------------------
+    def readahead(self, index: int, threads: int | None = None) -> "ReadAhead":
+        """Read-ahead decompression for extracting image `index`, planned at once on a thread (see
+        ReadAhead): pass it to extract_ntfs, and do not use this Wim until then."""
+        return ReadAhead(self, index, default_threads() if threads is None else threads, background=True)
+
     def extract_ntfs(self, index: int, device: str, progress: Progress | None = None, *,
-                     threads: int | None = None) -> dict[str, int]:
+                     threads: int | None = None, readahead: "ReadAhead | None" = None) -> dict[str, int]:
         """Apply image `index` to the NTFS volume on `device` (a file, or a w2v:N window), with every
         Windows attribute: security descriptors, streams, reparse points, links, short names, times.
 
         `threads` helper threads decompress ahead of wimlib (native/w2v_readahead.c); None: one per
-        CPU beyond the first, at most 4; 0: none.  Returns what they did (hits, misses, ...)."""
+        CPU beyond the first, at most 4; 0: none.  Or `readahead`, planned earlier by
+        self.readahead(index, threads), which this takes over.  Returns what the helpers did."""
         flags = lib.WIMLIB_EXTRACT_FLAG_NTFS | lib.WIMLIB_EXTRACT_FLAG_STRICT_ACLS
-        n = default_threads() if threads is None else threads
-        ra = lib.w2v_readahead_start(self._wim, index, self.path.encode(), n, READAHEAD_BYTES) if n > 0 else ffi.NULL
-        stats = ffi.new("struct w2v_readahead_stats *")
+        ra = readahead or ReadAhead(self, index, default_threads() if threads is None else threads)
         try:
+            ra.start()
             _run(self._wim, progress, lambda: lib.wimlib_extract_image(self._wim, index, device.encode(), flags),
                  f"applying image {index} of {self.path}")
         finally:
-            lib.w2v_readahead_stop(ra, stats)
-        return {k: int(getattr(stats, k)) for k in ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped")}
+            stats = ra.close()
+        return stats
 
     def extract_paths(self, index: int, paths: list[str], target_dir: str) -> None:
         """Copy files out of the image into a host directory (no attributes), keeping their folders."""
