@@ -60,11 +60,12 @@ int64_t w2v_file_pwrite_raw(int fd, const void *buf, uint64_t count, uint64_t of
 	return count;
 }
 
-/* Reads see every queued write: the queue is drained first (reads of the file are rare: cache misses). */
+/* Reads see every queued write: those that touch the range are written first (reads of the file
+ * are rare: cache misses, and most are of ranges with no write queued). */
 static int64_t disk_pread(w2v_disk *d, void *buf, uint64_t count, uint64_t off)
 {
 	if (d->writer) {
-		int r = w2v_writer_drain(d);
+		int r = w2v_writer_settle(d, off, count);
 		if (r < 0)
 			return r;
 	}

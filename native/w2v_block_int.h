@@ -35,6 +35,7 @@ int64_t w2v_xlate_write(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 /* File I/O of the translation layer: through the writer thread when there is one. */
 int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t off);
 int w2v_writer_drain(w2v_disk *d);      /* wait until queued writes are in the file; 0 or -errno */
+int w2v_writer_settle(w2v_disk *d, uint64_t off, uint64_t len); /* ... those that touch this range */
 void w2v_writer_free(w2v_disk *d);
 
 /* The cache (w2v_cache.c); called with d->lock held. */

@@ -23,6 +23,12 @@
  * SHA-1 as before.  A plan that stops matching (another order, another
  * format) costs one comparison per chunk until it is given up.
  *
+ * wimlib's pread of a chunk (libwim's GOT slot for pread64, on the thread
+ * being served) is answered from a slot whose helper read the same bytes of
+ * the same file (same device and inode, offset and length) when there is
+ * one, so the chunk crosses the kernel once, not twice.  Anything else goes
+ * to the real pread.
+ *
  * Not planned: solid resources (ESD, LZMS; their chunks are large and
  * their tables differ), pipable WIMs, parts of a split WIM other than the
  * one opened.  wimlib decompresses those itself, as before.
@@ -35,6 +41,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <wimlib.h>
 #include "w2v_got.h"
@@ -99,7 +106,9 @@ enum { SLOT_EMPTY, SLOT_BUSY, SLOT_READY };
 
 struct slot {
 	uint64_t seq;           /* the planned chunk held (state != SLOT_EMPTY) */
+	uint64_t off;           /* where its compressed bytes are in the file */
 	int state, ok;
+	int read_ok;            /* cbuf holds the csize bytes at off (even if they did not decompress) */
 	uint32_t csize, usize;
 	uint8_t *cbuf, *ubuf;
 };
@@ -110,6 +119,10 @@ struct slot {
 
 struct w2v_readahead {
 	int fd, ctype;
+	dev_t dev;               /* the WIM file's identity, to know wimlib's descriptor of it */
+	ino_t ino;
+	int wim_fd;              /* wimlib's descriptor of it, once seen (-1 before) */
+	int other_fd;            /* the last descriptor seen that is not (another part of a split WIM) */
 	uint32_t chunk;
 	struct res *res;
 	size_t nres;
@@ -228,12 +241,14 @@ static int fill_one(struct w2v_readahead *ra, struct wimlib_decompressor *d)
 	struct slot *s = &ra->slots[seq % ra->nslots];
 	s->seq = seq;
 	s->state = SLOT_BUSY;
+	s->off = off;
 	s->csize = cs;
 	s->usize = us;
 	pthread_mutex_unlock(&ra->lock);
-	int ok = pread(ra->fd, s->cbuf, cs, off) == (ssize_t)cs &&
-		 wimlib_decompress(s->cbuf, cs, s->ubuf, us, d) == 0;
+	int read_ok = pread(ra->fd, s->cbuf, cs, off) == (ssize_t)cs;
+	int ok = read_ok && wimlib_decompress(s->cbuf, cs, s->ubuf, us, d) == 0;
 	pthread_mutex_lock(&ra->lock);
+	s->read_ok = read_ok;
 	s->ok = ok;
 	s->state = SLOT_READY;
 	pthread_cond_broadcast(&ra->cond);
@@ -361,6 +376,53 @@ static int take_or_decompress(const void *cdata, size_t csize, void *udata, size
 	return wimlib_decompress(cdata, csize, udata, usize, d);
 }
 
+/* Is fd wimlib's descriptor of the planned WIM file?  (Called on the owner thread only.)  wimlib
+ * keeps its WIM files open for the whole extraction, so a descriptor, once known, stays what it is. */
+static int is_wim_fd(struct w2v_readahead *ra, int fd)
+{
+	if (ra->wim_fd >= 0)
+		return fd == ra->wim_fd;
+	if (fd == ra->other_fd)
+		return 0;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || st.st_dev != ra->dev || st.st_ino != ra->ino) {
+		ra->other_fd = fd;
+		return 0;
+	}
+	ra->wim_fd = fd;
+	return 1;
+}
+
+/* Fill buf from a slot that read exactly these bytes, if one has.  1 if it did. */
+static int serve(struct w2v_readahead *ra, void *buf, size_t n, uint64_t off)
+{
+	struct slot *hit = NULL;
+	pthread_mutex_lock(&ra->lock);
+	for (uint64_t k = 0; k < LOOKAHEAD && ra->head + k < ra->next_seq; k++) {
+		struct slot *s = &ra->slots[(ra->head + k) % ra->nslots];
+		if (s->state == SLOT_READY && s->read_ok && s->off == off && s->csize == n) {
+			hit = s;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&ra->lock);
+	if (!hit)
+		return 0;
+	/* A READY slot changes only when this thread takes it (in take()). */
+	memcpy(buf, hit->cbuf, n);
+	ra->stats.served++;
+	return 1;
+}
+
+static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
+{
+	struct w2v_readahead *ra = __atomic_load_n(&active, __ATOMIC_ACQUIRE);
+	if (ra && n && off >= 0 && pthread_equal(pthread_self(), ra->owner) &&
+	    is_wim_fd(ra, fd) && serve(ra, buf, n, (uint64_t)off))
+		return (ssize_t)n;
+	return pread(fd, buf, n, off);
+}
+
 int w2v_readahead_install(void)
 {
 	pthread_mutex_lock(&hooks_lock);
@@ -373,6 +435,9 @@ int w2v_readahead_install(void)
 			 w2v_got_patch("libwim.so", "wimlib_decompress",
 				       (void *)wimlib_decompress, (void *)take_or_decompress) == 0;
 		hooks_state = ok ? 1 : -1;
+		/* Optional: without it, wimlib reads each chunk itself as well. */
+		if (ok)
+			w2v_got_patch("libwim.so", "pread64", (void *)pread, (void *)hook_pread);
 	}
 	int r = hooks_state;
 	pthread_mutex_unlock(&hooks_lock);
@@ -448,6 +513,12 @@ w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *
 	uint64_t n = max_bytes / per;
 	ra->nslots = (unsigned)(n < 8 ? 8 : n > 4096 ? 4096 : n);
 	ra->fd = open(path, O_RDONLY | O_CLOEXEC);
+	ra->wim_fd = ra->other_fd = -1;
+	struct stat st;
+	if (ra->fd >= 0 && fstat(ra->fd, &st) == 0) {
+		ra->dev = st.st_dev;
+		ra->ino = st.st_ino;
+	}
 	ra->slots = calloc(ra->nslots, sizeof(*ra->slots));
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_cond_init(&ra->cond, NULL);

@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -202,6 +203,16 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* Count a caller's wait for the writer that began at a. */
+static void count_wait(struct w2v_writer *w, const struct timespec *a)
+{
+	struct timespec b;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	uint64_t ns = (uint64_t)(b.tv_sec - a->tv_sec) * 1000000000u + b.tv_nsec - a->tv_nsec;
+	__atomic_fetch_add(&w->stats->writer_waits, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&w->stats->writer_wait_ns, ns, __ATOMIC_RELAXED);
+}
+
 int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t off)
 {
 	struct w2v_writer *w = d->writer;
@@ -223,10 +234,13 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 		if ((w->pending && w->pending + count > w->max_pending) ||
 		    (kind == JOB_POOLED && w->pooled_out >= w->max_pooled)) {
 			/* The last job is written now rather than waiting to grow: it may be what is full. */
+			struct timespec a;
+			clock_gettime(CLOCK_MONOTONIC, &a);
 			w->waiting++;
 			pthread_cond_broadcast(&w->more);
 			pthread_cond_wait(&w->room, &w->lock);
 			w->waiting--;
+			count_wait(w, &a);
 		} else {
 			break;
 		}
@@ -277,17 +291,61 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 	return count;
 }
 
+/* Does a queued job, or one being written, touch [off, off + len)?  (with w->lock held) */
+static int range_busy(const struct w2v_writer *w, uint64_t off, uint64_t len)
+{
+	for (const struct job *j = w->head; j; j = j->next)
+		if (j->off < off + len && off < j->off + j->len)
+			return 1;
+	for (int i = 0; i < w->nthreads; i++) {
+		const struct job *x = w->writing[i];
+		if (x && x->off < off + len && off < x->off + x->len)
+			return 1;
+	}
+	return 0;
+}
+
+/* Wait while busy(w, off, len), the last job taken rather than left to grow (with w->lock held). */
+static void wait_while(struct w2v_writer *w, int (*busy)(const struct w2v_writer *, uint64_t, uint64_t),
+		       uint64_t off, uint64_t len)
+{
+	if (!busy(w, off, len) || w->error)
+		return;
+	struct timespec a;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	w->draining++;
+	pthread_cond_broadcast(&w->more);
+	while (busy(w, off, len) && !w->error)
+		pthread_cond_wait(&w->room, &w->lock);
+	w->draining--;
+	count_wait(w, &a);
+}
+
+static int any_busy(const struct w2v_writer *w, uint64_t off, uint64_t len)
+{
+	(void)off, (void)len;
+	return w->head || writing_any(w);
+}
+
 int w2v_writer_drain(w2v_disk *d)
 {
 	struct w2v_writer *w = d->writer;
 	if (!w)
 		return 0;
 	pthread_mutex_lock(&w->lock);
-	w->draining++;
-	pthread_cond_broadcast(&w->more);
-	while ((w->head || writing_any(w)) && !w->error)
-		pthread_cond_wait(&w->room, &w->lock);
-	w->draining--;
+	wait_while(w, any_busy, 0, 0);
+	int err = w->error;
+	pthread_mutex_unlock(&w->lock);
+	return -err;
+}
+
+int w2v_writer_settle(w2v_disk *d, uint64_t off, uint64_t len)
+{
+	struct w2v_writer *w = d->writer;
+	if (!w)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	wait_while(w, range_busy, off, len);
 	int err = w->error;
 	pthread_mutex_unlock(&w->lock);
 	return -err;

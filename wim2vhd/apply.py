@@ -263,6 +263,6 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
         "seconds": round(time.monotonic() - t_start, 3),
         "io": {k: stats[k] for k in ("reads", "writes", "read_bytes", "write_bytes", "cache_hits",
                                      "cache_misses", "cache_writebacks", "allocations", "direct_writes",
-                                     "direct_bytes")}
+                                     "direct_bytes", "writer_waits", "writer_wait_ns")}
               | {"readahead": rep.data.get("readahead")},
     }

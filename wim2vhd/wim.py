@@ -39,7 +39,7 @@ class ReadAhead:
     start().  start() runs the helpers for the calling thread's extraction; close() stops them
     and returns what they did."""
 
-    STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped")
+    STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped", "served")
 
     def __init__(self, wim: "Wim", index: int, threads: int, *, background: bool = False):
         self.threads = threads
