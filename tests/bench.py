@@ -100,20 +100,29 @@ def tree_wim(path: str, source: str) -> str:
     return path
 
 
-def synthetic_tree(root: str, files: int, size_fn) -> str:
+def synthetic_tree(root: str, files: int, size_fn, *, unique: bool = False) -> str:
+    """files files of size_fn(rnd) bytes.  Their data is random (incompressible); with unique, each
+    file is its own (no two share a blob) and every other 32 KiB of it is text that compresses."""
     if os.path.isdir(root) and os.path.exists(os.path.join(root, ".done")):
         return root
     shutil.rmtree(root, ignore_errors=True)
     rnd = random.Random(files)
     words = rnd.randbytes(1 << 20)
+    text = b"".join(b"%08d the quick brown fox jumps over the lazy dog\n" % k for k in range(600))[:32768]
     for i in range(files):
         d = os.path.join(root, f"d{i // 500:04d}", f"s{(i // 50) % 10}")
         os.makedirs(d, exist_ok=True)
         n = size_fn(rnd)
-        off = rnd.randrange(0, len(words) - min(n, len(words) - 1))
         with open(os.path.join(d, f"f{i:06d}.dat"), "wb") as f:
-            # compressible but not trivial
-            f.write((words[off:off + n] * (n // max(1, len(words) - off) + 1))[:n])
+            if unique:
+                off = rnd.randrange(len(words))
+                rot = words[off:] + words[:off]
+                for k, pos in enumerate(range(0, n, 32768)):
+                    piece = rot[pos % len(rot):][:32768] if k % 2 == 0 else b"%08d%08d" % (i, k) + text[16:]
+                    f.write(piece[:n - pos])
+            else:
+                off = rnd.randrange(0, len(words) - min(n, len(words) - 1))
+                f.write((words[off:off + n] * (n // max(1, len(words) - off) + 1))[:n])
     open(os.path.join(root, ".done"), "w").close()
     return root
 
@@ -202,11 +211,14 @@ def bench_capture(runs: int, res: dict) -> None:
 
 def bench_scale(work: str) -> None:
     print("scale: apply time by number of files and bytes (one run each)")
-    cases = [(f"tree-{n}", n, lambda r: r.choice((200, 1500, 6000, 20000))) for n in (10_000, 50_000, 150_000)]
-    # the large mixed image: ~2 GiB in 1000 files from 4 KiB to 8 MiB
-    cases.append(("mixed-2g", 1000, lambda r: r.choice((4096, 65536, 400_000, 1_500_000, 3_000_000, 8_000_000))))
-    for name, n, size_fn in cases:
-        root = synthetic_tree(os.path.join(CACHE, name), n, size_fn)
+    cases = [(f"tree-{n}", n, lambda r: r.choice((200, 1500, 6000, 20000)), False) for n in (10_000, 50_000, 150_000)]
+    # the large mixed image: ~2 GiB in 1000 files from 4 KiB to 8 MiB, no two alike, half of it
+    # compressible.  (Before 2026-12-02 this was "mixed-2g", whose large files were copies of two:
+    # 300 targets of two blobs, which wimlib writes a chunk at a time to each copy in turn.)
+    cases.append(("large-2g", 1000,
+                  lambda r: r.choice((4096, 65536, 400_000, 1_500_000, 3_000_000, 8_000_000)), True))
+    for name, n, size_fn, unique in cases:
+        root = synthetic_tree(os.path.join(CACHE, name), n, size_fn, unique=unique)
         wim = tree_wim(os.path.join(CACHE, f"{name}.wim"), root)
         total = wim_total_bytes(wim)
         out = os.path.join(work, "s.vhdx")
