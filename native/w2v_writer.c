@@ -11,8 +11,9 @@
  * Writes are copied into a FIFO queue, bounded by max_pending bytes, and one
  * thread pwrite()s them in order, then asks the kernel to start writing them
  * back (sync_file_range), so that the final fsync has little left to do.
- * Reads of the file drain the queue first, so they always see what was
- * written.  The first error is kept and returned by the next call that waits.
+ * A read of the file first waits for the queued writes that touch its range,
+ * so it always sees what was written.  The first error is kept and returned
+ * by the next call that waits.
  *
  * Jobs of 4 KiB or more take 1 MiB buffers from a pool, as long as no more
  * than max_pending bytes of them are out (a fresh malloc of a megabyte is an
