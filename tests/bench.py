@@ -150,10 +150,19 @@ def bench_convert(runs: int, work: str) -> None:
         rm(theirs)
         return run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic", raw, theirs])
 
-    r = alternate(runs, {"ours": o, "qemu": q})
+    def qs():
+        # Ours ends with an fsync (an atomic, durable output); qemu-img leaves its writes in the page
+        # cache.  This line adds that sync, for reference; the goal is against qemu-img as it is.
+        t, rss = q()
+        t2, _ = run(["sync", theirs])
+        return t + t2, rss
+
+    r = alternate(runs, {"ours": o, "qemu": q, "qemu+sync": qs})
     line("wim2vhd disk convert", med(r["ours"]), f"file {os.path.getsize(ours) / MiB:.0f} MiB")
     line("qemu-img convert -O vhdx", med(r["qemu"]), f"file {os.path.getsize(theirs) / MiB:.0f} MiB")
-    print(f"  ratio ours/qemu-img: {med(r['ours']) / med(r['qemu']):.2f} (goal <= 1.0)")
+    line("qemu-img convert -O vhdx, then sync", med(r["qemu+sync"]))
+    print(f"  ratio ours/qemu-img: {med(r['ours']) / med(r['qemu']):.2f} (goal <= 1.0); "
+          f"with its sync: {med(r['ours']) / med(r['qemu+sync']):.2f}")
     rm(ours, theirs)
 
 
