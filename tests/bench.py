@@ -1,6 +1,6 @@
 """`make bench`: wim2vhd side by side with its anchors, alternating, medians of several runs.
 
-    python -m tests.bench [--runs N] [--quick] [--only convert,apply,capture,scale]
+    python -m tests.bench [--runs N] [--only convert,apply,capture,scale] [--work DIR]
 
 Anchors (named in the issues):
   convert  raw (sparse, 1 GiB of data) -> dynamic VHDX: `wim2vhd disk convert` vs `qemu-img convert -O vhdx`
@@ -242,12 +242,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default="convert,apply,capture,scale")
+    ap.add_argument("--work", default=os.path.join(CACHE, "work"),
+                    help="where the outputs go (e.g. a tmpfs, to leave the disk's writeback out)")
     args = ap.parse_args()
     os.makedirs(CACHE, exist_ok=True)
-    work = os.path.join(CACHE, "work")
+    work = args.work
     os.makedirs(work, exist_ok=True)
     only = set(args.only.split(","))
-    print(f"wim2vhd bench on {os.uname().nodename}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print(f"wim2vhd bench on {os.uname().nodename}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, outputs in {work}")
     if "convert" in only:
         bench_convert(args.runs, work)
     res = None
