@@ -198,6 +198,32 @@ def test_parallel_writers_keep_overlapping_writes_in_order(tmp_path_factory, ops
     d.close()
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.integers(0, 4 * MiB - 1), st.integers(1, 300 * 1024), st.integers(1, 255),
+                              st.integers(0, 4 * MiB - 1), st.integers(1, 200 * 1024)),
+                    min_size=2, max_size=40),
+       ext=st.sampled_from([".img", ".vhdx"]), threads=st.integers(1, 3), cache=st.sampled_from([0, MiB]))
+def test_reads_between_queued_writes_see_them(tmp_path_factory, ops, ext, threads, cache):
+    """A read waits only for the queued writes that touch its range: reads of any range, while
+    other writes stay queued, see exactly what was written before them."""
+    tmp = tmp_path_factory.mktemp("r")
+    size = 4 * MiB
+    model = bytearray(size)
+    d = create_disk(str(tmp / f"r{ext}"), size, **({"block_size": MiB} if ext == ".vhdx" else {}))
+    d.set_cache(cache)
+    d.set_writer(8 * MiB, threads, True)
+    for off, ln, val, roff, rln in ops:
+        ln = min(ln, size - off)
+        d.write(off, bytes([val]) * ln)
+        model[off:off + ln] = bytes([val]) * ln
+        rln = min(rln, size - roff)
+        assert d.read(roff, rln) == bytes(model[roff:roff + rln])
+    d.close()
+    d = open_disk(d.path)
+    assert d.read(0, size) == bytes(model)
+    d.close()
+
+
 def test_writer_threads_checked(tmp):
     d = create_disk(str(tmp / "a.img"), MiB)
     for bad in (0, 5):
