@@ -142,37 +142,23 @@ static int write_stage(w2v_disk *d, uint64_t start, uint64_t len)
 	return r < 0 ? (int)r : 0;
 }
 
-/* With a writer thread: each dirty run straight from its line; the writer joins contiguous ones. */
-static int writeback_lines(w2v_disk *d, struct line **lines, size_t n)
+/* The first run of dirty sectors of l at or after *s, as [*s, *e).  0 when there is none. */
+static int next_dirty_run(const struct line *l, unsigned *s, unsigned *e)
 {
-	for (size_t i = 0; i < n; i++) {
-		struct line *l = lines[i];
-		for (unsigned s = 0; s < SECS_PER_LINE; s++) {
-			if (!mask_get(l->dirty, s))
-				continue;
-			unsigned e = s;
-			while (e < SECS_PER_LINE && mask_get(l->dirty, e))
-				e++;
-			uint64_t off = (l->index << LINE_SHIFT) + ((uint64_t)s << SEC_SHIFT);
-			uint64_t len = (uint64_t)(e - s) << SEC_SHIFT;
-			if (off < d->p.virtual_size) {
-				d->stats.cache_writebacks++;
-				int64_t r = w2v_xlate_write(d, l->data + ((uint64_t)s << SEC_SHIFT),
-							    MIN(len, d->p.virtual_size - off), off);
-				if (r < 0)
-					return (int)r;
-			}
-			s = e;
-		}
-		memset(l->dirty, 0, sizeof(l->dirty));
-	}
-	return 0;
+	while (*s < SECS_PER_LINE && !mask_get(l->dirty, *s))
+		(*s)++;
+	if (*s == SECS_PER_LINE)
+		return 0;
+	for (*e = *s; *e < SECS_PER_LINE && mask_get(l->dirty, *e); (*e)++)
+		;
+	return 1;
 }
 
 /*
  * Sort lines by index and write their dirty sectors back, coalescing runs
- * that are contiguous on the virtual disk into one translated write (through
- * the stage buffer, or, when the disk has a writer thread, in its queue).
+ * that are contiguous on the virtual disk into one translated write: through
+ * the stage buffer, or, when the disk has a writer thread, each run straight
+ * from its line (the writer joins contiguous ones in its queue).
  */
 static int writeback(w2v_disk *d, struct line **lines, size_t n)
 {
@@ -180,23 +166,21 @@ static int writeback(w2v_disk *d, struct line **lines, size_t n)
 	uint64_t run_start = 0, run_len = 0;
 	int r;
 	qsort(lines, n, sizeof(*lines), cmp_line);
-	if (d->writer)
-		return writeback_lines(d, lines, n);
 	for (size_t i = 0; i < n; i++) {
 		struct line *l = lines[i];
-		for (unsigned s = 0; s < SECS_PER_LINE; s++) {
-			if (!mask_get(l->dirty, s))
-				continue;
-			unsigned e = s;
-			while (e < SECS_PER_LINE && mask_get(l->dirty, e))
-				e++;
+		for (unsigned s = 0, e; next_dirty_run(l, &s, &e); s = e) {
 			uint64_t off = (l->index << LINE_SHIFT) + ((uint64_t)s << SEC_SHIFT);
-			uint64_t len = (uint64_t)(e - s) << SEC_SHIFT;
-			if (off >= d->p.virtual_size) {
-				s = e;
+			if (off >= d->p.virtual_size)
+				continue;
+			uint64_t len = MIN((uint64_t)(e - s) << SEC_SHIFT, d->p.virtual_size - off);
+			const uint8_t *src = l->data + ((uint64_t)s << SEC_SHIFT);
+			if (d->writer) {
+				d->stats.cache_writebacks++;
+				int64_t w = w2v_xlate_write(d, src, len, off);
+				if (w < 0)
+					return (int)w;
 				continue;
 			}
-			len = MIN(len, d->p.virtual_size - off);
 			if (run_len && (run_start + run_len != off || run_len + len > c->stage_size)) {
 				if ((r = write_stage(d, run_start, run_len)) < 0)
 					return r;
@@ -204,9 +188,8 @@ static int writeback(w2v_disk *d, struct line **lines, size_t n)
 			}
 			if (!run_len)
 				run_start = off;
-			memcpy(c->stage + run_len, l->data + ((uint64_t)s << SEC_SHIFT), len);
+			memcpy(c->stage + run_len, src, len);
 			run_len += len;
-			s = e;
 		}
 		memset(l->dirty, 0, sizeof(l->dirty));
 	}

@@ -86,15 +86,6 @@ struct w2v_writer {
 
 struct writer_thread { struct w2v_writer *w; int id; };
 
-/* Is any thread writing a job?  (with w->lock held) */
-static int writing_any(const struct w2v_writer *w)
-{
-	for (int i = 0; i < w->nthreads; i++)
-		if (w->writing[i])
-			return 1;
-	return 0;
-}
-
 /* Is j the last queued job, with room for the writes that continue it?  Then it waits (with
  * w->lock held): the next write either joins it or queues behind it, and a drain takes it. */
 static int may_grow(const struct w2v_writer *w, const struct job *j)
@@ -103,12 +94,12 @@ static int may_grow(const struct w2v_writer *w, const struct job *j)
 	       !w->waiting;
 }
 
-/* Does job j overlap one that a thread is writing?  (with w->lock held) */
-static int overlaps_in_flight(struct w2v_writer *w, const struct job *j)
+/* Does a job being written touch [off, off + len)?  (with w->lock held) */
+static int in_flight(const struct w2v_writer *w, uint64_t off, uint64_t len)
 {
 	for (int i = 0; i < w->nthreads; i++) {
 		const struct job *x = w->writing[i];
-		if (x && x->off < j->off + j->len && j->off < x->off + x->len)
+		if (x && x->off < off + len && off < x->off + x->len)
 			return 1;
 	}
 	return 0;
@@ -179,7 +170,7 @@ static void *writer_main(void *arg)
 	free(t);
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		while ((!w->head && !w->stop) || (w->head && overlaps_in_flight(w, w->head)) ||
+		while ((!w->head && !w->stop) || (w->head && in_flight(w, w->head->off, w->head->len)) ||
 		       (w->head && may_grow(w, w->head)))
 			pthread_cond_wait(&w->more, &w->lock);
 		if (!w->head && w->stop)
@@ -281,63 +272,22 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 		w->tail = j;
 		w->pending += count;
 		pthread_cond_signal(&w->more);
+	} else {
+		release(w, j);
 	}
 	pthread_mutex_unlock(&w->lock);
-	if (err) {
-		pthread_mutex_lock(&w->lock);
-		release(w, j);
-		pthread_mutex_unlock(&w->lock);
-		return -err;
-	}
-	return count;
+	return err ? -err : (int64_t)count;
 }
 
 /* Does a queued job, or one being written, touch [off, off + len)?  (with w->lock held) */
 static int range_busy(const struct w2v_writer *w, uint64_t off, uint64_t len)
 {
+	if (len > UINT64_MAX - off)
+		len = UINT64_MAX - off;
 	for (const struct job *j = w->head; j; j = j->next)
 		if (j->off < off + len && off < j->off + j->len)
 			return 1;
-	for (int i = 0; i < w->nthreads; i++) {
-		const struct job *x = w->writing[i];
-		if (x && x->off < off + len && off < x->off + x->len)
-			return 1;
-	}
-	return 0;
-}
-
-/* Wait while busy(w, off, len), the last job taken rather than left to grow (with w->lock held). */
-static void wait_while(struct w2v_writer *w, int (*busy)(const struct w2v_writer *, uint64_t, uint64_t),
-		       uint64_t off, uint64_t len)
-{
-	if (!busy(w, off, len) || w->error)
-		return;
-	struct timespec a;
-	clock_gettime(CLOCK_MONOTONIC, &a);
-	w->draining++;
-	pthread_cond_broadcast(&w->more);
-	while (busy(w, off, len) && !w->error)
-		pthread_cond_wait(&w->room, &w->lock);
-	w->draining--;
-	count_wait(w, &a);
-}
-
-static int any_busy(const struct w2v_writer *w, uint64_t off, uint64_t len)
-{
-	(void)off, (void)len;
-	return w->head || writing_any(w);
-}
-
-int w2v_writer_drain(w2v_disk *d)
-{
-	struct w2v_writer *w = d->writer;
-	if (!w)
-		return 0;
-	pthread_mutex_lock(&w->lock);
-	wait_while(w, any_busy, 0, 0);
-	int err = w->error;
-	pthread_mutex_unlock(&w->lock);
-	return -err;
+	return in_flight(w, off, len);
 }
 
 int w2v_writer_settle(w2v_disk *d, uint64_t off, uint64_t len)
@@ -346,10 +296,25 @@ int w2v_writer_settle(w2v_disk *d, uint64_t off, uint64_t len)
 	if (!w)
 		return 0;
 	pthread_mutex_lock(&w->lock);
-	wait_while(w, range_busy, off, len);
+	if (range_busy(w, off, len) && !w->error) {
+		/* The last job is taken rather than left to grow. */
+		struct timespec a;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		w->draining++;
+		pthread_cond_broadcast(&w->more);
+		while (range_busy(w, off, len) && !w->error)
+			pthread_cond_wait(&w->room, &w->lock);
+		w->draining--;
+		count_wait(w, &a);
+	}
 	int err = w->error;
 	pthread_mutex_unlock(&w->lock);
 	return -err;
+}
+
+int w2v_writer_drain(w2v_disk *d)
+{
+	return w2v_writer_settle(d, 0, UINT64_MAX);
 }
 
 void w2v_writer_free(w2v_disk *d)

@@ -30,6 +30,7 @@ def default_threads() -> int:
         cpus = os.cpu_count() or 1
     return max(0, min(cpus - 1, 4))
 
+
 class ReadAhead:
     """Helper threads that decompress an image's chunks ahead of wimlib (native/w2v_readahead.c).
 
@@ -41,11 +42,11 @@ class ReadAhead:
 
     STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped", "served")
 
-    def __init__(self, wim: "Wim", index: int, threads: int, *, background: bool = False):
-        self.threads = threads
+    def __init__(self, wim: "Wim", index: int, threads: int | None, *, background: bool = False):
+        self.threads = default_threads() if threads is None else threads
         self._ra = ffi.NULL
         self._thread: threading.Thread | None = None
-        if threads <= 0:
+        if self.threads <= 0:
             return
         args = (wim._wim, index, wim.path.encode())
         if background:
@@ -355,7 +356,7 @@ class Wim:
     def readahead(self, index: int, threads: int | None = None) -> "ReadAhead":
         """Read-ahead decompression for extracting image `index`, planned at once on a thread (see
         ReadAhead): pass it to extract_ntfs, and do not use this Wim until then."""
-        return ReadAhead(self, index, default_threads() if threads is None else threads, background=True)
+        return ReadAhead(self, index, threads, background=True)
 
     def extract_ntfs(self, index: int, device: str, progress: Progress | None = None, *,
                      threads: int | None = None, readahead: "ReadAhead | None" = None) -> dict[str, int]:
@@ -366,7 +367,7 @@ class Wim:
         CPU beyond the first, at most 4; 0: none.  Or `readahead`, planned earlier by
         self.readahead(index, threads), which this takes over.  Returns what the helpers did."""
         flags = lib.WIMLIB_EXTRACT_FLAG_NTFS | lib.WIMLIB_EXTRACT_FLAG_STRICT_ACLS
-        ra = readahead or ReadAhead(self, index, default_threads() if threads is None else threads)
+        ra = readahead or ReadAhead(self, index, threads)
         try:
             ra.start()
             _run(self._wim, progress, lambda: lib.wimlib_extract_image(self._wim, index, device.encode(), flags),
