@@ -24,6 +24,7 @@ struct w2v_disk {
 	w2v_disk *parent;
 	struct w2v_cache *cache;
 	struct w2v_writer *writer; /* background pwrite thread (w2v_writer.c), or NULL */
+	uint8_t *copy_buf;         /* w2v_copy's buffer, kept between calls (taken atomically), or NULL */
 	pthread_mutex_t lock;
 	struct w2v_stats stats;
 };

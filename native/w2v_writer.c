@@ -16,9 +16,10 @@
  * by the next call that waits.
  *
  * Jobs of 4 KiB or more take 1 MiB buffers from a pool, as long as no more
- * than max_pending bytes of them are out (a fresh malloc of a megabyte is an
- * mmap, page faults and an munmap each time, which serialise the threads on
- * the address space).  A write that continues the last queued job is appended
+ * than max_pending bytes of them are out, and larger writes are queued as
+ * several such jobs (a fresh malloc of a megabyte or more is an mmap, a page
+ * fault per 4 KiB and an munmap each time, which serialise the threads on the
+ * address space: a convert took 130k page faults where qemu-img takes 5k).  A write that continues the last queued job is appended
  * to it, and the last job is not taken while it has room (until a drain):
  * the cache writes its lines back one by one in offset order, libntfs-3g
  * writes a large file in pieces, and either leaves here as large writes.
@@ -49,20 +50,20 @@ int64_t w2v_file_pwrite_raw(int fd, const void *buf, uint64_t count, uint64_t of
 enum job_kind {
 	JOB_INLINE,   /* small: data right after the struct */
 	JOB_POOLED,   /* a pool buffer of POOL_BUF bytes; later writes that continue it are appended */
-	JOB_BIG,      /* larger than a pool buffer: its own aligned buffer */
 };
 
 struct job {
 	struct job *next;
 	uint64_t off, len;
 	enum job_kind kind;
-	uint8_t *data;  /* JOB_POOLED and JOB_BIG: aligned for direct writes */
+	uint8_t *data;  /* JOB_POOLED: aligned for direct writes */
 };
 
 #define POOL_MIN 4096u         /* writes this big or bigger take a pool buffer, while there are some */
-#define POOL_BUF (1u << 20)    /* the size of a pool buffer; larger jobs get their own */
+#define POOL_BUF (1u << 20)    /* the size of a pool buffer; larger writes are split into such jobs */
 #define DIO_ALIGN 4096u        /* offset, length and buffer alignment of a direct write */
 #define DIO_MIN (256u << 10)   /* smaller writes go through the page cache (see above) */
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 #define MAX_THREADS 4
 
@@ -77,6 +78,7 @@ struct w2v_writer {
 	int stop, error;
 	int fd;
 	int dfd;          /* the file opened O_DIRECT, or -1 */
+	int durable;      /* the file is to be synced: start the writeback of buffered megabytes early */
 	struct w2v_stats *stats; /* the disk's: direct writes are counted there (atomically) */
 	struct job *pool; /* free pool buffers (struct job with POOL_BUF of data) */
 	uint64_t pooled_out, max_pooled; /* pool buffers queued or being written, and the most there may be */
@@ -133,7 +135,7 @@ static struct job *new_job(uint64_t count, enum job_kind kind)
 	}
 	struct job *j = malloc(sizeof(*j));
 	void *buf = NULL;
-	if (!j || posix_memalign(&buf, DIO_ALIGN, kind == JOB_POOLED ? POOL_BUF : count) != 0) {
+	if (!j || posix_memalign(&buf, DIO_ALIGN, POOL_BUF) != 0) {
 		free(j);
 		return NULL;
 	}
@@ -157,7 +159,7 @@ static int64_t write_job(struct w2v_writer *w, const struct job *j)
 		__atomic_store_n(&w->dfd, -1 - dfd, __ATOMIC_RELAXED);
 	}
 	int64_t r = w2v_file_pwrite_raw(w->fd, j->data, j->len, j->off);
-	if (r >= 0 && j->len >= (1u << 20))
+	if (r >= 0 && w->durable && j->len >= (1u << 20))
 		sync_file_range(w->fd, j->off, j->len, SYNC_FILE_RANGE_WRITE);
 	return r;
 }
@@ -210,7 +212,15 @@ int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t o
 	struct w2v_writer *w = d->writer;
 	if (!w)
 		return w2v_file_pwrite_raw(d->p.fd, buf, count, off);
-	enum job_kind kind = count > POOL_BUF ? JOB_BIG : count >= POOL_MIN ? JOB_POOLED : JOB_INLINE;
+	if (count > POOL_BUF) {
+		for (uint64_t done = 0; done < count; done += POOL_BUF) {
+			int64_t r = w2v_file_pwrite(d, (const uint8_t *)buf + done, MIN(POOL_BUF, count - done), off + done);
+			if (r < 0)
+				return r;
+		}
+		return count;
+	}
+	enum job_kind kind = count >= POOL_MIN ? JOB_POOLED : JOB_INLINE;
 	pthread_mutex_lock(&w->lock);
 	while (!w->error) {
 		/* A write that continues the last queued job joins it: the cache writes back line by
@@ -369,6 +379,7 @@ int w2v_writer_configure(w2v_disk *d, uint64_t max_pending, int threads, int dir
 		}
 		w->fd = d->p.fd;
 		w->dfd = direct ? open_direct(d->p.fd) : -1;
+		w->durable = direct;
 		w->stats = &d->stats;
 		w->max_pending = max_pending;
 		w->max_pooled = max_pending / POOL_BUF ? max_pending / POOL_BUF : 1;

@@ -27,17 +27,18 @@ def _disk_type(t: str | None, default: str = "dynamic") -> bool:
 
 
 def disk_create(out: str, size: str | int, *, type: str | None = None, block_size: str | int | None = None,
-                sector_size: int = 512, force: bool = False) -> dict[str, Any]:
-    """Create an empty disk; the format comes from OUT's extension."""
+                sector_size: int = 512, force: bool = False, sync: bool = True) -> dict[str, Any]:
+    """Create an empty disk; the format comes from OUT's extension.  sync=False: no fsync (see
+    wim2vhd.atomic)."""
     fmt = format_for_path(out)
     nbytes = parse_size(size)
     bs = parse_size(block_size, what="block size") if block_size else None
     if fmt is RawDisk and bs:
         raise UsageError("--block-size applies to VHD and VHDX only")
-    with AtomicOutput(out, force=force) as ao:
+    with AtomicOutput(out, force=force, sync=sync) as ao:
         disk = create_disk(ao.temp, nbytes, fmt=fmt, dynamic=_disk_type(type), block_size=bs, sector_size=sector_size)
         try:
-            disk.sync()
+            (disk.sync if sync else disk.flush)()
             info = disk.info()
         finally:
             disk.close()
@@ -46,7 +47,7 @@ def disk_create(out: str, size: str | int, *, type: str | None = None, block_siz
     return info
 
 
-def disk_diff(parent: str, child: str, *, force: bool = False) -> dict[str, Any]:
+def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True) -> dict[str, Any]:
     """A differencing child of PARENT (VHD or VHDX), in the same format."""
     p = open_disk(parent)
     try:
@@ -58,11 +59,11 @@ def disk_diff(parent: str, child: str, *, force: bool = False) -> dict[str, Any]
         if os.path.dirname(os.path.abspath(child)) != os.path.dirname(os.path.abspath(parent)):
             # The child records the parent relative to itself (.\name) and by absolute path.
             pass
-        with AtomicOutput(child, force=force, inputs=(parent,)) as ao:
+        with AtomicOutput(child, force=force, inputs=(parent,), sync=sync) as ao:
             c = fmt.create(ao.temp, p.size, parent=p)
             p = None  # the child owns it now
             try:
-                c.sync()
+                (c.sync if sync else c.flush)()
                 info = c.info()
             finally:
                 c.close()
@@ -95,21 +96,28 @@ CONVERT_WRITERS = 2
 
 
 def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = False,
-                 block_size: str | int | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Convert between raw, VHD and VHDX, copying only allocated, non-zero data."""
+                 block_size: str | int | None = None, sync: bool = True,
+                 progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Convert between raw, VHD and VHDX, copying only allocated, non-zero data.  sync=False: the
+    output is left in the page cache for the kernel to write (no O_DIRECT, no fsync; see wim2vhd.atomic)."""
     t0 = time.monotonic()
     fmt = format_for_path(out)
     bs = parse_size(block_size, what="block size") if block_size else None
     s = open_disk(src)
     try:
-        with AtomicOutput(out, force=force, inputs=(src,)) as ao:
+        with AtomicOutput(out, force=force, inputs=(src,), sync=sync) as ao:
             dst = create_disk(ao.temp, s.size, fmt=fmt, dynamic=_disk_type(type), block_size=bs,
                               sector_size=s.sector_size if fmt is not VhdDisk else 512)
             try:
                 dst.set_cache(0)  # each byte is written once: nothing for a cache to absorb
-                # Reading the source overlaps writing the target: two threads write, large writes
-                # straight to the device (O_DIRECT), which bounds a convert, not the read.
-                dst.set_writer(CONVERT_WRITER_QUEUE, threads=CONVERT_WRITERS, direct=True)
+                if sync:
+                    # Reading the source overlaps writing the target: two threads write, large writes
+                    # straight to the device (O_DIRECT), which bounds a convert, not the read.
+                    dst.set_writer(CONVERT_WRITER_QUEUE, threads=CONVERT_WRITERS, direct=True)
+                else:
+                    # Into the page cache: one thread (two contend for the file's lock and were
+                    # slower on the machine of docs/performance.md).
+                    dst.set_writer(CONVERT_WRITER_QUEUE, threads=1, direct=False)
                 total = sum(n for _, n in s.extents())
                 done = 0
                 for off, n in s.extents():
@@ -120,7 +128,7 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
                         done += ln
                         if progress:
                             progress("convert", done, total)
-                dst.sync()
+                (dst.sync if sync else dst.flush)()
                 info = dst.info()
             except BaseException:
                 dst.abandon()
@@ -195,14 +203,15 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
                 label: str = "Windows", seed: str | None = None, sector_size: int = 512,
                 block_size: str | int | None = None, cache_size: str | int = "32M", locale: str = "en-US",
                 bcd_devices: str = "locate", bios_boot_code: str | None = None, boot: bool = True,
-                force: bool = False, customize: Any = None, threads: int | None = None,
+                force: bool = False, customize: Any = None, threads: int | None = None, sync: bool = True,
                 progress: ProgressFn | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     """Apply images of a WIM, ESD, split WIM or Windows ISO to new virtual disks (see wim2vhd.apply).
 
     index: a number, "1,3,6" or "all"; with several, OUT must hold {index} or {name} (one disk per image)
     and a list of summaries is returned.  The source is opened once for all of them.
     customize: a wim2vhd.customize.Customizations, checked before anything is read or written.
-    threads: helper threads that decompress ahead of wimlib (None: one per CPU beyond the first, at most 4)."""
+    threads: helper threads that decompress ahead of wimlib (None: one per CPU beyond the first, at most 4).
+    sync=False: no O_DIRECT and no fsync; the kernel writes the disk later (see wim2vhd.atomic)."""
     from wim2vhd.apply import ApplyOptions, apply
     from wim2vhd.errors import OutputError, OutputExists, Wim2VhdError
     from wim2vhd.wim import Wim
@@ -219,7 +228,7 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
         recovery_size=parse_size(recovery, what="recovery size") if recovery else 0, label=label, seed=seed,
         sector_size=sector_size, block_size=parse_size(block_size, what="block size") if block_size else None,
         cache_size=parse_size(cache_size, what="cache size"), locale=locale, bcd_devices=bcd_devices,
-        bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize, threads=threads)
+        bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize, threads=threads, sync=sync)
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")
@@ -315,7 +324,7 @@ def find_windows_partition(disk: Disk, number: int | None = None):
 
 def capture(disk_path: str, out: str, *, partition_number: int | None = None, name: str | None = None,
             description: str | None = None, compress: str | None = None, append: bool = False,
-            force: bool = False, progress: ProgressFn | None = None) -> dict[str, Any]:
+            force: bool = False, sync: bool = True, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Capture the Windows volume of a VHD(X) (differencing too) or a raw disk image into a WIM, through
     the native layer, unprivileged.
 
@@ -360,9 +369,10 @@ def capture(disk_path: str, out: str, *, partition_number: int | None = None, na
         with NtfsWindow(d, part.start, part.size, writable=False) as dev:
             if append:
                 idx = capture_ntfs(dev, out, name=name, description=description, compression=compress,
-                                   append_to=out, shown=shown, fallback_name=fallback, progress=progress)
+                                   append_to=out, shown=shown, fallback_name=fallback, fsync=sync,
+                                   progress=progress)
             else:
-                with AtomicOutput(out, force=force, inputs=(disk_path,)) as ao:
+                with AtomicOutput(out, force=force, inputs=(disk_path,), sync=sync) as ao:
                     idx = capture_ntfs(dev, ao.temp, name=name, description=description,
                                        compression=compress, shown=shown, fallback_name=fallback,
                                        progress=progress)

@@ -76,6 +76,7 @@ class ApplyOptions:
     bios_boot_code: str | None = None
     boot: bool = True
     threads: int | None = None  # read-ahead decompression helpers (None: by CPU count; 0: none)
+    sync: bool = True  # False: page-cache writes and no fsync (--no-sync; see wim2vhd.atomic)
     customize: Any = None  # wim2vhd.customize.Customizations, applied to the image before extraction
 
 
@@ -209,7 +210,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
            size: int, plan: partition.DiskLayout, win: partition.Partition, rep: "Report",
            t_start: float) -> dict[str, Any]:
     """The stages that write, from create to finalize, under OUT's temporary name."""
-    with AtomicOutput(o.out, force=o.force, inputs=(o.image, *o.refs)) as ao:
+    with AtomicOutput(o.out, force=o.force, inputs=(o.image, *o.refs), sync=o.sync) as ao:
         disk = None
         # The read-ahead plan loads the image's metadata on a thread while the disk is created and
         # formatted (nothing below uses the Wim before the apply stage).
@@ -221,7 +222,8 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                                   sector_size=o.sector_size)
                 if o.cache_size:
                     disk.set_cache(o.cache_size)
-                disk.set_writer(WRITER_QUEUE, direct=True)
+                # Large writes go straight to the device when the disk is to be synced anyway.
+                disk.set_writer(WRITER_QUEUE, direct=o.sync)
             with rep.stage("partition", progress):
                 partition.write_table(disk, plan)
             with rep.stage("format", progress):
@@ -238,7 +240,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                     rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, index, img, o,
                                                              tmp_dir=os.path.dirname(ao.temp))
             with rep.stage("finalize", progress):
-                disk.sync()
+                (disk.sync if o.sync else disk.flush)()
                 stats = disk.stats()
                 info = disk.info()
                 disk.close()

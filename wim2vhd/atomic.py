@@ -1,7 +1,10 @@
 """Atomic outputs: write beside the target under a temporary name, then sync and rename.
 
 An error, Ctrl-C or SIGTERM leaves nothing under the target's name and no
-temporary file.  Replacing an existing target needs force=True.
+temporary file.  Replacing an existing target needs force=True.  With
+sync=False (--no-sync) the rename is still atomic for every other process, but
+nothing waits for the data to reach the device: a crash soon after may leave a
+damaged file under the target's name.
 """
 from __future__ import annotations
 
@@ -44,8 +47,9 @@ def install_signal_handlers() -> None:
 class AtomicOutput:
     """with AtomicOutput(target, force=...) as out: write out.temp; out.commit()"""
 
-    def __init__(self, target: str, *, force: bool = False, inputs: tuple[str, ...] = ()):
+    def __init__(self, target: str, *, force: bool = False, inputs: tuple[str, ...] = (), sync: bool = True):
         self.target = os.path.abspath(target)
+        self.sync = sync
         directory = os.path.dirname(self.target)
         if not os.path.isdir(directory):
             raise OutputError(f"cannot write {target}: directory {directory} does not exist")
@@ -68,16 +72,20 @@ class AtomicOutput:
         return self
 
     def commit(self) -> None:
-        """fsync the temporary file, rename it over the target, fsync the directory."""
-        fd = os.open(self.temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """fsync the temporary file, rename it over the target, fsync the directory (no fsyncs with
+        sync=False)."""
+        if self.sync:
+            fd = os.open(self.temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(self.temp, self.target)
         with _lock:
             _live.discard(self.temp)
         self.committed = True
+        if not self.sync:
+            return
         dfd = os.open(os.path.dirname(self.target), os.O_RDONLY)
         try:
             os.fsync(dfd)

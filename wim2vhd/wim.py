@@ -410,9 +410,10 @@ def compression_name(ctype: int) -> str:
 
 def capture_ntfs(device: str, out: str, *, name: str | None, description: str | None = None,
                  compression: str = "lzx", append_to: str | None = None, shown: str | None = None,
-                 fallback_name: str = "Windows", progress: Progress | None = None) -> int:
+                 fallback_name: str = "Windows", fsync: bool = False, progress: Progress | None = None) -> int:
     """Capture the NTFS volume on `device` into a new WIM at `out` (or as a new image appended to
-    `append_to`, which is then rewritten in place).  Returns the new image's index.
+    `append_to`, which is then rewritten in place).  Returns the new image's index.  fsync: wimlib
+    fsyncs the file before it closes it (an append; a new WIM is synced by wim2vhd.atomic).
 
     wimlib reads the image's hives while it captures and fills in its XML info (edition, build,
     architecture, product name, languages) as it does for any Windows image.  name None: the product name
@@ -459,7 +460,7 @@ def capture_ntfs(device: str, out: str, *, name: str | None, description: str | 
             # wimlib appends the new image's data after the old and rewrites the header last,
             # so an interrupted append leaves the original images intact.  An ESD stays solid:
             # wimlib writes the new blobs in a solid resource when the WIM has them.
-            _run(wim, progress, lambda: lib.wimlib_overwrite(wim, 0, 0), f"appending to {append_to}")
+            _run(wim, progress, lambda: lib.wimlib_overwrite(wim, lib.WIMLIB_WRITE_FLAG_FSYNC if fsync else 0, 0), f"appending to {append_to}")
         else:
             wflags = lib.WIMLIB_WRITE_FLAG_SOLID if compression == "lzms" else 0
             _run(wim, progress, lambda: lib.wimlib_write(wim, out.encode(), lib.WIMLIB_ALL_IMAGES, wflags, 0),

@@ -9,6 +9,10 @@ import typer
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 ForceOpt = typer.Option(False, "--force", "-f", help="Replace OUT if it exists.")
+SyncOpt = typer.Option(True, "--sync/--no-sync",
+                       help="Wait until OUT is on the device before renaming it into place (the default).  "
+                            "--no-sync leaves the writing to the kernel: faster where memory is plentiful; "
+                            "OUT still appears whole or not at all, but a crash soon after may damage it.")
 
 # Progress goes to stderr, and only on a terminal; results go to stdout with print() (no markup, no wrapping).
 _console = None

@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, emit_json
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json
 from wim2vhd.units import format_size
 
 disk_app = typer.Typer(help="Create, inspect and convert virtual disks (raw, VHD, VHDX).", no_args_is_help=True)
@@ -49,10 +49,12 @@ def create(
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size (VHDX: 1M-256M, default 32M; VHD: default 2M)."),
     sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (4096: VHDX only)."),
     force: bool = ForceOpt,
+    sync: bool = SyncOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Create an empty virtual disk."""
-    info = api.disk_create(out, size, type=type, block_size=block_size, sector_size=sector_size, force=force)
+    info = api.disk_create(out, size, type=type, block_size=block_size, sector_size=sector_size, force=force,
+                           sync=sync)
     emit_json(info) if json else _print_info(info)
 
 
@@ -61,10 +63,11 @@ def diff(
     parent: str = typer.Argument(..., help="The parent VHD or VHDX (never modified)."),
     child: str = typer.Argument(..., help="The new differencing disk, same format as the parent."),
     force: bool = ForceOpt,
+    sync: bool = SyncOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Create a differencing child of a VHD or VHDX."""
-    info = api.disk_diff(parent, child, force=force)
+    info = api.disk_diff(parent, child, force=force, sync=sync)
     emit_json(info) if json else _print_info(info)
 
 
@@ -85,11 +88,13 @@ def convert(
     type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of the output."),
     force: bool = ForceOpt,
+    sync: bool = SyncOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Convert between raw, VHD and VHDX.  Copies only allocated, non-zero data."""
     with Progress(enabled=None if not json else False) as prog:
-        i = api.disk_convert(src, out, type=type, block_size=block_size, force=force, progress=prog)
+        i = api.disk_convert(src, out, type=type, block_size=block_size, force=force, sync=sync,
+                             progress=prog)
     if json:
         emit_json(i)
     else:

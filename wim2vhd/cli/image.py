@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, emit_json
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json
 from wim2vhd.units import format_size
 
 RefOpt = typer.Option(None, "--ref", help="Other parts of a split WIM (a glob such as 'install*.swm'); repeatable.")
@@ -80,6 +80,7 @@ def apply_cmd(
                                                     "to DevicePath. Staging, not DISM's offline install: a boot-critical "
                                                     "storage driver is not found in time. Repeatable."),
     force: bool = ForceOpt,
+    sync: bool = SyncOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Apply a Windows image to a new bootable virtual disk.
@@ -95,7 +96,8 @@ def apply_cmd(
             image, out, index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout,
             mbr=mbr, recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
             cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
-            boot=not no_boot, force=force, customize=custom, threads=threads, progress=prog)
+            boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync,
+            progress=prog)
     if json:
         emit_json(res)
         return
@@ -127,12 +129,14 @@ def capture_cmd(
     append: bool = typer.Option(False, "--append", help="Add the image to the existing WIM or ESD OUT (not to a "
                                                         "split WIM)."),
     force: bool = ForceOpt,
+    sync: bool = SyncOpt,
     json: bool = JsonOpt,
 ) -> None:
     """Capture a disk's Windows volume into a WIM, keeping every Windows attribute (unprivileged)."""
     with Progress(enabled=None if not json else False) as prog:
         res = api.capture(disk, out, partition_number=partition, name=name, description=description,
-                          compress=compress, append=append, force=force, progress=prog)
+                          compress=compress, append=append, force=force, sync=sync,
+                          progress=prog)
     if json:
         emit_json(res)
     else:
