@@ -35,12 +35,14 @@ def check(p, *, listing: str, kept: str = "keep"):
     assert kept in p.stdout
 
 
-def test_apply_on_a_full_file_system(fixture_wim, tmp):
+@pytest.mark.parametrize("sync", ["--sync", "--no-sync"])
+def test_apply_on_a_full_file_system(fixture_wim, tmp, sync):
     if not shutil.which("unshare"):
         pytest.skip("unshare missing")
+    # --no-sync writes through the page cache only: the error must still come from the write
     p = in_small_fs(tmp, "12M", f'''
         echo keep > "$M/out.vhdx"
-        "$W2V" apply {fixture_wim} "$M/out.vhdx" --index 1 --size 2G --force
+        "$W2V" apply {fixture_wim} "$M/out.vhdx" --index 1 --size 2G --force {sync}
         echo "rc=$?"; cat "$M/out.vhdx"; echo --; ls -A "$M"''')
     check(p, listing="out.vhdx")
 
