@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "w2v_block_int.h"
 
 #define LINE_SHIFT 16
@@ -41,6 +42,8 @@ struct w2v_cache {
 	uint64_t hash_size;
 	struct line *head, *tail;
 	struct line *free_lines;  /* recycled line structs with their data */
+	uint8_t *arena;           /* the lines' data: max_lines * LINE_SIZE, in huge pages where it can */
+	uint64_t arena_size, n_made;
 	uint8_t *stage;           /* coalescing buffer for writeback */
 	uint64_t stage_size;
 };
@@ -239,14 +242,13 @@ static struct line *get_line(w2v_disk *d, uint64_t index, int *err)
 		l = c->free_lines;
 		c->free_lines = l->hnext;
 	} else {
+		/* n_lines < max_lines here, and every line ever made is cached or free: n_made < max_lines */
 		l = calloc(1, sizeof(*l));
-		if (l)
-			l->data = malloc(LINE_SIZE);
-		if (!l || !l->data) {
-			free(l);
+		if (!l) {
 			*err = -ENOMEM;
 			return NULL;
 		}
+		l->data = c->arena + c->n_made++ * LINE_SIZE;
 	}
 	l->index = index;
 	memset(l->valid, 0, sizeof(l->valid));
@@ -387,7 +389,6 @@ static void free_chain(struct line *l, int via_hnext)
 {
 	while (l) {
 		struct line *n = via_hnext ? l->hnext : l->next;
-		free(l->data);
 		free(l);
 		l = n;
 	}
@@ -402,6 +403,7 @@ void w2v_cache_free(w2v_disk *d)
 	free_chain(c->free_lines, 1);
 	free(c->hash);
 	free(c->stage);
+	munmap(c->arena, c->arena_size);
 	free(c);
 	d->cache = NULL;
 }
@@ -427,7 +429,18 @@ int w2v_cache_configure(w2v_disk *d, uint64_t bytes)
 		c->hash = calloc(c->hash_size, sizeof(*c->hash));
 		c->stage_size = 4u << 20;
 		c->stage = malloc(c->stage_size);
-		if (!c->hash || !c->stage) {
+		/* One mapping for every line, in 2 MiB pages where the kernel has them (madvise): libntfs-3g
+		 * touches lines all over the cache, a page or two per call, a million times an apply, and
+		 * in a VM each TLB miss walks two sets of page tables.  Pages are touched as lines are made. */
+		c->arena_size = c->max_lines * LINE_SIZE;
+		c->arena = mmap(NULL, c->arena_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (c->arena == MAP_FAILED)
+			c->arena = NULL;
+		else
+			madvise(c->arena, c->arena_size, MADV_HUGEPAGE);
+		if (!c->hash || !c->stage || !c->arena) {
+			if (c->arena)
+				munmap(c->arena, c->arena_size);
 			free(c->hash);
 			free(c->stage);
 			free(c);
