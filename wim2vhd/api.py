@@ -115,8 +115,8 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
                     # straight to the device (O_DIRECT), which bounds a convert, not the read.
                     dst.set_writer(CONVERT_WRITER_QUEUE, threads=CONVERT_WRITERS, direct=True)
                 else:
-                    # Into the page cache: one thread (two contend for the file's lock and were
-                    # slower on the machine of docs/performance.md).
+                    # Into the page cache, left for the kernel to write back: one thread (two
+                    # measured no better, see docs/performance.md).
                     dst.set_writer(CONVERT_WRITER_QUEUE, threads=1, direct=False)
                 total = sum(n for _, n in s.extents())
                 done = 0
