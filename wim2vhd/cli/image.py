@@ -88,9 +88,11 @@ def apply_cmd(
     The stages: create, partition, format, apply, boot, finalize.  The disk is written
     under a temporary name beside OUT and renamed only when complete.
     """
-    from wim2vhd import customize
-    custom = customize.from_options(unattend=unattend, merge=merge, reg_import=reg_import, enable_rdp=enable_rdp,
-                                    drivers=driver)
+    custom = None
+    if unattend or merge or reg_import or enable_rdp or driver:  # (the module takes a while to import)
+        from wim2vhd import customize
+        custom = customize.from_options(unattend=unattend, merge=merge, reg_import=reg_import,
+                                        enable_rdp=enable_rdp, drivers=driver)
     with Progress(enabled=None if not json else False) as prog:
         res = api.apply_image(
             image, out, index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout,
