@@ -26,8 +26,11 @@
  * wimlib's pread of a chunk (libwim's GOT slot for pread64, on the thread
  * being served) is answered from a slot whose helper read the same bytes of
  * the same file (same device and inode, offset and length) when there is
- * one, so the chunk crosses the kernel once, not twice.  Anything else goes
- * to the real pread.
+ * one, so the chunk crosses the kernel once, not twice.  Small files stored
+ * uncompressed, which wimlib reads one after another with a pread each (25k
+ * on /usr/share), are answered from a window: the second of two adjacent
+ * small reads reads WINDOW bytes, and the reads after it that fall inside
+ * are copied from there.  Anything else goes to the real pread.
  *
  * Not planned: solid resources (ESD, LZMS; their chunks are large and
  * their tables differ), pipable WIMs, parts of a split WIM other than the
@@ -114,6 +117,8 @@ struct slot {
 };
 
 #define MAX_THREADS 8
+#define WINDOW (256u << 10)     /* bytes read at once for a run of adjacent small reads */
+#define WINDOW_READ (16u << 10) /* reads this small or smaller may start a window */
 #define LOOKAHEAD 32            /* how far past the head a chunk is looked for */
 #define GIVE_UP 64              /* consecutive chunks that matched nothing */
 
@@ -147,6 +152,11 @@ struct w2v_readahead {
 	pthread_t threads[MAX_THREADS];
 	int nthreads;
 	struct w2v_readahead_stats stats;
+
+	/* the owner thread's alone: the window (WINDOW bytes of the file from win_off, win_len of them
+	 * read), and where its last read of the WIM file ended */
+	uint8_t *win;
+	uint64_t win_off, win_len, last_end;
 };
 
 static struct w2v_readahead *active;
@@ -414,12 +424,37 @@ static int serve(struct w2v_readahead *ra, void *buf, size_t n, uint64_t off)
 	return 1;
 }
 
+/* Fill buf from the window, or read a new one when this read follows the last one and is small.
+ * 1 if buf was filled, 0 to leave the read to pread.  (Owner thread only.) */
+static int windowed(struct w2v_readahead *ra, int fd, void *buf, size_t n, uint64_t off)
+{
+	if (!(ra->win_len && off >= ra->win_off && off + n <= ra->win_off + ra->win_len)) {
+		if (n > WINDOW_READ || off != ra->last_end)
+			return 0;
+		if (!ra->win && !(ra->win = malloc(WINDOW)))
+			return 0;
+		ssize_t r = pread(fd, ra->win, WINDOW, (off_t)off);
+		ra->win_len = 0;
+		if (r < (ssize_t)n)
+			return 0;   /* an error or the end of the file: pread says so itself */
+		ra->win_off = off;
+		ra->win_len = (uint64_t)r;
+	}
+	memcpy(buf, ra->win + (off - ra->win_off), n);
+	ra->stats.windowed++;
+	return 1;
+}
+
 static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
 {
 	struct w2v_readahead *ra = __atomic_load_n(&active, __ATOMIC_ACQUIRE);
-	if (ra && n && off >= 0 && pthread_equal(pthread_self(), ra->owner) &&
-	    is_wim_fd(ra, fd) && serve(ra, buf, n, (uint64_t)off))
-		return (ssize_t)n;
+	if (ra && n && off >= 0 && pthread_equal(pthread_self(), ra->owner) && is_wim_fd(ra, fd)) {
+		uint64_t o = (uint64_t)off;
+		int done = serve(ra, buf, n, o) || windowed(ra, fd, buf, n, o);
+		ra->last_end = o + n;
+		if (done)
+			return (ssize_t)n;
+	}
 	return pread(fd, buf, n, off);
 }
 
@@ -581,6 +616,7 @@ void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats)
 		wimlib_free_decompressor(ra->own_d);
 	free(ra->table);
 	free(ra->res);
+	free(ra->win);
 	if (ra->fd >= 0)
 		close(ra->fd);
 	pthread_mutex_destroy(&ra->lock);

@@ -11,6 +11,7 @@ struct w2v_readahead_stats {
 	uint64_t waits, wait_ns;  /* how often, and how long, wimlib's thread waited for a helper */
 	uint64_t served;     /* wimlib's preads of a chunk answered from a helper's read of it */
 	uint64_t helped;     /* planned chunks wimlib's thread decompressed itself instead of waiting */
+	uint64_t windowed;   /* wimlib's small adjacent preads answered from one larger read */
 	int threads;
 	int gave_up;         /* the plan stopped matching and was dropped */
 };

@@ -64,6 +64,23 @@ def test_helpers_serve_every_chunk_and_change_no_byte(wims, tmp, kind):
     assert (tmp / "alone.vhdx").read_bytes() == (tmp / "helped.vhdx").read_bytes()
 
 
+def test_small_uncompressed_files_read_through_a_window(tmp):
+    """Files that do not compress are stored as they are, and wimlib reads them one after another
+    with a pread each: those reads are answered from one larger read, with the same disk."""
+    r = random.Random(7)
+    (tmp / "src").mkdir()
+    for i in range(200):
+        (tmp / "src" / f"r{i:03d}.bin").write_bytes(r.randbytes(r.randint(200, 6000)))
+    for i in range(10):  # and some that compress: without them there is no plan at all
+        (tmp / "src" / f"t{i}.txt").write_text(f"line {i}\n" * 3000)
+    wim = tmp / "raw.wim"
+    run("wimcapture", tmp / "src", wim, "raw", "--compress=lzx")
+    alone = _apply(wim, tmp / "alone.vhdx", 0, index="1")
+    helped = _apply(wim, tmp / "helped.vhdx", 1, index="1")
+    assert alone["windowed"] == 0 and helped["windowed"] > 150, helped
+    assert (tmp / "alone.vhdx").read_bytes() == (tmp / "helped.vhdx").read_bytes()
+
+
 def test_solid_resources_are_left_to_wimlib(wims, tmp):
     """ESD-style solid resources are not planned: wimlib decompresses them itself, as before."""
     helped = _apply(wims["solid"], tmp / "s.vhdx", 2)

@@ -40,7 +40,7 @@ class ReadAhead:
     start().  start() runs the helpers for the calling thread's extraction; close() stops them
     and returns what they did."""
 
-    STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped", "served")
+    STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped", "served", "windowed")
 
     def __init__(self, wim: "Wim", index: int, threads: int | None, *, background: bool = False):
         self.threads = default_threads() if threads is None else threads
