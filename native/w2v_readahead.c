@@ -515,17 +515,22 @@ static int by_offset(const void *a, const void *b)
 w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *path, uint64_t max_bytes)
 {
 	struct wimlib_wim_info info;
-	if (hooks_state != 1 || wimlib_get_wim_info(wim, &info) != 0 || info.pipable || info.chunk_size == 0 ||
-	    (info.compression_type != WIMLIB_COMPRESSION_TYPE_LZX &&
-	     info.compression_type != WIMLIB_COMPRESSION_TYPE_XPRESS &&
-	     info.compression_type != WIMLIB_COMPRESSION_TYPE_LZMS))
+	if (hooks_state != 1 || wimlib_get_wim_info(wim, &info) != 0 || info.pipable)
 		return NULL;
+	/* Chunks are planned where a helper can decompress them.  An uncompressed WIM, or an image
+	 * with no compressed resource, gets a plan with no chunks: the window for wimlib's small
+	 * reads alone (and its metadata loaded here, early, all the same). */
+	int chunks = info.chunk_size != 0 && (info.compression_type == WIMLIB_COMPRESSION_TYPE_LZX ||
+					      info.compression_type == WIMLIB_COMPRESSION_TYPE_XPRESS ||
+					      info.compression_type == WIMLIB_COMPRESSION_TYPE_LZMS);
 	struct collect c = { NULL, 0, 0, info.part_number, 0 };
 	if (wimlib_iterate_dir_tree(wim, image, WIMLIB_WIM_ROOT_PATH, WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE, collect_entry, &c) != 0 ||
-	    c.err || c.n == 0) {
+	    c.err) {
 		free(c.v);
 		return NULL;
 	}
+	if (!chunks)
+		c.n = 0;
 	/* wimlib reads each blob once, in the order of its resource in the file (hard links, and
 	 * files of the same content, share one). */
 	qsort(c.v, c.n, sizeof(*c.v), by_offset);
@@ -541,12 +546,14 @@ w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *
 	}
 	ra->res = c.v;
 	ra->nres = u;
-	ra->ctype = info.compression_type;
+	ra->ctype = u ? info.compression_type : -1;   /* -1: no decompressor's chunks are taken */
 	ra->chunk = info.chunk_size;
+	ra->plan_done = u == 0;
 	ra->stats.resources = u;
-	uint64_t per = 2ull * info.chunk_size;
-	uint64_t n = max_bytes / per;
-	ra->nslots = (unsigned)(n < 8 ? 8 : n > 4096 ? 4096 : n);
+	if (u) {
+		uint64_t n = max_bytes / (2ull * info.chunk_size);
+		ra->nslots = (unsigned)(n < 8 ? 8 : n > 4096 ? 4096 : n);
+	}
 	ra->fd = open(path, O_RDONLY | O_CLOEXEC);
 	ra->wim_fd = ra->other_fd = -1;
 	struct stat st;
@@ -554,10 +561,10 @@ w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *
 		ra->dev = st.st_dev;
 		ra->ino = st.st_ino;
 	}
-	ra->slots = calloc(ra->nslots, sizeof(*ra->slots));
+	ra->slots = u ? calloc(ra->nslots, sizeof(*ra->slots)) : NULL;
 	pthread_mutex_init(&ra->lock, NULL);
 	pthread_cond_init(&ra->cond, NULL);
-	int ok = ra->fd >= 0 && ra->slots;
+	int ok = ra->fd >= 0 && (ra->slots || !u);
 	for (unsigned i = 0; ok && i < ra->nslots; i++) {
 		ra->slots[i].cbuf = malloc(info.chunk_size);
 		ra->slots[i].ubuf = malloc(info.chunk_size);
@@ -577,6 +584,11 @@ int w2v_readahead_run(w2v_readahead *ra, int threads)
 	if (threads > MAX_THREADS)
 		threads = MAX_THREADS;
 	ra->owner = pthread_self();
+	if (!ra->nres) {
+		/* Nothing to decompress: no helpers, only the window. */
+		__atomic_store_n(&active, ra, __ATOMIC_RELEASE);
+		return 0;
+	}
 	if (wimlib_create_decompressor(ra->ctype, ra->chunk, &ra->own_d) != 0)
 		ra->own_d = NULL;   /* it then only waits */
 	/* The helpers take no signals: Ctrl-C and SIGTERM reach Python's thread. */

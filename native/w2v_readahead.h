@@ -19,11 +19,13 @@ struct w2v_readahead_stats {
 int w2v_readahead_install(void);
 /* Plan the reading of image's compressed resources in the WIM at path (this loads the image's
  * metadata) and set aside about max_bytes for decompressed chunks.  No thread runs yet, and the
- * plan may be made on another thread than the one that extracts.  NULL when there is nothing to
- * plan or it cannot run (wimlib then works alone). */
+ * plan may be made on another thread than the one that extracts.  An image with no chunk to
+ * plan (an uncompressed WIM, say) gets a plan for the small-read window alone.  NULL when it
+ * cannot run (a pipable WIM, no hooks: wimlib then works alone). */
 w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *path, uint64_t max_bytes);
-/* Start threads helpers for the calling thread's wimlib calls.  The number started (0: none, and
- * wimlib works alone; ra must still be stopped). */
+/* Start threads helpers for the calling thread's wimlib calls.  The number started (0: none,
+ * and wimlib decompresses alone, through the window when the plan has no chunks; ra must still
+ * be stopped). */
 int w2v_readahead_run(w2v_readahead *ra, int threads);
 /* Stop the helpers, fill stats (may be NULL) and free ra (may be NULL). */
 void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats);

@@ -73,12 +73,14 @@ def test_small_uncompressed_files_read_through_a_window(tmp):
         (tmp / "src" / f"r{i:03d}.bin").write_bytes(r.randbytes(r.randint(200, 6000)))
     for i in range(10):  # and some that compress: without them there is no plan at all
         (tmp / "src" / f"t{i}.txt").write_text(f"line {i}\n" * 3000)
-    wim = tmp / "raw.wim"
-    run("wimcapture", tmp / "src", wim, "raw", "--compress=lzx")
-    alone = _apply(wim, tmp / "alone.vhdx", 0, index="1")
-    helped = _apply(wim, tmp / "helped.vhdx", 1, index="1")
-    assert alone["windowed"] == 0 and helped["windowed"] > 150, helped
-    assert (tmp / "alone.vhdx").read_bytes() == (tmp / "helped.vhdx").read_bytes()
+    for kind in ("lzx", "none"):  # with chunks to plan, and with none at all (only the window)
+        wim = tmp / f"{kind}.wim"
+        run("wimcapture", tmp / "src", wim, kind, f"--compress={kind}")
+        alone = _apply(wim, tmp / f"alone-{kind}.vhdx", 0, index="1")
+        helped = _apply(wim, tmp / f"helped-{kind}.vhdx", 1, index="1")
+        assert alone["windowed"] == 0 and helped["windowed"] > 150, (kind, helped)
+        assert (helped["threads"] > 0) == (kind == "lzx") and (helped["hits"] > 0) == (kind == "lzx")
+        assert (tmp / f"alone-{kind}.vhdx").read_bytes() == (tmp / f"helped-{kind}.vhdx").read_bytes()
 
 
 def test_solid_resources_are_left_to_wimlib(wims, tmp):
