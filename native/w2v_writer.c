@@ -163,7 +163,7 @@ static int64_t write_job(struct w2v_writer *w, const struct job *j)
 		__atomic_store_n(&w->dfd, -1 - dfd, __ATOMIC_RELAXED);
 	}
 	int64_t r = w2v_file_pwrite_raw(w->fd, j->data, j->len, j->off);
-	if (r >= 0 && w->durable && j->len >= (1u << 20))
+	if (r >= 0 && w->durable && j->len == POOL_BUF)   /* a full job */
 		sync_file_range(w->fd, j->off, j->len, SYNC_FILE_RANGE_WRITE);
 	return r;
 }

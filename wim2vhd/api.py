@@ -38,7 +38,7 @@ def disk_create(out: str, size: str | int, *, type: str | None = None, block_siz
     with AtomicOutput(out, force=force, sync=sync) as ao:
         disk = create_disk(ao.temp, nbytes, fmt=fmt, dynamic=_disk_type(type), block_size=bs, sector_size=sector_size)
         try:
-            (disk.sync if sync else disk.flush)()
+            disk.flush()  # ao.commit() fsyncs the file (unless sync=False)
             info = disk.info()
         finally:
             disk.close()
@@ -63,7 +63,7 @@ def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True
             c = fmt.create(ao.temp, p.size, parent=p)
             p = None  # the child owns it now
             try:
-                (c.sync if sync else c.flush)()
+                c.flush()  # ao.commit() fsyncs the file (unless sync=False)
                 info = c.info()
             finally:
                 c.close()
@@ -128,7 +128,7 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
                         done += ln
                         if progress:
                             progress("convert", done, total)
-                (dst.sync if sync else dst.flush)()
+                dst.flush()  # ao.commit() fsyncs the file (unless sync=False)
                 info = dst.info()
             except BaseException:
                 dst.abandon()

@@ -240,7 +240,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                     rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, index, img, o,
                                                              tmp_dir=os.path.dirname(ao.temp))
             with rep.stage("finalize", progress):
-                (disk.sync if o.sync else disk.flush)()
+                disk.flush()  # ao.commit() fsyncs the file (unless --no-sync)
                 stats = disk.stats()
                 info = disk.info()
                 disk.close()

@@ -40,7 +40,8 @@ class ReadAhead:
     start().  start() runs the helpers for the calling thread's extraction; close() stops them
     and returns what they did."""
 
-    STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped", "served", "windowed")
+    STATS = ("threads", "resources", "hits", "misses", "skipped", "gave_up", "waits", "wait_ns", "helped", "served",
+             "windowed")
 
     def __init__(self, wim: "Wim", index: int, threads: int | None, *, background: bool = False):
         self.threads = default_threads() if threads is None else threads
@@ -460,7 +461,8 @@ def capture_ntfs(device: str, out: str, *, name: str | None, description: str | 
             # wimlib appends the new image's data after the old and rewrites the header last,
             # so an interrupted append leaves the original images intact.  An ESD stays solid:
             # wimlib writes the new blobs in a solid resource when the WIM has them.
-            _run(wim, progress, lambda: lib.wimlib_overwrite(wim, lib.WIMLIB_WRITE_FLAG_FSYNC if fsync else 0, 0), f"appending to {append_to}")
+            oflags = lib.WIMLIB_WRITE_FLAG_FSYNC if fsync else 0
+            _run(wim, progress, lambda: lib.wimlib_overwrite(wim, oflags, 0), f"appending to {append_to}")
         else:
             wflags = lib.WIMLIB_WRITE_FLAG_SOLID if compression == "lzms" else 0
             _run(wim, progress, lambda: lib.wimlib_write(wim, out.encode(), lib.WIMLIB_ALL_IMAGES, wflags, 0),
