@@ -83,6 +83,30 @@ def test_small_uncompressed_files_read_through_a_window(tmp):
         assert (tmp / f"alone-{kind}.vhdx").read_bytes() == (tmp / f"helped-{kind}.vhdx").read_bytes()
 
 
+def test_damaged_file_read_through_the_window_is_found_by_wimlib(tmp):
+    """The window hands wimlib the file's bytes as they are: a damaged file stored uncompressed still
+    fails wimlib's SHA-1 check, with a one-line error and nothing left behind."""
+    r = random.Random(3)
+    (tmp / "src").mkdir()
+    for i in range(50):
+        (tmp / "src" / f"r{i:02d}.bin").write_bytes(r.randbytes(3000))
+    wim = tmp / "none.wim"
+    run("wimcapture", tmp / "src", wim, "none", "--compress=none")
+    text = run("wiminfo", "--blobs", wim).stdout
+    offsets = sorted(int(m) for block in text.split("\n\n") if "METADATA" not in block
+                     for m in re.findall(r"Offset in WIM += (\d+)", block))
+    data = bytearray(wim.read_bytes())
+    data[offsets[len(offsets) // 2] + 100] ^= 0x5A  # a file in the middle of a run of adjacent ones
+    bad = tmp / "bad.wim"
+    bad.write_bytes(bytes(data))
+    out = tmp / "bad.vhdx"
+    p = w2v("apply", bad, out, "--index", "1", "--layout", "native", "--no-boot", "--size", "1G",
+            "--threads", "1", check=False)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.count("\n") == 1 and "damaged" in p.stderr and "SHA-1" in p.stderr, p.stderr
+    assert not out.exists() and not [f for f in os.listdir(tmp) if "w2v-tmp" in f]
+
+
 def test_solid_resources_are_left_to_wimlib(wims, tmp):
     """ESD-style solid resources are not planned: wimlib decompresses them itself, as before."""
     helped = _apply(wims["solid"], tmp / "s.vhdx", 2)
