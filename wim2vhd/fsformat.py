@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Union
 
 from wim2vhd import repro
 from wim2vhd.errors import (EnvironmentFault, InputError, NoSpace, ToolFailed, UsageError,
-                            from_oserror)
+                            from_errno, from_oserror)
 from wim2vhd.partition import CHS_HEADS, CHS_SECTORS, DiskLayout, Target, derived_bytes, read_table
 from wim2vhd.record import Record
 from wim2vhd.units import KiB, MiB, align_up, format_size
@@ -325,6 +325,15 @@ def _default_tmp_dir(target: Target, tmp_dir: str | os.PathLike | None) -> str:
     return tempfile.gettempdir()
 
 
+def _nearly_full(directory: str) -> bool:
+    """Less than a mebibyte free for us in the file system that holds directory."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < MiB
+
+
 class _TempVolume:
     """A sparse temporary file of exactly ``size`` bytes, removed on exit."""
 
@@ -351,8 +360,15 @@ class _TempVolume:
             except FileNotFoundError:
                 pass
 
-    def __exit__(self, *exc: Any) -> None:
-        self._remove()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            # mkfs.fat and mkntfs say only that a write failed ("failed whilst writing FAT"), not
+            # why: when the file system holding the volume is full, that is the reason to report.
+            if isinstance(exc, ToolFailed) and _nearly_full(self.tmp_dir):
+                raise from_errno(errno.ENOSPC, f"{exc.tool} could not write the temporary {self.kind.upper()} "
+                                               f"volume in {self.tmp_dir}") from None
+        finally:
+            self._remove()
 
     def read(self, offset: int, n: int) -> bytes:
         with open(self.path, "rb") as f:
