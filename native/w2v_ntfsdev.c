@@ -345,12 +345,14 @@ static int install_compact(void)
 {
 	if (compact_state)
 		return compact_state;
+	/* Save the original before the slot points at the wrapper: a thread that
+	 * enters the wrapper right after the patch must find it set. */
+	orig_cluster_alloc = ntfs_cluster_alloc;
 	if (w2v_got_patch("libntfs-3g.so", "ntfs_cluster_alloc", (void *)ntfs_cluster_alloc,
 			  (void *)compact_cluster_alloc) != 0) {
 		compact_state = -1;
 		return -1;
 	}
-	orig_cluster_alloc = ntfs_cluster_alloc;
 	compact_state = 1;
 	return 1;
 }

@@ -141,7 +141,9 @@ static int path_split(const char *path, struct w2v_path *p)
 	for (char *c = p->buf; *c; c++)
 		if (*c == '\\')
 			*c = '/';
-	for (char *tok = strtok(p->buf, "/"); tok; tok = strtok(NULL, "/")) {
+	/* strtok_r, not strtok: cffi releases the GIL, so two threads may parse at once. */
+	char *save = NULL;
+	for (char *tok = strtok_r(p->buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
 		if (!strcmp(tok, ".") || !strcmp(tok, "..")) {
 			free(p->buf);
 			note("\".\" and \"..\" are not allowed in a path");
