@@ -92,6 +92,26 @@ def _parent_locator(entries: dict[str, str]) -> bytes:
     return hdr + b"".join(table) + bytes(blob)
 
 
+def _parent_entries(parent: Disk, child_path: str) -> dict[str, str]:
+    """The VHDX parent locator's entries for a child at child_path ([MS-VHDX] 2.6.2.6.3)."""
+    return {
+        # The spec asks for "a lowercase string with enclosing braces" (its own example is in upper case);
+        # readers compare case-insensitively, as we do.
+        "parent_linkage": "{%s}" % parent.identity()["data_write_guid"].lower(),
+        # Relative to the child's directory, with "\\" and "..", as Windows resolves it first.
+        "relative_path": relative_win_path(parent.path, child_path),
+        # absolute_win32_path and volume_path are left out: on Linux there is no Windows path to give
+        # (a POSIX path with its slashes turned is not one), and relative_path suffices.
+    }
+
+
+def relative_win_path(target: str, child_path: str) -> str:
+    """target relative to child_path's directory, as a Windows path (".\\name", "..\\dir\\name")."""
+    rel = os.path.relpath(os.path.abspath(target), os.path.dirname(os.path.abspath(child_path)))
+    rel = rel.replace("/", "\\")
+    return rel if rel.startswith("..") else ".\\" + rel
+
+
 def _parse_parent_locator(raw: bytes, path: str) -> dict[str, str]:
     h = L.PARENT_LOCATOR_HEADER.parse(raw)
     if _guid(h["locator_type"]) != L.PARENT_LOCATOR_TYPE_VHDX:
@@ -136,23 +156,15 @@ class VhdxDisk(Disk):
         items = [
             (L.META_FILE_PARAMETERS,
              L.FILE_PARAMETERS.pack({"block_size": block_size,
-                                     "flags": flags | (L.FP_HAS_PARENT if differencing else 0)}),
-             L.META_IS_REQUIRED),
-            (L.META_VIRTUAL_DISK_SIZE, size.to_bytes(8, "little"), L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
-            (L.META_LOGICAL_SECTOR_SIZE, sector_size.to_bytes(4, "little"),
-             L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
-            (L.META_PHYSICAL_SECTOR_SIZE, physical_sector_size.to_bytes(4, "little"),
-             L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
-            (L.META_VIRTUAL_DISK_ID, disk_id or repro.uuid_for("vhdx-disk-id").bytes_le, L.META_IS_VIRTUAL_DISK | L.META_IS_REQUIRED),
+                                     "flags": flags | (L.FP_HAS_PARENT if differencing else 0)})),
+            (L.META_VIRTUAL_DISK_SIZE, size.to_bytes(8, "little")),
+            (L.META_LOGICAL_SECTOR_SIZE, sector_size.to_bytes(4, "little")),
+            (L.META_PHYSICAL_SECTOR_SIZE, physical_sector_size.to_bytes(4, "little")),
+            (L.META_VIRTUAL_DISK_ID, disk_id or repro.uuid_for("vhdx-disk-id").bytes_le),
         ]
         if differencing:
-            pname = os.path.basename(parent.path)
-            items.append((L.META_PARENT_LOCATOR, _parent_locator({
-                "parent_linkage": "{%s}" % parent.identity()["data_write_guid"],
-                # Windows tries relative_path (beside the child) first; the absolute path is the Linux one.
-                "relative_path": ".\\" + pname,
-                "absolute_win32_path": os.path.abspath(parent.path).replace("/", "\\"),
-            }), L.META_IS_REQUIRED))
+            items.append((L.META_PARENT_LOCATOR, _parent_locator(_parent_entries(parent, path))))
+        items = [(g, data, L.META_FLAGS[g]) for g, data in items]
         metadata = _metadata_region(items)
         if len(metadata) > L.METADATA_LENGTH:
             raise UsageError("VHDX metadata does not fit its region (parent path too long?)")
