@@ -188,19 +188,19 @@ def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None 
         index = wim.resolve(o.index, o.name)
         img = wim.image(index)
         size = o.size or default_size(img)
-        # Everything is checked before anything is written.
-        plan = partition.plan_layout(size, o.sector_size, o.layout, recovery_size=o.recovery_size,
-                                     mbr=o.mbr, seed=o.seed)
-        win = plan.role("windows")
-        need = ntfs_need(img)
-        if win.size < need:
-            raise NoSpace(f"image {index} ({img.name}) needs about {format_size(need)} of NTFS space, but the "
-                          f"Windows partition would be {format_size(win.size)}",
-                          hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
         pinned = reproducible_time(wim, index) if o.seed is not None else None
         # With --seed every identifier and time the run makes up is derived (wim2vhd.repro), so the
         # same image, options and seed give the same bytes.
         with repro.pinned(o.seed, pinned or 0), _fixed_ntfs_clock(pinned):
+            # Everything is checked before anything is written.
+            plan = partition.plan_layout(size, o.sector_size, o.layout, recovery_size=o.recovery_size,
+                                         mbr=o.mbr)
+            win = plan.role("windows")
+            need = ntfs_need(img)
+            if win.size < need:
+                raise NoSpace(f"image {index} ({img.name}) needs about {format_size(need)} of NTFS space, but "
+                              f"the Windows partition would be {format_size(win.size)}",
+                              hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
             if o.customize is not None:
                 o.customize.apply_to_image(wim, index)
             return _write(o, fmt, progress, wim, index, img, size, plan, win, rep, t_start)
@@ -227,7 +227,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
             with rep.stage("partition", progress):
                 partition.write_table(disk, plan)
             with rep.stage("format", progress):
-                formatted = fsformat.format_layout(disk, plan, windows_label=o.label, seed=o.seed,
+                formatted = fsformat.format_layout(disk, plan, windows_label=o.label,
                                                    tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
             with rep.stage("apply", progress):
                 with NtfsWindow(disk, win.start, win.size, compact=True) as dev:

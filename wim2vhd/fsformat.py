@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Union
 from wim2vhd import repro
 from wim2vhd.errors import (EnvironmentFault, InputError, NoSpace, ToolFailed, UsageError,
                             from_errno, from_oserror)
-from wim2vhd.partition import CHS_HEADS, CHS_SECTORS, DiskLayout, Target, derived_bytes, read_table
+from wim2vhd.partition import CHS_HEADS, CHS_SECTORS, DiskLayout, Target, read_table
 from wim2vhd.record import Record
 from wim2vhd.units import KiB, MiB, align_up, format_size
 
@@ -410,14 +410,14 @@ def _check_geometry_fields(kind: str, bs: dict[str, Any], ss: int, hidden: int) 
 
 
 def make_ntfs(target: Target, part_offset: int, part_size: int, *, label: str = "Windows",
-              cluster_size: int = 4096, sector_size: int | None = None, seed: str | None = None,
+              cluster_size: int = 4096, sector_size: int | None = None,
               tmp_dir: str | os.PathLike | None = None, target_zeroed: bool = False,
               progress: Callable[[int], None] | None = None) -> FormatResult:
     """Quick-format an NTFS volume for the partition at ``part_offset`` (bytes) of ``part_size`` bytes.
 
     The boot sector gets what Windows needs to boot from it: hidden sectors =
-    partition start, 255 heads, 63 sectors per track.  With a ``seed`` the
-    volume serial number is derived from it (otherwise mkntfs picks one).
+    partition start, 255 heads, 63 sectors per track.  In a reproducible run (wim2vhd.repro) the
+    volume serial number is derived from the seed (otherwise mkntfs picks one).
     """
     ss = _check_span(target, part_offset, part_size, sector_size)
     if cluster_size & (cluster_size - 1) or not (ss <= cluster_size <= 2 * MiB):
@@ -449,8 +449,8 @@ def make_ntfs(target: Target, part_offset: int, part_size: int, *, label: str = 
             raise EnvironmentFault("mkntfs finished but wrote no NTFS boot sector")
         _check_geometry_fields("NTFS", bs, ss, hidden)
         serial = bs["serial"]
-        if seed is not None:
-            serial = int.from_bytes(derived_bytes(seed, f"ntfs-serial:{part_offset}", 8), "little")
+        if repro.active():
+            serial = int.from_bytes(repro.derived(f"ntfs-serial:{part_offset}", 8), "little")
             _set_ntfs_serial(vol, ss, part_size, serial)
         extents = _copy_volume(target, vol, part_offset, target_zeroed, progress)
     return FormatResult("ntfs", part_offset, part_size, label, serial, cluster_size, extents)
@@ -660,7 +660,7 @@ def read_fat32_boot(target: Target, part_offset: int) -> dict[str, Any] | None:
 def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str = "SYSTEM",
                files: Mapping[str, FileSource] | None = None, attributes: Mapping[str, str] | None = None,
                cluster_size: int | None = None, sector_size: int | None = None, volume_id: int | None = None,
-               seed: str | None = None, tmp_dir: str | os.PathLike | None = None, target_zeroed: bool = False,
+               tmp_dir: str | os.PathLike | None = None, target_zeroed: bool = False,
                progress: Callable[[int], None] | None = None) -> FormatResult:
     """Format the partition FAT32 and fill it with ``files``, in one go.
 
@@ -670,7 +670,7 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
     (files or directories) to FAT attribute letters, e.g. {"EFI": "hs"}.
 
     Calling it again on the same partition rebuilds the volume: the old volume
-    id is kept unless ``volume_id`` or ``seed`` says otherwise.
+    id is kept unless ``volume_id`` or a reproducible run (wim2vhd.repro) says otherwise.
     """
     ss = _check_span(target, part_offset, part_size, sector_size)
     label = _fat_label(label)
@@ -682,8 +682,8 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
         if cluster_size & (cluster_size - 1) or not (ss <= cluster_size <= 64 * KiB):
             raise UsageError(f"FAT32 cluster size {cluster_size} must be a power of two from {ss} to 64 KiB")
         spc = cluster_size // ss
-    if volume_id is None and seed is not None:
-        volume_id = int.from_bytes(derived_bytes(seed, f"fat-volume-id:{part_offset}", 4), "little")
+    if volume_id is None and repro.active():
+        volume_id = int.from_bytes(repro.derived(f"fat-volume-id:{part_offset}", 4), "little")
     if volume_id is None:
         old = read_fat32_boot(target, part_offset)
         if old is not None:
@@ -700,7 +700,7 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
         except OSError as e:
             raise from_oserror(e, "staging the ESP files") from None
         # --invariant (fixed timestamps) must come first: it resets the volume id that -i sets.
-        args = ["--invariant"] if seed is not None else []
+        args = ["--invariant"] if repro.active() else []
         args += ["-F", "32", "-S", str(ss), "-h", str(start_sector),
                 "-g", f"{HEADS}/{SECTORS_PER_TRACK}",  # LBA geometry, as Windows and fdisk use
                 "-n", label]
@@ -745,7 +745,7 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
 
 
 def rebuild_esp(target: Target, files: Mapping[str, FileSource], *, attributes: Mapping[str, str] | None = None,
-                layout: DiskLayout | None = None, label: str = "SYSTEM", seed: str | None = None,
+                layout: DiskLayout | None = None, label: str = "SYSTEM",
                 tmp_dir: str | os.PathLike | None = None) -> FormatResult:
     """Re-make the disk's ESP with exactly ``files`` (e.g. at the boot stage, after the NTFS apply).
 
@@ -757,14 +757,14 @@ def rebuild_esp(target: Target, files: Mapping[str, FileSource], *, attributes: 
     if esp is None:
         raise UsageError("the disk has no EFI system partition to fill: use the uefi layout")
     return make_fat32(target, esp.start, esp.size, label=label, files=files, attributes=attributes,
-                      seed=seed, tmp_dir=tmp_dir, target_zeroed=False)
+                      tmp_dir=tmp_dir, target_zeroed=False)
 
 
 def format_layout(target: Target, layout: DiskLayout, *, windows_label: str = "Windows",
                   recovery_label: str = "Recovery", esp_label: str = "SYSTEM",
                   esp_files: Mapping[str, FileSource] | None = None,
                   esp_attributes: Mapping[str, str] | None = None, cluster_size: int = 4096,
-                  seed: str | None = None, tmp_dir: str | os.PathLike | None = None,
+                  tmp_dir: str | os.PathLike | None = None,
                   target_zeroed: bool = False) -> dict[int, FormatResult]:
     """Format every partition of a planned layout that has a file system; {partition number: result}."""
     out: dict[int, FormatResult] = {}
@@ -772,10 +772,10 @@ def format_layout(target: Target, layout: DiskLayout, *, windows_label: str = "W
         if p.fs == "ntfs":
             lab = recovery_label if p.role == "recovery" else windows_label
             out[p.number] = make_ntfs(target, p.start, p.size, label=lab, cluster_size=cluster_size,
-                                      seed=seed, tmp_dir=tmp_dir, target_zeroed=target_zeroed)
+                                      tmp_dir=tmp_dir, target_zeroed=target_zeroed)
         elif p.fs == "fat32":
             out[p.number] = make_fat32(target, p.start, p.size, label=esp_label, files=esp_files,
-                                       attributes=esp_attributes, seed=seed, tmp_dir=tmp_dir,
+                                       attributes=esp_attributes, tmp_dir=tmp_dir,
                                        target_zeroed=target_zeroed)
     return out
 

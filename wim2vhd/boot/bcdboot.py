@@ -151,7 +151,7 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
         esp_files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
         esp_files["EFI/Microsoft/Boot/BCD"] = bcd
         esp_files["EFI/Boot/bootx64.efi"] = efi["bootmgfw.efi"]  # the removable-media fallback path
-        fsformat.rebuild_esp(disk, esp_files, layout=plan, seed=o.seed, tmp_dir=tmp_dir)
+        fsformat.rebuild_esp(disk, esp_files, layout=plan, tmp_dir=tmp_dir)
         files = len(esp_files)
     else:
         from wim2vhd.boot.biosboot import install_bios_boot
