@@ -84,7 +84,7 @@ def test_capture_from_a_differencing_child(fixture_wim, applied, tmp):
     """The child's own blocks win over its parent's: a file written into the child (through wim2vhd's
     NTFS layer) is captured from it, and the parent still captures as the source."""
     from wim2vhd import partition
-    from wim2vhd.apply import NtfsWindow
+    from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.disk import open_disk
     from wim2vhd.ntfs import NtfsVolume
     child = tmp / "child.vhdx"

@@ -15,8 +15,8 @@ from tests.conftest import leftovers, run, sfdisk, to_raw, w2v
 from tests.test_apply import _stream_ids
 from wim2vhd import regfile
 from wim2vhd.errors import InputError, UsageError
-from wim2vhd.ntfs import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,
-                          SecurityDescriptor)
+from wim2vhd.security import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,
+                              SecurityDescriptor)
 
 CONFIG = "/Windows/System32/config"
 

@@ -249,7 +249,7 @@ class Customizations:
     # -- hook 2: right after extraction ----------------------------------------------------------------------
     def apply_to_volume(self, disk, win) -> None:
         """Write the files and the edited hives into the Windows partition `win` of `disk`."""
-        from wim2vhd.apply import NtfsWindow
+        from wim2vhd.ntfs import NtfsWindow
         from wim2vhd.ntfs import NtfsVolume
         self.validate()
         prepared = self._prepared

@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from wim2vhd import fsformat, repro
+from wim2vhd import fs, repro
 from wim2vhd.errors import EnvironmentFault, InputError, NoSpace, ToolFailed, UsageError
-from wim2vhd.fsformat import (data_extents, format_layout, make_fat32, make_ntfs, read_fat32_boot,
-                              read_ntfs_boot, rebuild_esp)
+from wim2vhd.fs import (data_extents, format_layout, make_fat32, make_ntfs, read_fat32_boot,
+                        read_ntfs_boot, rebuild_esp)
 from wim2vhd.partition import RawFileTarget, plan_layout, write_table
 
 from tests.support import seeded
@@ -357,7 +357,7 @@ def _path_with(tmp_path, *tools) -> str:
     b = tmp_path / "bin"
     b.mkdir(exist_ok=True)
     for tool in tools:
-        os.symlink(fsformat.find_tool(tool), b / tool)
+        os.symlink(fs.find_tool(tool), b / tool)
     return str(b)
 
 
@@ -370,7 +370,7 @@ def test_missing_tool_names_the_package(tmp_path, tmpd, monkeypatch, present, mi
     t, L = new_disk(tmp_path, 1 * GiB)
     bin_dir = _path_with(tmp_path, *present)
     monkeypatch.setenv("PATH", bin_dir)
-    monkeypatch.setattr(fsformat, "_SBIN", ())
+    monkeypatch.setattr(fs.tools, "_SBIN", ())
     p = L.role("windows" if missing == "mkntfs" else "esp")
     with pytest.raises(EnvironmentFault, match=f"{missing} not found: install the Debian package {pkg}"):
         if missing == "mkntfs":
