@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from wim2vhd.boot.devices import decode_device
-from wim2vhd.boot.hive import Hive, Value
+from wim2vhd.registry.hive import Hive, Value
 from wim2vhd.cli import main
 
 try:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wim2vhd.boot.hive import Hive, RegType, Value, decode_multi_sz, encode_multi_sz
-from wim2vhd.boot.regf import empty_hive
+from wim2vhd.registry.hive import Hive, RegType, Value, decode_multi_sz, encode_multi_sz
+from wim2vhd.registry.regf import empty_hive
 from wim2vhd.errors import CorruptInput, InputError, InternalError
 
 try:

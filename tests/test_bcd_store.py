@@ -16,7 +16,7 @@ from wim2vhd.boot.bcd import (BcdStore, RawValue, add_vhd_entry, create_store_fi
                               normalize_windows_path, parse_object_id, render_text)
 from wim2vhd.boot.devices import Boot, GptPartition, MbrPartition, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E
-from wim2vhd.boot.hive import Hive, RegType, Value
+from wim2vhd.registry.hive import Hive, RegType, Value
 from wim2vhd.errors import (CorruptInput, InputError, InternalError, OutputExists, UnsupportedInput,
                             UsageError)
 

@@ -13,7 +13,7 @@ from hypothesis import example, given, settings, strategies as st
 from fixtures.wimdir import wimdir_detailed
 from tests.conftest import leftovers, run, sfdisk, to_raw, w2v
 from tests.test_apply import _stream_ids
-from wim2vhd import regfile
+from wim2vhd.registry import regfile
 from wim2vhd.errors import InputError, UsageError
 from wim2vhd.security import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,
                               SecurityDescriptor)

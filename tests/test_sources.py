@@ -15,7 +15,7 @@ from fixtures.wimdir import wimdir_detailed
 from tests.conftest import leftovers, run, w2v
 from tests.test_apply import _stream_ids
 from tests.test_customize import _fails, hive_out, hivexget, ntfs_partition, ntfsls
-from wim2vhd import iso
+from wim2vhd.wim import iso
 from wim2vhd.errors import InputError, UnsupportedInput
 
 APPLY = ["--size", "1G", "--layout", "native", "--no-boot", "--seed", "sources"]

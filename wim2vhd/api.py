@@ -158,9 +158,9 @@ def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
 @contextlib.contextmanager
 def _source(image: str, *, temp_dir: str | None = None, metadata_only: bool = False):
     """(path wimlib opens, path inside the ISO or None): a Windows ISO's install.wim/esd comes through
-    wim2vhd.iso as a temporary copy (removed when the block ends); anything else is passed on."""
+    wim2vhd.wim.iso as a temporary copy (removed when the block ends); anything else is passed on."""
     if os.fspath(image).lower().endswith(".iso"):
-        from wim2vhd import iso
+        from wim2vhd.wim import iso
         found = iso.find_install_image(image)
         with iso.install_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as p:
             yield p, found.path

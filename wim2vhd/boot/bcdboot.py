@@ -24,7 +24,7 @@ from typing import Any
 from wim2vhd.boot import devices as dv
 from wim2vhd.boot.bcd import BcdStore
 from wim2vhd.boot.elements import E
-from wim2vhd.boot.hive import Value
+from wim2vhd.registry.hive import Value
 from wim2vhd.errors import InputError
 
 BOOT = "Windows\\Boot"
