@@ -233,6 +233,32 @@ static int close_inode(ntfs_inode *ni, int rc)
 	return rc;
 }
 
+/* What an entry point does to the one inode its path names: a negative errno, or a result >= 0. */
+typedef int64_t (*inode_fn)(w2v_ntfsvol *v, ntfs_inode *ni, void *arg);
+
+/* The frame of every entry point that works on one existing path: capture libntfs-3g's log, refuse
+ * a change to a read-only volume, open the path, run fn, and close the inode (a failure to close
+ * is the result when fn succeeded). */
+static int64_t on_inode(w2v_ntfsvol *v, const char *path, int change, inode_fn fn, void *arg)
+{
+	begin();
+	if (change)
+		WRITABLE(v);
+	int rc;
+	ntfs_inode *ni = open_path(v, path, &rc);
+	if (!ni)
+		return rc;
+	int64_t r = fn(v, ni, arg);
+	rc = close_inode(ni, r < 0 ? (int)r : 0);
+	return rc ? rc : r;
+}
+
+/* A caller's buffer, for the entry points that read or write one. */
+struct w2v_buf {
+	void *p;
+	size_t n;
+};
+
 static int is_dir(ntfs_inode *ni)
 {
 	return (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) != 0;
@@ -378,13 +404,11 @@ static int count_names_and_streams(ntfs_inode *ni, struct w2v_ntfs_info *out)
 	return 0;
 }
 
-int w2v_ntfsvol_stat(w2v_ntfsvol *v, const char *path, struct w2v_ntfs_info *out)
+static int64_t stat_inode(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
 {
-	begin();
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
+	(void)v;
+	struct w2v_ntfs_info *out = arg;
+	int rc = 0;
 	memset(out, 0, sizeof(*out));
 	out->mft_no = ni->mft_no;
 	out->is_dir = is_dir(ni);
@@ -419,7 +443,13 @@ int w2v_ntfsvol_stat(w2v_ntfsvol *v, const char *path, struct w2v_ntfs_info *out
 		}
 		free(rp);
 	}
-	return close_inode(ni, rc);
+	return rc;
+}
+
+int w2v_ntfsvol_stat(w2v_ntfsvol *v, const char *path, struct w2v_ntfs_info *out)
+{
+	return (int)on_inode(v, path, 0, stat_inode, out);
+
 }
 
 /* ---- directories ------------------------------------------------------------ */
@@ -704,173 +734,179 @@ int w2v_ntfsvol_write(w2v_ntfsvol *v, const char *path, const char *stream,
 	return close_inode(ni, rc);
 }
 
-int64_t w2v_ntfsvol_read(w2v_ntfsvol *v, const char *path, const char *stream,
-			 void *buf, uint64_t len, uint64_t offset)
+struct w2v_read {
+	const char *stream;
+	void *buf;
+	uint64_t len, offset;
+};
+
+static int64_t read_stream(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
 {
-	begin();
+	(void)v;
+	struct w2v_read *r = arg;
 	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	ntfs_attr *na = open_stream(ni, stream, 0, &rc);
+	ntfs_attr *na = open_stream(ni, r->stream, 0, &rc);
 	if (!na)
-		return close_inode(ni, rc);
+		return rc;
 	int64_t done = 0;
-	if (offset < (uint64_t)na->data_size) {
-		uint64_t want = (uint64_t)na->data_size - offset;
-		if (want > len)
-			want = len;
+	if (r->offset < (uint64_t)na->data_size) {
+		uint64_t want = (uint64_t)na->data_size - r->offset;
+		if (want > r->len)
+			want = r->len;
 		while ((uint64_t)done < want) {
-			s64 n = ntfs_attr_pread(na, offset + done, want - done, (char *)buf + done);
+			s64 n = ntfs_attr_pread(na, r->offset + done, want - done, (char *)r->buf + done);
 			if (n <= 0) {
-				rc = n < 0 ? fail() : -EIO;
+				done = n < 0 ? fail() : -EIO;
 				break;
 			}
 			done += n;
 		}
 	}
 	ntfs_attr_close(na);
-	rc = close_inode(ni, rc);
-	return rc ? rc : done;
+	return done;
+}
+
+int64_t w2v_ntfsvol_read(w2v_ntfsvol *v, const char *path, const char *stream,
+			 void *buf, uint64_t len, uint64_t offset)
+{
+	struct w2v_read r = { stream, buf, len, offset };
+	return on_inode(v, path, 0, read_stream, &r);
+}
+
+static int64_t stream_size(w2v_ntfsvol *v, ntfs_inode *ni, void *stream)
+{
+	(void)v;
+	int rc;
+	ntfs_attr *na = open_stream(ni, stream, 0, &rc);
+	if (!na)
+		return rc;
+	int64_t size = na->data_size;
+	ntfs_attr_close(na);
+	return size;
 }
 
 int64_t w2v_ntfsvol_stream_size(w2v_ntfsvol *v, const char *path, const char *stream)
 {
-	begin();
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	ntfs_attr *na = open_stream(ni, stream, 0, &rc);
-	if (!na)
-		return close_inode(ni, rc);
-	int64_t size = na->data_size;
-	ntfs_attr_close(na);
-	rc = close_inode(ni, rc);
-	return rc ? rc : size;
+	return on_inode(v, path, 0, stream_size, (void *)stream);
+}
+
+static int64_t remove_stream(w2v_ntfsvol *v, ntfs_inode *ni, void *stream)
+{
+	(void)v;
+	ntfschar *u;
+	int ulen;
+	int rc = stream_name(stream, &u, &ulen);
+	if (!rc && ntfs_attr_remove(ni, AT_DATA, u, ulen))
+		rc = fail();
+	free(u);
+	return rc;
 }
 
 int w2v_ntfsvol_remove_stream(w2v_ntfsvol *v, const char *path, const char *stream)
 {
-	begin();
-	WRITABLE(v);
 	if (!stream || !*stream) {
+		begin();
 		note("only a named stream can be removed");
 		return -EINVAL;
 	}
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	ntfschar *u;
-	int ulen;
-	rc = stream_name(stream, &u, &ulen);
-	if (!rc && ntfs_attr_remove(ni, AT_DATA, u, ulen))
-		rc = fail();
-	free(u);
-	return close_inode(ni, rc);
+	return (int)on_inode(v, path, 1, remove_stream, (void *)stream);
 }
 
 /* ---- metadata ------------------------------------------------------------------ */
 
-int w2v_ntfsvol_get_attributes(w2v_ntfsvol *v, const char *path, uint32_t *out)
+static int64_t get_attributes(w2v_ntfsvol *v, ntfs_inode *ni, void *out)
 {
-	begin();
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
+	(void)v;
 	le32 attr;
 	if (ntfs_get_ntfs_attrib(ni, (char *)&attr, sizeof(attr)) < 0)
-		rc = fail();
-	else
-		*out = le32_to_cpu(attr);
-	return close_inode(ni, rc);
+		return fail();
+	*(uint32_t *)out = le32_to_cpu(attr);
+	return 0;
+}
+
+int w2v_ntfsvol_get_attributes(w2v_ntfsvol *v, const char *path, uint32_t *out)
+{
+	return (int)on_inode(v, path, 0, get_attributes, out);
+}
+
+static int64_t set_attributes(w2v_ntfsvol *v, ntfs_inode *ni, void *attributes)
+{
+	(void)v;
+	le32 attr = cpu_to_le32(*(uint32_t *)attributes);
+	return ntfs_set_ntfs_attrib(ni, (const char *)&attr, sizeof(attr), 0) ? fail() : 0;
 }
 
 int w2v_ntfsvol_set_attributes(w2v_ntfsvol *v, const char *path, uint32_t attributes)
 {
-	begin();
-	WRITABLE(v);
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	le32 attr = cpu_to_le32(attributes);
-	if (ntfs_set_ntfs_attrib(ni, (const char *)&attr, sizeof(attr), 0))
-		rc = fail();
-	return close_inode(ni, rc);
+	return (int)on_inode(v, path, 1, set_attributes, &attributes);
+}
+
+static int64_t get_security(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
+{
+	struct w2v_buf *b = arg;
+	int n = ntfs_get_ntfs_acl(&v->scx, ni, b->p, b->n);
+	return n == 0 ? -ENODATA : n;
 }
 
 int w2v_ntfsvol_get_security(w2v_ntfsvol *v, const char *path, void *buf, size_t size)
 {
-	begin();
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	int n = ntfs_get_ntfs_acl(&v->scx, ni, buf, size);
-	if (n < 0)
-		rc = n;
-	else if (n == 0)
-		rc = -ENODATA;
-	rc = close_inode(ni, rc);
-	return rc ? rc : n;
+	struct w2v_buf b = { buf, size };
+	return (int)on_inode(v, path, 0, get_security, &b);
+}
+
+static int64_t set_security(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
+{
+	struct w2v_buf *b = arg;
+	if (!ntfs_set_ntfs_acl(&v->scx, ni, b->p, b->n, 0))
+		return 0;
+	int rc = fail();
+	if (rc == -EINVAL)
+		note("not a valid self-relative security descriptor");
+	return rc;
 }
 
 int w2v_ntfsvol_set_security(w2v_ntfsvol *v, const char *path, const void *sd, size_t size)
 {
-	begin();
-	WRITABLE(v);
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	if (ntfs_set_ntfs_acl(&v->scx, ni, sd, size, 0)) {
-		rc = fail();
-		if (rc == -EINVAL)
-			note("not a valid self-relative security descriptor");
-	}
-	return close_inode(ni, rc);
+	struct w2v_buf b = { (void *)sd, size };
+	return (int)on_inode(v, path, 1, set_security, &b);
+}
+
+static int64_t get_reparse(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
+{
+	(void)v;
+	struct w2v_buf *b = arg;
+	/* Returns the size; copies only when it fits. */
+	return ntfs_get_ntfs_reparse_data(ni, b->p, b->n);
 }
 
 int w2v_ntfsvol_get_reparse(w2v_ntfsvol *v, const char *path, void *buf, size_t size)
 {
-	begin();
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	/* Returns the size; copies only when it fits. */
-	int n = ntfs_get_ntfs_reparse_data(ni, buf, size);
-	rc = close_inode(ni, n < 0 ? n : 0);
-	return rc ? rc : n;
+	struct w2v_buf b = { buf, size };
+	return (int)on_inode(v, path, 0, get_reparse, &b);
+}
+
+static int64_t set_reparse(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
+{
+	(void)v;
+	struct w2v_buf *b = arg;
+	return ntfs_set_ntfs_reparse_data(ni, b->p, b->n, 0) ? fail() : 0;
 }
 
 int w2v_ntfsvol_set_reparse(w2v_ntfsvol *v, const char *path, const void *data, size_t size)
 {
-	begin();
-	WRITABLE(v);
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	if (ntfs_set_ntfs_reparse_data(ni, data, size, 0))
-		rc = fail();
-	return close_inode(ni, rc);
+	struct w2v_buf b = { (void *)data, size };
+	return (int)on_inode(v, path, 1, set_reparse, &b);
+}
+
+static int64_t remove_reparse(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
+{
+	(void)v, (void)arg;
+	return ntfs_remove_ntfs_reparse_data(ni) ? fail() : 0;
 }
 
 int w2v_ntfsvol_remove_reparse(w2v_ntfsvol *v, const char *path)
 {
-	begin();
-	WRITABLE(v);
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	if (ntfs_remove_ntfs_reparse_data(ni))
-		rc = fail();
-	return close_inode(ni, rc);
+	return (int)on_inode(v, path, 1, remove_reparse, NULL);
 }
 
 int w2v_ntfsvol_get_short_name(w2v_ntfsvol *v, const char *path, char *buf, size_t size)
@@ -931,17 +967,18 @@ static int set_times(ntfs_inode *ni, int64_t creation, int64_t write, int64_t ac
 	return 0;
 }
 
+static int64_t set_times_of(w2v_ntfsvol *v, ntfs_inode *ni, void *arg)
+{
+	(void)v;
+	const int64_t *t = arg;
+	return set_times(ni, t[0], t[1], t[2], t[3]);
+}
+
 int w2v_ntfsvol_set_times(w2v_ntfsvol *v, const char *path, int64_t creation,
 			  int64_t write, int64_t access, int64_t change)
 {
-	begin();
-	WRITABLE(v);
-	int rc;
-	ntfs_inode *ni = open_path(v, path, &rc);
-	if (!ni)
-		return rc;
-	rc = set_times(ni, creation, write, access, change);
-	return close_inode(ni, rc);
+	int64_t t[4] = { creation, write, access, change };
+	return (int)on_inode(v, path, 1, set_times_of, t);
 }
 
 int w2v_ntfsvol_set_short_name(w2v_ntfsvol *v, const char *path, const char *short_name)

@@ -1,43 +1,15 @@
-import json
+"""Fixtures shared by the test modules (helpers are in tests/support.py)."""
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-W2V = os.path.join(os.path.dirname(sys.executable), "wim2vhd")
-
-
-def run(*args, check=True, **kw):
-    """Run a command, return CompletedProcess with text output."""
-    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{args[0]} failed ({p.returncode}): {p.stderr}\n{p.stdout}")
-    return p
-
-
-def w2v(*args, check=True, **kw):
-    """Run the installed wim2vhd console script."""
-    return run(W2V, *args, check=check, **kw)
-
+from tests.support import NOBODY, W2V
 
 @pytest.fixture
 def tmp(tmp_path):
     return tmp_path
-
-
-def leftovers(directory):
-    """Temporary files wim2vhd may have left behind."""
-    return [n for n in os.listdir(directory) if ".w2v-tmp" in n]
-
-
-def have(tool):
-    return shutil.which(tool) is not None
-
-
-NOBODY = 65534
 
 
 @pytest.fixture
@@ -69,9 +41,6 @@ def nobody():
         shutil.rmtree(d, ignore_errors=True)
 
 
-MiB = 1 << 20
-
-
 @pytest.fixture(scope="session")
 def fixture_wim(tmp_path_factory):
     """The fixture WIM with the probe boot programs (fixtures/probes) as bootmgfw.efi and bootmgr,
@@ -84,24 +53,3 @@ def fixture_wim(tmp_path_factory):
         return str(build_fixture_wim(d / "fixture.wim", bootmgfw_efi=efi.read(), bootmgr_pcat=pcat.read()))
 
 
-def to_raw(disk, tmp):
-    raw = tmp / (os.path.basename(disk) + ".raw")
-    fmt = {".vhd": "vpc", ".vhdx": "vhdx"}.get(os.path.splitext(disk)[1], "raw")
-    run("qemu-img", "convert", "-f", fmt, "-O", "raw", disk, raw)
-    return raw
-
-
-def extract_partition(raw, part, tmp, name):
-    out = tmp / name
-    with open(raw, "rb") as f, open(out, "wb") as g:
-        f.seek(part["start"] * 512)
-        left = part["size"] * 512
-        while left:
-            b = f.read(min(left, 8 * MiB))
-            g.write(b)
-            left -= len(b)
-    return out
-
-
-def sfdisk(raw):
-    return json.loads(run("sfdisk", "--json", raw).stdout)["partitiontable"]

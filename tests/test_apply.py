@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.conftest import NOBODY, W2V, extract_partition, leftovers, run, sfdisk, to_raw, w2v
+from tests.support import (NOBODY, W2V, extract_partition, fails, leftovers, run, sfdisk, stream_ids, to_raw,
+                           w2v)
 
 def test_info_lists_both_editions(fixture_wim):
     out = json.loads(w2v("info", fixture_wim, "--json").stdout)
@@ -48,10 +49,6 @@ def test_apply_uefi_checked_by_real_readers(fixture_wim, tmp, ext, kind):
     assert res["layout"]["disk_guid"] == pt["id"].lower()
 
 
-def _stream_ids(streams):
-    return {name: (f.get("Hash"), f.get("Uncompressed size")) for name, f in streams.items()}
-
-
 def test_metadata_round_trip(fixture_wim, tmp):
     """Capture the applied volume with wimlib (NTFS-3G mode) and compare wimdir --detailed, file by file."""
     from fixtures.wimdir import link_groups, wimdir_detailed
@@ -72,7 +69,7 @@ def test_metadata_round_trip(fixture_wim, tmp):
             if k in ignore:
                 continue
             if k == "streams":  # compare the data, not where it sits in each WIM
-                v, bv = _stream_ids(v), _stream_ids(b.get(k, {}))
+                v, bv = stream_ids(v), stream_ids(b.get(k, {}))
                 assert bv == v, f"{path}: streams {v} != {bv}"
                 continue
             assert b.get(k) == v, f"{path}: {k}: {v!r} != {b.get(k)!r}"
@@ -113,30 +110,22 @@ def test_capture_back_through_native_layer(fixture_wim, tmp):
     a, b = wimdir_detailed(fixture_wim, 1), wimdir_detailed(str(tmp / "cap.wim"), 1)
     for path, e in a.items():
         assert b[path].get("Security Descriptor") == e.get("Security Descriptor"), path
-        assert _stream_ids(b[path]["streams"]) == _stream_ids(e["streams"]), path
+        assert stream_ids(b[path]["streams"]) == stream_ids(e["streams"]), path
 
 
 # ---- bad input and interruption -----------------------------------------------
 
-def _fails(args, code, words, tmp, out):
-    p = w2v(*args, check=False)
-    assert p.returncode == code, p.stderr
-    assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0, p.stderr
-    assert words in p.stderr, p.stderr
-    assert not os.path.exists(out) and not leftovers(tmp)
-
-
 def test_bad_inputs(fixture_wim, tmp):
     out = tmp / "o.vhdx"
-    _fails(["apply", fixture_wim, out, "--index", "7"], 3, "images: 1:", tmp, out)
-    _fails(["apply", fixture_wim, out, "--name", "nope"], 3, "no image named", tmp, out)
-    _fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 4, "", tmp, out)
+    fails(["apply", fixture_wim, out, "--index", "7"], 3, "images: 1:", tmp, out)
+    fails(["apply", fixture_wim, out, "--name", "nope"], 3, "no image named", tmp, out)
+    fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 4, "", tmp, out)
     data = open(fixture_wim, "rb").read()
     (tmp / "trunc.wim").write_bytes(data[:len(data) // 2])
-    _fails(["apply", tmp / "trunc.wim", out, "--index", "1", "--size", "2G"], 3, "trunc.wim", tmp, out)
+    fails(["apply", tmp / "trunc.wim", out, "--index", "1", "--size", "2G"], 3, "trunc.wim", tmp, out)
     (tmp / "junk.wim").write_bytes(b"this is not a wim" * 100)
-    _fails(["apply", tmp / "junk.wim", out], 3, "", tmp, out)
-    _fails(["apply", tmp / "missing.wim", out], 3, "no such file", tmp, out)
+    fails(["apply", tmp / "junk.wim", out], 3, "", tmp, out)
+    fails(["apply", tmp / "missing.wim", out], 3, "no such file", tmp, out)
     out.write_bytes(b"keep me")
     p = w2v("apply", fixture_wim, out, "--index", "1", check=False)
     assert p.returncode == 4 and "--force" in p.stderr and out.read_bytes() == b"keep me"

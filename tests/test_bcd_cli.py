@@ -11,13 +11,10 @@ from pathlib import Path
 import pytest
 
 from wim2vhd.boot.devices import decode_device
-from wim2vhd.boot.hive import Hive, Value
+from wim2vhd.registry.hive import Hive, Value
 from wim2vhd.cli import main
 
-try:
-    from test_bcd_helpers import ref, ref_copy, regipy_store, sha
-except ImportError:  # tests run as a package
-    from tests.test_bcd_helpers import ref, ref_copy, regipy_store, sha
+from tests.support import ref, ref_copy, regipy_store, sha
 
 BOOTMGR = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}"
 GUID_RE = re.compile(r"^\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}$")

@@ -12,12 +12,9 @@ from wim2vhd.boot import elements as el
 from wim2vhd.boot.bcd import BcdStore, PaddedStr, RawValue, decode_element, encode_element, format_value
 from wim2vhd.boot.devices import (Boot, File, GptPartition, Locate, MbrPartition, Ramdisk, RawDevice, Vhd,
                                   VirtualDisk, decode_device, encode_device, parse_device, parse_host)
-from wim2vhd.boot.hive import RegType, Value
+from wim2vhd.registry.hive import RegType, Value
 
-try:
-    from test_bcd_helpers import REF_STORES, ref, regipy_store
-except ImportError:  # tests run as a package
-    from tests.test_bcd_helpers import REF_STORES, ref, regipy_store
+from tests.support import REF_STORES, ref, regipy_store
 
 REG_TYPES = {"REG_SZ": RegType.SZ, "REG_BINARY": RegType.BINARY, "REG_MULTI_SZ": RegType.MULTI_SZ,
              "REG_DWORD": RegType.DWORD}

@@ -10,14 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wim2vhd.boot.hive import Hive, RegType, Value, decode_multi_sz, encode_multi_sz
-from wim2vhd.boot.regf import empty_hive
+from wim2vhd.registry.hive import Hive, RegType, Value, decode_multi_sz, encode_multi_sz
+from wim2vhd.registry.regf import empty_hive
 from wim2vhd.errors import CorruptInput, InputError, InternalError
 
-try:
-    from test_bcd_helpers import ref, regipy_values, sha
-except ImportError:  # tests run as a package
-    from tests.test_bcd_helpers import ref, regipy_values, sha
+from tests.support import ref, regipy_values, sha
 
 
 def hivexml(path) -> ET.Element:

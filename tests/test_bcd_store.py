@@ -16,14 +16,11 @@ from wim2vhd.boot.bcd import (BcdStore, RawValue, add_vhd_entry, create_store_fi
                               normalize_windows_path, parse_object_id, render_text)
 from wim2vhd.boot.devices import Boot, GptPartition, MbrPartition, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E
-from wim2vhd.boot.hive import Hive, RegType, Value
+from wim2vhd.registry.hive import Hive, RegType, Value
 from wim2vhd.errors import (CorruptInput, InputError, InternalError, OutputExists, UnsupportedInput,
                             UsageError)
 
-try:
-    from test_bcd_helpers import ref, ref_copy, regipy_store, regipy_values, sha
-except ImportError:  # tests run as a package
-    from tests.test_bcd_helpers import ref, ref_copy, regipy_store, regipy_values, sha
+from tests.support import ref, ref_copy, regipy_store, regipy_values, sha
 
 BOOTMGR = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}"
 FWBOOTMGR = "{a5a30fa2-3d06-4e9f-b5f4-a01df9d1fcba}"

@@ -5,7 +5,7 @@ The booting itself is checked in QEMU with SeaBIOS (tests/test_qemu_boot.py)."""
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.conftest import leftovers, sfdisk, to_raw, w2v
+from tests.support import leftovers, sfdisk, to_raw, w2v
 
 from wim2vhd.boot import biosboot
 from wim2vhd.errors import UsageError

@@ -6,9 +6,8 @@ import uuid
 
 import pytest
 
-from tests.conftest import extract_partition, run, sfdisk, to_raw, w2v
+from tests.support import extract_partition, leftovers, regipy_store, run, sfdisk, to_raw, w2v
 
-from tests.test_bcd_helpers import regipy_store
 
 LOADER = 0x10200003
 
@@ -104,7 +103,6 @@ def test_bios_files_in_ntfs(fixture_wim, tmp):
 def test_damaged_bcd_template(tmp, template):
     """A damaged BCD-Template in the image: a one-line error naming it, exit 3, no disk left."""
     from fixtures.build import build_fixture_wim
-    from tests.conftest import leftovers
     wim = build_fixture_wim(tmp / "bad.wim", overrides={"Windows/System32/config/BCD-Template": template})
     out = tmp / "o.vhdx"
     p = w2v("apply", wim, out, "--index", "1", "--size", "1G", check=False)

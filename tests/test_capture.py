@@ -6,9 +6,7 @@ import os
 import pytest
 
 from fixtures.wimdir import link_groups, wimdir_detailed
-from tests.conftest import NOBODY, leftovers, run, w2v
-from tests.test_apply import _stream_ids
-from tests.test_customize import _fails, ntfs_partition
+from tests.support import NOBODY, fails, leftovers, ntfs_partition, run, stream_ids, w2v
 
 APPLY = ["--size", "1G", "--no-boot", "--seed", "capture"]
 IGNORE = {"Index", "Subdir Count", "Link Group ID"}  # bookkeeping of one WIM; link groups compared apart
@@ -29,7 +27,7 @@ def assert_same_tree(src, back, extra=()):
             if k in IGNORE:
                 continue
             if k == "streams":
-                assert _stream_ids(b.get(k, {})) == _stream_ids(v), f"{path}: streams"
+                assert stream_ids(b.get(k, {})) == stream_ids(v), f"{path}: streams"
                 continue
             assert b.get(k) == v, f"{path}: {k}: {v!r} != {b.get(k)!r}"
     assert link_groups(src) == link_groups({p: e for p, e in back.items() if p in src}) and link_groups(src)
@@ -84,7 +82,7 @@ def test_capture_from_a_differencing_child(fixture_wim, applied, tmp):
     """The child's own blocks win over its parent's: a file written into the child (through wim2vhd's
     NTFS layer) is captured from it, and the parent still captures as the source."""
     from wim2vhd import partition
-    from wim2vhd.apply import NtfsWindow
+    from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.disk import open_disk
     from wim2vhd.ntfs import NtfsVolume
     child = tmp / "child.vhdx"
@@ -178,7 +176,7 @@ def test_append(fixture_wim, grown, tmp, kind):
     assert set(back) - set(src) - {p for p in back if p.startswith("/System Volume Information")} == {"/new.bin"}
     for path, e in src.items():
         assert back[path].get("Security Descriptor") == e.get("Security Descriptor"), path
-        assert _stream_ids(back[path]["streams"]) == _stream_ids(e["streams"]), path
+        assert stream_ids(back[path]["streams"]) == stream_ids(e["streams"]), path
     run("wimextract", out, "3", "/new.bin", f"--dest-dir={tmp}")
     assert (tmp / "new.bin").read_bytes() == grown["data"]
     # an ESD stays solid: the new data went into a solid resource too
@@ -189,21 +187,21 @@ def test_append(fixture_wim, grown, tmp, kind):
 
 def test_bad_inputs(fixture_wim, applied, tmp):
     disk, out = applied["disk"], tmp / "o.wim"
-    _fails(["capture", tmp / "missing.vhdx", out], 3, "no such file", tmp, out)
-    _fails(["capture", fixture_wim, out], 3, "no partition table", tmp, out)
-    _fails(["capture", disk, out, "--partition", "9"], 2, "has no partition 9; it has 1, 2, 3", tmp, out)
-    _fails(["capture", disk, out, "--partition", "1"], 3, "partition 1 of", tmp, out)  # the ESP: FAT
-    _fails(["capture", disk, out, "--partition", "2"], 3, "does not hold NTFS", tmp, out)  # MSR: nothing
-    _fails(["capture", disk, out, "--compress", "zip"], 2, "--compress must be one of", tmp, out)
-    _fails(["capture", disk, out, "--name", " "], 2, "--name must not be empty", tmp, out)
-    _fails(["capture", disk, out, "--append"], 3, "does not exist", tmp, out)
-    _fails(["capture", disk, tmp / "no" / "o.wim"], 4, "does not exist", tmp, out)
+    fails(["capture", tmp / "missing.vhdx", out], 3, "no such file", tmp, out)
+    fails(["capture", fixture_wim, out], 3, "no partition table", tmp, out)
+    fails(["capture", disk, out, "--partition", "9"], 2, "has no partition 9; it has 1, 2, 3", tmp, out)
+    fails(["capture", disk, out, "--partition", "1"], 3, "partition 1 of", tmp, out)  # the ESP: FAT
+    fails(["capture", disk, out, "--partition", "2"], 3, "does not hold NTFS", tmp, out)  # MSR: nothing
+    fails(["capture", disk, out, "--compress", "zip"], 2, "--compress must be one of", tmp, out)
+    fails(["capture", disk, out, "--name", " "], 2, "--name must not be empty", tmp, out)
+    fails(["capture", disk, out, "--append"], 3, "does not exist", tmp, out)
+    fails(["capture", disk, tmp / "no" / "o.wim"], 4, "does not exist", tmp, out)
     # a disk whose NTFS volume holds no \Windows: found automatically only when there is one
     (tmp / "data").mkdir()
     (tmp / "data" / "readme.txt").write_bytes(b"data only")
     run("wimcapture", tmp / "data", tmp / "data.wim", "data")
     w2v("apply", tmp / "data.wim", tmp / "data.vhdx", "--layout", "native", "--size", "1G", "--no-boot")
-    _fails(["capture", tmp / "data.vhdx", out], 3, "no NTFS partition holds \\Windows", tmp, out)
+    fails(["capture", tmp / "data.vhdx", out], 3, "no NTFS partition holds \\Windows", tmp, out)
     # which --partition N captures: named after the disk, as wimlib found no Windows in it
     assert capture(tmp / "data.vhdx", tmp / "data2.wim", "--partition", "1")["image"]["name"] == "data partition 1"
     # the output exists: kept as it was

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import W2V, w2v
+from tests.support import W2V, w2v
 
 
 COMMANDS = [["info"], ["apply"], ["capture"], ["disk", "create"], ["disk", "diff"], ["disk", "info"],

@@ -5,59 +5,21 @@ import codecs
 import json
 import os
 import struct
-import subprocess
 
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from fixtures.wimdir import wimdir_detailed
-from tests.conftest import leftovers, run, sfdisk, to_raw, w2v
-from tests.test_apply import _stream_ids
-from wim2vhd import regfile
+from tests.support import (CONFIG, fails, hive_out, hivexget, leftovers, ntfs_partition, ntfscat, ntfsls, run,
+                           stream_ids, w2v)
+from wim2vhd.registry import regfile
 from wim2vhd.errors import InputError, UsageError
-from wim2vhd.ntfs import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,
-                          SecurityDescriptor)
+from wim2vhd.security import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,
+                              SecurityDescriptor)
 
-CONFIG = "/Windows/System32/config"
 
 
 # ---- helpers: out of the disk with other people's tools ----------------------------------------------------
-
-def ntfs_partition(disk, tmp, n=0):
-    """The n-th partition of a VHD(X) as an image file, through qemu-img, sfdisk and dd (sparse)."""
-    raw = to_raw(disk, tmp)
-    p = sfdisk(raw)["partitions"][n]
-    out = tmp / f"{os.path.basename(disk)}.p{n}"
-    ss = 512  # sfdisk counts in 512-byte sectors
-    run("dd", f"if={raw}", f"of={out}", "bs=1M", "iflag=skip_bytes,count_bytes", f"skip={p['start'] * ss}",
-        f"count={p['size'] * ss}", "conv=sparse", "status=none")
-    os.unlink(raw)
-    return out
-
-
-def ntfscat(img, path):
-    p = subprocess.run(["ntfscat", str(img), path], capture_output=True)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
-
-
-def ntfsls(img, path):
-    return run("ntfsls", img, "-p", path).stdout.split("\n")
-
-
-def hive_out(img, name, tmp):
-    dst = tmp / f"{name}.hive"
-    dst.write_bytes(ntfscat(img, f"{CONFIG}/{name}"))
-    return dst
-
-
-def hivexget(hive, key, value, raw=False):
-    """hivexget's output (bytes for binary values, with raw=True), or None if there is no such value."""
-    p = subprocess.run(["hivexget", str(hive), key, value], capture_output=True)
-    if p.returncode != 0:
-        return None
-    return p.stdout if raw else p.stdout.decode().rstrip("\n")
-
 
 def regipy_values(hive, key):
     from regipy.registry import RegistryHive
@@ -312,7 +274,7 @@ def test_everything_else_round_trips(customized, inputs):
             if k in ignore or (path in grown and k in times) or (path in replaced and (k in times or k == "streams")):
                 continue
             if k == "streams":
-                assert _stream_ids(b[k]) == _stream_ids(v), path
+                assert stream_ids(b[k]) == stream_ids(v), path
                 continue
             assert b.get(k) == v, f"{path}: {k}: {v!r} != {b.get(k)!r}"
         checked += 1
@@ -332,34 +294,26 @@ def test_every_edition_can_be_customized(fixture_wim, inputs, tmp):
 
 # ---- bad inputs: one line, the right exit code, nothing left behind ----------------------------------------
 
-def _fails(args, code, words, tmp, out):
-    p = w2v(*args, check=False)
-    assert p.returncode == code, p.stderr
-    assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0, p.stderr
-    assert words in p.stderr, p.stderr
-    assert not os.path.exists(out) and not leftovers(tmp) and not leftovers(os.path.dirname(out))
-
-
 def test_bad_inputs(fixture_wim, inputs, tmp):
     out = tmp / "o.vhdx"
     base = ["apply", fixture_wim, out, "--index", "1", "--size", "1G", "--layout", "native", "--no-boot"]
-    _fails(base + ["--unattend", tmp / "nope.xml"], 3, "nope.xml: no such file", tmp, out)
+    fails(base + ["--unattend", tmp / "nope.xml"], 3, "nope.xml: no such file", tmp, out)
     (tmp / "bad.xml").write_text("<unattend>\n<settings>\n</unattend>\n")
-    _fails(base + ["--unattend", tmp / "bad.xml"], 3, "bad.xml:3: not well-formed XML", tmp, out)
+    fails(base + ["--unattend", tmp / "bad.xml"], 3, "bad.xml:3: not well-formed XML", tmp, out)
     (tmp / "other.xml").write_text("<html/>")
-    _fails(base + ["--unattend", tmp / "other.xml"], 3, "not <unattend>", tmp, out)
-    _fails(base + ["--merge", tmp / "nodir"], 3, "nodir: no such folder", tmp, out)
-    _fails(base + ["--merge", inputs / "unattend.xml"], 3, "not a folder", tmp, out)
-    _fails(base + ["--driver", inputs / "m1"], 3, "no .inf file", tmp, out)
-    _fails(base + ["--reg-import", tmp / "none.reg"], 3, "none.reg: no such file", tmp, out)
+    fails(base + ["--unattend", tmp / "other.xml"], 3, "not <unattend>", tmp, out)
+    fails(base + ["--merge", tmp / "nodir"], 3, "nodir: no such folder", tmp, out)
+    fails(base + ["--merge", inputs / "unattend.xml"], 3, "not a folder", tmp, out)
+    fails(base + ["--driver", inputs / "m1"], 3, "no .inf file", tmp, out)
+    fails(base + ["--reg-import", tmp / "none.reg"], 3, "none.reg: no such file", tmp, out)
     (tmp / "syntax.reg").write_text("Windows Registry Editor Version 5.00\n\n[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n"
                                     "\"a\"=dword:123456789\n")
-    _fails(base + ["--reg-import", tmp / "syntax.reg"], 3, "syntax.reg:4: bad dword", tmp, out)
+    fails(base + ["--reg-import", tmp / "syntax.reg"], 3, "syntax.reg:4: bad dword", tmp, out)
     (tmp / "hkcc.reg").write_text("Windows Registry Editor Version 5.00\n\n[HKEY_CURRENT_CONFIG\\Software\\X]\n")
-    _fails(base + ["--reg-import", tmp / "hkcc.reg"], 2, "hkcc.reg:3: key HKEY_CURRENT_CONFIG\\Software\\X is in no hive",
+    fails(base + ["--reg-import", tmp / "hkcc.reg"], 2, "hkcc.reg:3: key HKEY_CURRENT_CONFIG\\Software\\X is in no hive",
            tmp, out)
     (tmp / "notreg.reg").write_text("[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n")
-    _fails(base + ["--reg-import", tmp / "notreg.reg"], 3, "notreg.reg:1: not a .reg file", tmp, out)
+    fails(base + ["--reg-import", tmp / "notreg.reg"], 3, "notreg.reg:1: not a .reg file", tmp, out)
 
 
 def test_merge_conflicts(fixture_wim, inputs, tmp):
@@ -373,19 +327,19 @@ def test_merge_conflicts(fixture_wim, inputs, tmp):
             (d / rel).write_bytes(data)
         return d
     # a file where the image has a folder, and the reverse: found before the volume is changed
-    _fails(base + ["--merge", tree("a", {"Windows/System32": b"x"})], 2,
+    fails(base + ["--merge", tree("a", {"Windows/System32": b"x"})], 2,
            "would replace the folder \\Windows\\System32 of the image with a file", tmp, out)
-    _fails(base + ["--merge", tree("b", {"Windows/win.ini/x": b"x"})], 2,
+    fails(base + ["--merge", tree("b", {"Windows/win.ini/x": b"x"})], 2,
            "would replace the file \\Windows\\win.ini of the image with a folder", tmp, out)
     # nothing is written through the image's junctions and symlinks
-    _fails(base + ["--merge", tree("c", {"Documents and Settings/x.txt": b"x"})], 2, "is a link", tmp, out)
+    fails(base + ["--merge", tree("c", {"Documents and Settings/x.txt": b"x"})], 2, "is a link", tmp, out)
     # two merges that disagree, and a merge of a hive that is also edited: found up front
-    _fails(base + ["--merge", tree("d", {"Setup": b"x"}), "--merge", inputs / "m1"], 2,
+    fails(base + ["--merge", tree("d", {"Setup": b"x"}), "--merge", inputs / "m1"], 2,
            "puts a file there", tmp, out)
-    _fails(base + ["--merge", tree("e", {"Windows/System32/config/SYSTEM": b"x"}), "--enable-rdp"], 2,
+    fails(base + ["--merge", tree("e", {"Windows/System32/config/SYSTEM": b"x"}), "--enable-rdp"], 2,
            "merge a hive, or edit it, not both", tmp, out)
-    _fails(base + ["--merge", tree("f", {"bad:name.txt": b"x"})], 2, "does not allow", tmp, out)
-    _fails(base + ["--merge", tree("g", {"NUL.txt": b"x"})], 2, "reserves", tmp, out)
+    fails(base + ["--merge", tree("f", {"bad:name.txt": b"x"})], 2, "does not allow", tmp, out)
+    fails(base + ["--merge", tree("g", {"NUL.txt": b"x"})], 2, "reserves", tmp, out)
 
 
 def _wim_from_tree(tmp, name, files):
@@ -408,7 +362,7 @@ def test_dirty_hive_is_refused(tmp):
     hive[508:512] = checksum.to_bytes(4, "little")  # a valid base block otherwise
     out = tmp / "o.vhdx"
     dirty = _wim_from_tree(tmp, "dirty", {"Windows/System32/config/SYSTEM": bytes(hive)})
-    _fails(["apply", dirty, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
+    fails(["apply", dirty, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
            "config\\SYSTEM of image 1 is dirty", tmp, out)
     # the same image without registry changes applies
     w2v("apply", dirty, out, "--size", "1G", "--layout", "native", "--no-boot")
@@ -418,14 +372,14 @@ def test_images_without_usable_hives(tmp):
     from fixtures.hives import build_hive
     out = tmp / "o.vhdx"
     no_hives = _wim_from_tree(tmp, "bare", {"Windows/notepad.exe": b"MZ"})
-    _fails(["apply", no_hives, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
+    fails(["apply", no_hives, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
            "image 1 has no \\Windows\\System32\\config\\SYSTEM", tmp, out)
     no_select = _wim_from_tree(tmp, "nosel", {"Windows/System32/config/SYSTEM":
                                               build_hive({"ControlSet001\\Control": {}}, "SYSTEM")})
-    _fails(["apply", no_select, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
+    fails(["apply", no_select, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
            "has no Select\\Current", tmp, out)
     junk = _wim_from_tree(tmp, "junk", {"Windows/System32/config/SOFTWARE": b"not a hive" * 100})
-    _fails(["apply", junk, out, "--size", "1G", "--layout", "native", "--no-boot", "--reg-import",
+    fails(["apply", junk, out, "--size", "1G", "--layout", "native", "--no-boot", "--reg-import",
             _reg(tmp, '[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n"a"="b"\n')], 3, "not a usable registry hive", tmp, out)
 
 
@@ -451,9 +405,9 @@ def test_current_control_set_follows_select(tmp):
     spec["Select"] = {"Current": 3}
     bad = _wim_from_tree(tmp, "cs3", {"Windows/System32/config/SYSTEM": build_hive(spec, "SYSTEM")})
     out2 = tmp / "bad.vhdx"
-    _fails(["apply", bad, out2, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
+    fails(["apply", bad, out2, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp"], 3,
            "Select\\Current is 3, but there is no ControlSet003", tmp, out2)
-    _fails(["apply", wim, out2, "--size", "1G", "--layout", "native", "--no-boot", "--reg-import",
+    fails(["apply", wim, out2, "--size", "1G", "--layout", "native", "--no-boot", "--reg-import",
             _reg(tmp, '[HKEY_USERS\\.DEFAULT\\Control Panel]\n"a"="b"\n')], 3,
            "image 1 has no \\Windows\\System32\\config\\DEFAULT", tmp, out2)
 

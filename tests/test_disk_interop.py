@@ -1,10 +1,9 @@
 """Differencing VHDX children read by an implementation nobody here wrote: dissect.hypervisor (PyPI).
 qemu opens no differencing VHDX, so qemu-io only writes the parent's data."""
-import os
 
 import pytest
 
-from tests.conftest import run, w2v
+from tests.support import run, w2v
 
 vhdx = pytest.importorskip("dissect.hypervisor.disk.vhdx", reason="dissect.hypervisor not installed")
 

@@ -17,8 +17,9 @@ import pytest
 from fixtures.build import build_fixture_wim, entry_times
 from fixtures.layout import EDITIONS, MARKER, SD_DENY, SD_ROOT, SD_SYSTEM_ONLY, SD_TI_FILE
 from fixtures.wimdir import wimdir_detailed
-from wim2vhd.ntfs import (ACCESS_DENIED, IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK, SID_SYSTEM, FileAttr,
-                          NtfsVolume, SecurityDescriptor, parse_link_reparse)
+from wim2vhd.ntfs import (IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK, FileAttr, NtfsVolume,
+                          parse_link_reparse)
+from wim2vhd.security import ACCESS_DENIED, SID_SYSTEM, SecurityDescriptor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

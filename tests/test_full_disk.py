@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import W2V, run, w2v
+from tests.support import W2V, run, w2v
 
 
 def in_small_fs(tmp, size: str, script: str) -> subprocess.CompletedProcess:

@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from fixtures.wimdir import wimdir_detailed
 from wim2vhd import errors
-from wim2vhd.ntfs import (ACCESS_DENIED, FILE_ALL_ACCESS, FILE_READ_EXECUTE, IO_REPARSE_TAG_MOUNT_POINT,
-                          IO_REPARSE_TAG_SYMLINK, OBJECT_INHERIT, SID_ADMINISTRATORS, SID_EVERYONE, SID_SYSTEM,
-                          SID_USERS, WRITE_DAC, Ace, FileAttr, NtfsVolume, SecurityDescriptor, allow, deny,
-                          from_filetime, junction_reparse, parse_link_reparse, security_descriptor, sid_from_bytes,
-                          sid_to_bytes, symlink_reparse, to_filetime)
+from wim2vhd.ntfs import (IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK, FileAttr, NtfsVolume,
+                          from_filetime, junction_reparse, parse_link_reparse, symlink_reparse, to_filetime)
+from wim2vhd.security import (ACCESS_DENIED, FILE_ALL_ACCESS, FILE_READ_EXECUTE, OBJECT_INHERIT,
+                              SID_ADMINISTRATORS, SID_EVERYONE, SID_SYSTEM, SID_USERS, WRITE_DAC, Ace,
+                              SecurityDescriptor, allow, deny, security_descriptor, sid_from_bytes,
+                              sid_to_bytes)
 
 
 def run(*args, check=True):

@@ -16,6 +16,8 @@ from wim2vhd.partition import (ATTR_WINRE, ESP_SIZE, GPT_SIGNATURE, MSR_SIZE, NA
                                RawFileTarget, build_mbr, gpt_reserved_lbas, lba_to_chs, min_disk_size, plan_layout,
                                read_table, write_table)
 
+from tests.support import seeded
+
 MiB, GiB, TiB = 1 << 20, 1 << 30, 1 << 40
 
 
@@ -64,7 +66,7 @@ def fdisk_gpt_4k(path) -> tuple[dict, list[dict]]:
 
 
 def test_uefi_plan_shape():
-    L = plan_layout(64 * GiB, 512, "uefi", recovery_size=1 * GiB, seed="s")
+    L = seeded("s", plan_layout, 64 * GiB, 512, "uefi", recovery_size=1 * GiB)
     assert L.scheme == "gpt" and L.layout == "uefi"
     esp, msr, win, rec = L.partitions
     assert (esp.role, esp.fs, esp.type_guid, esp.name, esp.start, esp.size) == \
@@ -86,7 +88,7 @@ def test_uefi_without_recovery_ends_on_last_whole_mib():
 
 
 def test_bios_and_native_plans():
-    b = plan_layout(20 * GiB, 512, "bios", seed="x")
+    b = seeded("x", plan_layout, 20 * GiB, 512, "bios")
     assert b.scheme == "mbr" and len(b.partitions) == 1
     p = b.partitions[0]
     assert (p.start, p.end, p.mbr_type, p.active, p.fs) == (MiB, 20 * GiB, 0x07, True, "ntfs")
@@ -163,9 +165,9 @@ def test_plan_invariants(size, ss, layout, rec):
 
 
 def test_seed_gives_same_ids_and_none_gives_random():
-    a = plan_layout(64 * GiB, 512, "uefi", recovery_size=GiB, seed="lab-1")
-    b = plan_layout(64 * GiB, 512, "uefi", recovery_size=GiB, seed="lab-1")
-    c = plan_layout(64 * GiB, 512, "uefi", recovery_size=GiB, seed="lab-2")
+    a = seeded("lab-1", plan_layout, 64 * GiB, 512, "uefi", recovery_size=GiB)
+    b = seeded("lab-1", plan_layout, 64 * GiB, 512, "uefi", recovery_size=GiB)
+    c = seeded("lab-2", plan_layout, 64 * GiB, 512, "uefi", recovery_size=GiB)
     assert a == b
     ids = lambda L: [L.disk_guid] + [p.guid for p in L.partitions]  # noqa: E731
     assert not set(ids(a)) & set(ids(c))
@@ -174,8 +176,8 @@ def test_seed_gives_same_ids_and_none_gives_random():
         assert uuid.UUID(g).version == 4
     r1, r2 = plan_layout(64 * GiB, 512, "uefi"), plan_layout(64 * GiB, 512, "uefi")
     assert r1.disk_guid != r2.disk_guid
-    assert plan_layout(GiB, 512, "bios", seed="q").disk_signature == plan_layout(GiB, 512, "bios", seed="q").disk_signature
-    assert plan_layout(GiB, 512, "bios", seed="q").disk_signature != plan_layout(GiB, 512, "bios", seed="r").disk_signature
+    assert seeded("q", plan_layout, GiB, 512, "bios").disk_signature == seeded("q", plan_layout, GiB, 512, "bios").disk_signature
+    assert seeded("q", plan_layout, GiB, 512, "bios").disk_signature != seeded("r", plan_layout, GiB, 512, "bios").disk_signature
 
 
 def test_chs():
@@ -193,7 +195,7 @@ def test_chs():
 
 def test_uefi_512_with_sgdisk_and_sfdisk(tmp_path):
     t = make_disk(tmp_path, 64 * GiB)
-    L = plan_layout(t.size, 512, "uefi", recovery_size=GiB, seed="x")
+    L = seeded("x", plan_layout, t.size, 512, "uefi", recovery_size=GiB)
     write_table(t, L)
     t.close()
     v = run("sgdisk", "-v", str(tmp_path / "disk.img"))
@@ -222,7 +224,7 @@ def test_uefi_512_with_sgdisk_and_sfdisk(tmp_path):
 
 def test_uefi_4096_with_fdisk(tmp_path):
     t = make_disk(tmp_path, 64 * GiB, 4096)
-    L = plan_layout(t.size, 4096, "uefi", recovery_size=GiB, seed="y")
+    L = seeded("y", plan_layout, t.size, 4096, "uefi", recovery_size=GiB)
     write_table(t, L)
     t.close()
     head, rows = fdisk_gpt_4k(tmp_path / "disk.img")
@@ -253,7 +255,7 @@ def test_4k_disk_is_not_a_512_gpt(tmp_path):
 
 def test_bios_mbr_matches_sfdisk(tmp_path):
     t = make_disk(tmp_path, 20 * GiB)
-    L = plan_layout(t.size, 512, "bios", seed="b")
+    L = seeded("b", plan_layout, t.size, 512, "bios")
     write_table(t, L)
     t.close()
     pt = sfdisk_json(tmp_path / "disk.img")
@@ -319,7 +321,7 @@ def test_same_seed_same_bytes(tmp_path):
     imgs = []
     for i, seed in enumerate(["s", "s", "t"]):
         t = make_disk(tmp_path, 4 * GiB, name=f"{i}.img")
-        write_table(t, plan_layout(t.size, 512, "uefi", recovery_size=256 * MiB, seed=seed))
+        write_table(t, seeded(seed, plan_layout, t.size, 512, "uefi", recovery_size=256 * MiB))
         imgs.append(t.read(0, 34 * 512) + t.read(t.size - 33 * 512, 33 * 512))
         t.close()
     assert imgs[0] == imgs[1] and imgs[0] != imgs[2]
@@ -353,7 +355,7 @@ def test_written_tables_verify(tmp_path_factory, size_mib, extra, rec):
 
 def test_read_back_roundtrip_and_dict(tmp_path):
     t = make_disk(tmp_path, 16 * GiB)
-    L = plan_layout(t.size, 512, "uefi", recovery_size=GiB, seed="r")
+    L = seeded("r", plan_layout, t.size, 512, "uefi", recovery_size=GiB)
     write_table(t, L)
     back = read_table(t)
     assert back.scheme == "gpt" and back.disk_guid == L.disk_guid and not back.warnings
@@ -404,7 +406,7 @@ def _corrupt(t: RawFileTarget, offset: int) -> None:
 @pytest.mark.parametrize("ss", [512, 4096])
 def test_damaged_primary_uses_backup(tmp_path, ss):
     t = make_disk(tmp_path, 2 * GiB, ss)
-    L = plan_layout(t.size, ss, "uefi", seed="d")
+    L = seeded("d", plan_layout, t.size, ss, "uefi")
     write_table(t, L)
     _corrupt(t, ss + 60)  # inside the disk GUID of the primary header
     back = read_table(t)

@@ -18,7 +18,7 @@ import pytest
 from fixtures.probes import bios as bios_probe
 from fixtures.probes import efi as efi_probe
 from tests import qemu
-from tests.conftest import run, sfdisk, to_raw, w2v
+from tests.support import run, sfdisk, to_raw, w2v
 
 
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"

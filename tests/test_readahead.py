@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import run, w2v
+from tests.support import run, w2v
 
 
 def _tree(root, seed=1):
@@ -166,7 +166,7 @@ def test_a_plan_that_does_not_match_is_given_up(wims, tmp):
     misses, the plan is dropped, and the volume is what wimlib alone writes."""
     from wim2vhd._lib import ffi, lib
     from wim2vhd.apply import ApplyOptions, apply
-    from wim2vhd.wim import READAHEAD_BYTES, Wim
+    from wim2vhd.wim.wimlib import READAHEAD_BYTES, Wim
 
     def apply2(out, plan_for):
         with Wim(str(wims["lzx"])) as w:

@@ -5,7 +5,7 @@ import hashlib
 import os
 import time
 
-from tests.conftest import extract_partition, run, sfdisk, to_raw, w2v
+from tests.support import extract_partition, run, sfdisk, to_raw, w2v
 
 CASES = [("u.vhdx", ["--layout", "uefi"]), ("b.vhd", ["--layout", "bios", "--type", "fixed"])]
 

@@ -12,10 +12,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fixtures.wimdir import wimdir_detailed
-from tests.conftest import leftovers, run, w2v
-from tests.test_apply import _stream_ids
-from tests.test_customize import _fails, hive_out, hivexget, ntfs_partition, ntfsls
-from wim2vhd import iso
+from tests.support import fails, hive_out, hivexget, leftovers, ntfs_partition, ntfsls, run, stream_ids, w2v
+from wim2vhd.wim import iso
 from wim2vhd.errors import InputError, UnsupportedInput
 
 APPLY = ["--size", "1G", "--layout", "native", "--no-boot", "--seed", "sources"]
@@ -32,7 +30,7 @@ def volume_tree(disk, tmp):
     for path, e in wimdir_detailed(str(wim), 1).items():
         if path.startswith("/System Volume Information"):
             continue
-        tree[path] = {k: (_stream_ids(v) if k == "streams" else v) for k, v in e.items()
+        tree[path] = {k: (stream_ids(v) if k == "streams" else v) for k, v in e.items()
                       if k not in ("Index", "Link Group ID")}
     assert len(tree) > 50
     return tree
@@ -83,7 +81,7 @@ def test_capture_append_to_esd(fixture_wim, tmp):
     a, b = wimdir_detailed(fixture_wim, 1), wimdir_detailed(str(esd), 3)
     for path, e in a.items():
         assert b[path].get("Security Descriptor") == e.get("Security Descriptor"), path
-        assert _stream_ids(b[path]["streams"]) == _stream_ids(e["streams"]), path
+        assert stream_ids(b[path]["streams"]) == stream_ids(e["streams"]), path
     # the first two images are still there, unchanged
     assert wimdir_detailed(str(esd), 2).keys() == wimdir_detailed(fixture_wim, 2).keys()
 
@@ -113,13 +111,13 @@ def test_split_wim_with_ref(split, wim_trees, tmp):
 def test_split_wim_without_its_parts(split, tmp):
     first, out = split / "install.swm", tmp / "s.vhdx"
     # found before anything is written, with the --ref to give
-    _fails(["apply", first, out, "--index", "1", *APPLY], 3, "--ref '", tmp, out)
+    fails(["apply", first, out, "--index", "1", *APPLY], 3, "--ref '", tmp, out)
     # a part missing: found while applying; nothing is left behind either
-    _fails(["apply", first, out, "--index", "1", "--ref", split / "install2.swm", *APPLY], 3, "--ref", tmp, out)
-    _fails(["apply", first, out, "--index", "1", "--ref", split / "nope*.swm", *APPLY], 3, "no such file", tmp, out)
+    fails(["apply", first, out, "--index", "1", "--ref", split / "install2.swm", *APPLY], 3, "--ref", tmp, out)
+    fails(["apply", first, out, "--index", "1", "--ref", split / "nope*.swm", *APPLY], 3, "no such file", tmp, out)
     # a later part as IMAGE: it has the XML (info lists it) but not the images' metadata
     assert len(info(split / "install2.swm")["images"]) == 2
-    _fails(["apply", split / "install2.swm", out, "--index", "1", "--ref", split / "install*.swm", *APPLY], 3,
+    fails(["apply", split / "install2.swm", out, "--index", "1", "--ref", split / "install*.swm", *APPLY], 3,
            "is part 2 of a split WIM", tmp, out)
 
 
@@ -225,7 +223,7 @@ def test_iso_copies(fixture_wim, tmp):
     assert not leftovers(tmp)
     # an error after the copy removes it too
     out = tmp / "o.vhdx"
-    _fails(["apply", src, out, "--index", "7", *APPLY], 3, "no image 7", tmp, out)
+    fails(["apply", src, out, "--index", "7", *APPLY], 3, "no image 7", tmp, out)
 
 
 def test_iso_layouts(fixture_wim, tmp):
@@ -236,18 +234,18 @@ def test_iso_layouts(fixture_wim, tmp):
     with pytest.raises(UnsupportedInput, match="several install images"):
         iso.find_install_image(str(two))
     out = tmp / "o.vhdx"
-    _fails(["apply", two, out, "--index", "1", *APPLY], 3, "several install images", tmp, out)
+    fails(["apply", two, out, "--index", "1", *APPLY], 3, "several install images", tmp, out)
     none = udf_iso(tmp / "none.iso", {"sources/boot.wim": data})
-    _fails(["apply", none, out, "--index", "1", *APPLY], 3, "no \\sources\\install.wim or install.esd", tmp, out)
-    _fails(["info", none], 3, "no \\sources\\install.wim", tmp, out)
+    fails(["apply", none, out, "--index", "1", *APPLY], 3, "no \\sources\\install.wim or install.esd", tmp, out)
+    fails(["info", none], 3, "no \\sources\\install.wim", tmp, out)
     (tmp / "junk.iso").write_bytes(os.urandom(1 << 20))
-    _fails(["apply", tmp / "junk.iso", out, *APPLY], 3, "is not an ISO image", tmp, out)
-    _fails(["apply", tmp / "missing.iso", out, *APPLY], 3, "no such file", tmp, out)
+    fails(["apply", tmp / "junk.iso", out, *APPLY], 3, "is not an ISO image", tmp, out)
+    fails(["apply", tmp / "missing.iso", out, *APPLY], 3, "no such file", tmp, out)
     whole = udf_iso(tmp / "whole.iso", {"sources/install.wim": data + os.urandom(300000)}).read_bytes()
     (tmp / "cut.iso").write_bytes(whole[:len(whole) - 200000])
     with pytest.raises(InputError):
         iso.find_install_image(str(tmp / "cut.iso"))
-    _fails(["info", tmp / "cut.iso"], 3, "truncated", tmp, out)
+    fails(["info", tmp / "cut.iso"], 3, "truncated", tmp, out)
 
 
 @given(st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 1000)), st.integers(1, 50)), max_size=8),

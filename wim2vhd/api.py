@@ -158,9 +158,9 @@ def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
 @contextlib.contextmanager
 def _source(image: str, *, temp_dir: str | None = None, metadata_only: bool = False):
     """(path wimlib opens, path inside the ISO or None): a Windows ISO's install.wim/esd comes through
-    wim2vhd.iso as a temporary copy (removed when the block ends); anything else is passed on."""
+    wim2vhd.wim.iso as a temporary copy (removed when the block ends); anything else is passed on."""
     if os.fspath(image).lower().endswith(".iso"):
-        from wim2vhd import iso
+        from wim2vhd.wim import iso
         found = iso.find_install_image(image)
         with iso.install_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as p:
             yield p, found.path
@@ -289,7 +289,7 @@ def _holds_ntfs(disk: Disk, p) -> bool:
 def find_windows_partition(disk: Disk, number: int | None = None):
     """The partition to capture: number N (which must hold NTFS), or the NTFS partition that holds \\Windows."""
     from wim2vhd import partition
-    from wim2vhd.apply import NtfsWindow
+    from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.errors import InputError, Wim2VhdError
     from wim2vhd.ntfs import NtfsVolume
     layout = partition.read_table(disk)
@@ -332,7 +332,7 @@ def capture(disk_path: str, out: str, *, partition_number: int | None = None, na
     append: add the image to the existing WIM or ESD OUT, in its own compression; a split WIM cannot take
     one.  name: default the product name wimlib reads from the image's hives (else "DISK partition N"), made
     unique in OUT."""
-    from wim2vhd.apply import NtfsWindow
+    from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.errors import InputError, OutputError, UnsupportedInput
     from wim2vhd.wim import COMPRESSIONS, Wim, capture_ntfs, compression_name
     t0 = time.monotonic()

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from wim2vhd import fsformat, partition, repro
-from wim2vhd._lib import lib
+from wim2vhd import fs, partition, repro
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
-from wim2vhd.errors import InputError, NoSpace, UsageError, from_errno
+from wim2vhd.errors import InputError, NoSpace, UsageError
+from wim2vhd.ntfs import NtfsWindow, fixed_clock
 from wim2vhd.units import GiB, MiB, align_up, format_size
 from wim2vhd.wim import ImageInfo, Wim
 
@@ -94,25 +94,6 @@ class Report:
         self.stages[name] = round(time.monotonic() - t0, 3)
 
 
-class NtfsWindow:
-    """A partition of a disk as the libntfs-3g device name "w2v:N" (see native/w2v_ntfsdev.c)."""
-
-    def __init__(self, disk: Disk, offset: int, length: int, *, writable: bool = True, compact: bool = False):
-        self.id = lib.w2v_ntfsdev_register(disk.handle, offset, length, disk.sector_size, int(writable))
-        if self.id < 0:
-            raise from_errno(self.id, "registering the NTFS device")
-        self.name = f"w2v:{self.id}"
-        # Contiguous allocation keeps dynamic disks small; where it cannot be installed,
-        # libntfs-3g's own allocator is used and only the file size differs.
-        self.compact = bool(compact) and lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
-
-    def __enter__(self) -> str:
-        return self.name
-
-    def __exit__(self, *exc) -> None:
-        lib.w2v_ntfsdev_unregister(self.id)
-
-
 def _check_options(o: ApplyOptions) -> None:
     if o.layout not in LAYOUTS:
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {o.layout!r}")
@@ -160,21 +141,6 @@ def reproducible_time(wim: Wim, index: int) -> int:
     return wim.image_time(index) or FALLBACK_EPOCH
 
 
-@contextlib.contextmanager
-def _fixed_ntfs_clock(unix_time: int | None) -> Iterator[None]:
-    """libntfs-3g reads unix_time as now, within the block (see native/w2v_ntfsdev.c); None: no change."""
-    if unix_time is None:
-        yield
-        return
-    r = lib.w2v_ntfsdev_fix_clock(1, unix_time)
-    if r < 0:
-        raise from_errno(r, "pinning libntfs-3g's clock for a reproducible volume")
-    try:
-        yield
-    finally:
-        lib.w2v_ntfsdev_fix_clock(0, 0)
-
-
 def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None = None) -> dict[str, Any]:
     """Run the pipeline; returns the summary that --json prints.  `wim`: o.image already open (several
     editions from one source share it), left open."""
@@ -188,19 +154,19 @@ def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None 
         index = wim.resolve(o.index, o.name)
         img = wim.image(index)
         size = o.size or default_size(img)
-        # Everything is checked before anything is written.
-        plan = partition.plan_layout(size, o.sector_size, o.layout, recovery_size=o.recovery_size,
-                                     mbr=o.mbr, seed=o.seed)
-        win = plan.role("windows")
-        need = ntfs_need(img)
-        if win.size < need:
-            raise NoSpace(f"image {index} ({img.name}) needs about {format_size(need)} of NTFS space, but the "
-                          f"Windows partition would be {format_size(win.size)}",
-                          hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
         pinned = reproducible_time(wim, index) if o.seed is not None else None
         # With --seed every identifier and time the run makes up is derived (wim2vhd.repro), so the
         # same image, options and seed give the same bytes.
-        with repro.pinned(o.seed, pinned or 0), _fixed_ntfs_clock(pinned):
+        with repro.pinned(o.seed, pinned or 0), fixed_clock(pinned):
+            # Everything is checked before anything is written.
+            plan = partition.plan_layout(size, o.sector_size, o.layout, recovery_size=o.recovery_size,
+                                         mbr=o.mbr)
+            win = plan.role("windows")
+            need = ntfs_need(img)
+            if win.size < need:
+                raise NoSpace(f"image {index} ({img.name}) needs about {format_size(need)} of NTFS space, but "
+                              f"the Windows partition would be {format_size(win.size)}",
+                              hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
             if o.customize is not None:
                 o.customize.apply_to_image(wim, index)
             return _write(o, fmt, progress, wim, index, img, size, plan, win, rep, t_start)
@@ -227,7 +193,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
             with rep.stage("partition", progress):
                 partition.write_table(disk, plan)
             with rep.stage("format", progress):
-                formatted = fsformat.format_layout(disk, plan, windows_label=o.label, seed=o.seed,
+                formatted = fs.format_layout(disk, plan, windows_label=o.label,
                                                    tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
             with rep.stage("apply", progress):
                 with NtfsWindow(disk, win.start, win.size, compact=True) as dev:

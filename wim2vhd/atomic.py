@@ -33,6 +33,17 @@ def _cleanup_all() -> None:
 atexit.register(_cleanup_all)
 
 
+def track(path: str) -> None:
+    """Remove path at exit unless untrack(path) comes first (a temporary file that must not outlive us)."""
+    with _lock:
+        _live.add(path)
+
+
+def untrack(path: str) -> None:
+    with _lock:
+        _live.discard(path)
+
+
 def install_signal_handlers() -> None:
     """Turn SIGTERM (and SIGHUP) into an exception, so that temporary files are removed."""
     def handler(signum, frame):

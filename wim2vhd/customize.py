@@ -17,7 +17,7 @@ Where things go (paths in the Windows volume):
                       Plug and Play searches DevicePath for devices it has no driver for, at first boot and
                       later; this is staging, not DISM's offline install into the driver store, so a driver
                       needed to reach the boot disk (a storage controller's) is not found in time.
-    --reg-import FILE regedit files (see wim2vhd.regfile) into config\\SYSTEM (CurrentControlSet through
+    --reg-import FILE regedit files (see wim2vhd.registry.regfile) into config\\SYSTEM (CurrentControlSet through
                       Select\\Current), config\\SOFTWARE, config\\DEFAULT, and HKEY_CURRENT_USER into
                       \\Users\\Default\\NTUSER.DAT (the profile new users start from)
     --enable-rdp      fDenyTSConnections = 0 under the current control set's Control\\Terminal Server, as
@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from wim2vhd import regfile
+from wim2vhd.registry import regfile
 from wim2vhd.errors import CorruptInput, InputError, UsageError
 
 UNATTEND_PATH = "Windows\\Panther\\unattend.xml"
@@ -202,7 +202,7 @@ class Customizations:
         self._prepared = (index, edited, counts)
 
     def _edit_hive(self, name: str, local: str, index: int) -> tuple[bytes, int]:
-        from wim2vhd.boot.hive import Hive, RegType, Value
+        from wim2vhd.registry.hive import Hive, RegType, Value
         shown = f"\\{regfile.HIVE_FILES[name]} of image {index}"
         _refuse_dirty_hive(local, shown)
         try:
@@ -249,7 +249,7 @@ class Customizations:
     # -- hook 2: right after extraction ----------------------------------------------------------------------
     def apply_to_volume(self, disk, win) -> None:
         """Write the files and the edited hives into the Windows partition `win` of `disk`."""
-        from wim2vhd.apply import NtfsWindow
+        from wim2vhd.ntfs import NtfsWindow
         from wim2vhd.ntfs import NtfsVolume
         self.validate()
         prepared = self._prepared
@@ -362,7 +362,7 @@ def _ensure_key(hive, path: str):
 
 
 def _apply_op(hive, path: str, op: regfile.Op) -> None:
-    from wim2vhd.boot.hive import Value
+    from wim2vhd.registry.hive import Value
     if isinstance(op, regfile.CreateKey):
         _ensure_key(hive, path)
     elif isinstance(op, regfile.SetValue):

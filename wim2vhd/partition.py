@@ -10,18 +10,18 @@ Three parts, kept apart:
   (anything with ``read(offset, n)``, ``write(offset, data)``, ``size`` and
   ``sector_size``) so the same code serves a raw file and a virtual disk.
 
-GUIDs and the MBR disk signature are random, or derived from a ``seed`` string
-(same seed, same identifiers) with SHA-256 over the seed and what the value is for.
+GUIDs and the MBR disk signature are random, or, within ``repro.pinned(seed, ...)``, derived from
+the seed and what each value is for (same seed, same identifiers).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from wim2vhd import repro
 from wim2vhd.errors import CorruptInput, NoSpace, UsageError
 from wim2vhd.record import Record
 from wim2vhd.units import MiB, align_down, format_size
@@ -280,27 +280,10 @@ class DiskLayout:
         return d
 
 
-def derived_bytes(seed: str | None, purpose: str, n: int) -> bytes:
-    """n bytes from sha256(seed + ':' + purpose), or random bytes when seed is None."""
-    if seed is None:
-        return os.urandom(n)
-    out = b""
-    counter = 0
-    while len(out) < n:
-        out += hashlib.sha256(f"{seed}:{purpose}:{counter}".encode()).digest()
-        counter += 1
-    return out[:n]
-
-
-def derived_guid(seed: str | None, purpose: str) -> str:
-    """A version-4 style GUID, random or derived from the seed."""
-    return str(uuid.UUID(bytes=derived_bytes(seed, purpose, 16), version=4))
-
-
-def derived_signature(seed: str | None, purpose: str = "mbr-signature") -> int:
-    """A non-zero 32-bit MBR disk signature."""
+def derived_signature(purpose: str = "mbr-signature") -> int:
+    """A non-zero 32-bit MBR disk signature (random, or derived from the pinned seed: wim2vhd.repro)."""
     for i in range(64):
-        sig = int.from_bytes(derived_bytes(seed, f"{purpose}:{i}" if i else purpose, 4), "little")
+        sig = int.from_bytes(repro.derived(f"{purpose}:{i}" if i else purpose, 4), "little")
         if sig:
             return sig
     return 1  # unreachable in practice
@@ -333,7 +316,7 @@ def _too_small(layout: str, disk_size: int, need: int) -> NoSpace:
 
 
 def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
-                recovery_size: int = 0, mbr: bool = False, seed: str | None = None,
+                recovery_size: int = 0, mbr: bool = False,
                 esp_size: int = ESP_SIZE, msr_size: int = MSR_SIZE) -> DiskLayout:
     """Plan the partitions of a new disk.  Every start and size is a multiple of 1 MiB.
 
@@ -369,25 +352,25 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
             if data_end < need_end:
                 raise _too_small(layout, disk_size, min_disk_size(layout, sector_size, recovery_size=recovery_size,
                                                                   esp_size=esp_size, msr_size=msr_size))
-            esp = Partition(1, head, esp_size, "esp", "fat32", TYPE_ESP, derived_guid(seed, "partition:esp"),
+            esp = Partition(1, head, esp_size, "esp", "fat32", TYPE_ESP, repro.derived_guid("partition:esp"),
                             name=NAME_ESP)
-            msr = Partition(2, esp.end, msr_size, "msr", None, TYPE_MSR, derived_guid(seed, "partition:msr"),
+            msr = Partition(2, esp.end, msr_size, "msr", None, TYPE_MSR, repro.derived_guid("partition:msr"),
                             name=NAME_MSR)
             win_end = data_end - recovery_size
             win = Partition(3, msr.end, win_end - msr.end, "windows", "ntfs", TYPE_BASIC_DATA,
-                            derived_guid(seed, "partition:windows"), name=NAME_BASIC_DATA)
+                            repro.derived_guid("partition:windows"), name=NAME_BASIC_DATA)
             parts = [esp, msr, win]
             if recovery_size:
                 parts.append(Partition(4, win_end, recovery_size, "recovery", "ntfs", TYPE_WINRE,
-                                       derived_guid(seed, "partition:recovery"), name=NAME_BASIC_DATA,
+                                       repro.derived_guid("partition:recovery"), name=NAME_BASIC_DATA,
                                        attributes=ATTR_WINRE))
         else:  # native on GPT
             if data_end < head + MIN_NTFS_SIZE:
                 raise _too_small(layout, disk_size, min_disk_size(layout, sector_size))
             parts = [Partition(1, head, data_end - head, "windows", "ntfs", TYPE_BASIC_DATA,
-                               derived_guid(seed, "partition:windows"), name=NAME_BASIC_DATA)]
+                               repro.derived_guid("partition:windows"), name=NAME_BASIC_DATA)]
         return DiskLayout("gpt", disk_size, sector_size, tuple(parts),
-                          disk_guid=derived_guid(seed, "disk"), layout=layout)
+                          disk_guid=repro.derived_guid("disk"), layout=layout)
 
     # MBR: one partition from 1 MiB to the last whole MiB of the disk.
     data_end = align_down(n_lbas * sector_size, ALIGN)
@@ -401,7 +384,7 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
     part = Partition(1, ALIGN, data_end - ALIGN, "windows", "ntfs", mbr_type=MBR_TYPE_NTFS,
                      active=(layout == "bios"))
     return DiskLayout("mbr", disk_size, sector_size, (part,),
-                      disk_signature=derived_signature(seed), layout=layout)
+                      disk_signature=derived_signature(), layout=layout)
 
 
 def min_disk_size(layout: str = "uefi", sector_size: int = 512, *, recovery_size: int = 0, mbr: bool = False,
@@ -510,7 +493,7 @@ def build_mbr(layout: DiskLayout, existing: bytes = b"") -> bytes:
             MBR_ENTRY.pack_into(entries, 16 * i, status=0x80 if p.active else 0,
                                 chs_first=lba_to_chs(first), type=p.mbr_type or MBR_TYPE_NTFS,
                                 chs_last=lba_to_chs(last), lba_first=first, sectors=last - first + 1)
-        signature = layout.disk_signature if layout.disk_signature is not None else derived_signature(None)
+        signature = layout.disk_signature if layout.disk_signature is not None else derived_signature()
     MBR.pack_into(sec, 0, disk_signature=signature, copy_protect=0, entries=bytes(entries),
                   boot_signature=MBR_SIGNATURE)
     return bytes(sec)
@@ -523,7 +506,7 @@ def build_gpt_entries(layout: DiskLayout) -> bytes:
         if p.type_guid is None:
             raise UsageError(f"partition {p.number} has no GPT type")
         GPT_ENTRY.pack_into(arr, i * GPT_ENTRY.size, type_guid=guid_to_disk(p.type_guid),
-                            unique_guid=guid_to_disk(p.guid or derived_guid(None, "")),
+                            unique_guid=guid_to_disk(p.guid or repro.derived_guid(f"partition:{p.number}")),
                             first_lba=p.first_lba(ss), last_lba=p.last_lba(ss),
                             attributes=p.attributes, name=encode_name(p.name))
     return bytes(arr)
@@ -571,7 +554,7 @@ def write_table(target: Target, layout: DiskLayout) -> None:
     mbr = build_mbr(layout, target.read(0, 512))
     if layout.scheme == "gpt":
         if layout.disk_guid is None:
-            layout = replace(layout, disk_guid=derived_guid(None, "disk"))
+            layout = replace(layout, disk_guid=repro.derived_guid("disk"))
         entries = build_gpt_entries(layout)
         primary = build_gpt_header(layout, entries, backup=False)
         backup = build_gpt_header(layout, entries, backup=True)

@@ -2,6 +2,6 @@
 
 BCD: :mod:`wim2vhd.boot.bcd` (stores, objects, what bcdboot writes),
 :mod:`wim2vhd.boot.devices` (device elements), :mod:`wim2vhd.boot.elements`
-(names and numbers), :mod:`wim2vhd.boot.hive` (hivex) and
-:mod:`wim2vhd.boot.regf` (an empty hive to start a store from).
+(names and numbers), :mod:`wim2vhd.registry.hive` (hivex) and
+:mod:`wim2vhd.registry.regf` (an empty hive to start a store from).
 """

@@ -33,7 +33,7 @@ from wim2vhd.atomic import AtomicOutput
 from wim2vhd.boot import elements as el
 from wim2vhd.boot.devices import Boot, Device, Locate, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E, Format, ObjectType
-from wim2vhd.boot.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
+from wim2vhd.registry.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
 from wim2vhd.errors import (InputError, InternalError, OutputExists, UnsupportedInput,
                             UsageError, Wim2VhdError, from_oserror)
 

@@ -24,7 +24,7 @@ from typing import Any
 from wim2vhd.boot import devices as dv
 from wim2vhd.boot.bcd import BcdStore
 from wim2vhd.boot.elements import E
-from wim2vhd.boot.hive import Value
+from wim2vhd.registry.hive import Value
 from wim2vhd.errors import InputError
 
 BOOT = "Windows\\Boot"
@@ -92,8 +92,8 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
 
 def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[str, Any]:
     """Run the boot stage on an applied disk; returns what it did, for the summary."""
-    from wim2vhd import fsformat
-    from wim2vhd.apply import NtfsWindow
+    from wim2vhd import fs
+    from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.ntfs import NtfsVolume
 
     if o.layout == "native":
@@ -151,7 +151,7 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
         esp_files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
         esp_files["EFI/Microsoft/Boot/BCD"] = bcd
         esp_files["EFI/Boot/bootx64.efi"] = efi["bootmgfw.efi"]  # the removable-media fallback path
-        fsformat.rebuild_esp(disk, esp_files, layout=plan, seed=o.seed, tmp_dir=tmp_dir)
+        fs.rebuild_esp(disk, esp_files, layout=plan, tmp_dir=tmp_dir)
         files = len(esp_files)
     else:
         from wim2vhd.boot.biosboot import install_bios_boot

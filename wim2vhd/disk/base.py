@@ -17,6 +17,10 @@ from wim2vhd.errors import InternalError, UsageError, from_errno
 ABSENT, ZERO, PRESENT, PARTIAL = lib.W2V_ST_ABSENT, lib.W2V_ST_ZERO, lib.W2V_ST_PRESENT, lib.W2V_ST_PARTIAL
 
 
+# The most writer threads native/w2v_writer.c runs (its MAX_THREADS).
+WRITER_MAX_THREADS = 4
+
+
 class Disk:
     """An open virtual disk."""
 
@@ -192,6 +196,8 @@ class Disk:
     def set_writer(self, max_pending: int, threads: int = 1, direct: bool = False) -> None:
         """Queue file writes to background threads, up to max_pending bytes (0 stops them).
         direct: large aligned writes bypass the page cache (O_DIRECT), where the file system allows."""
+        if not 1 <= threads <= WRITER_MAX_THREADS:
+            raise UsageError(f"writer threads must be 1 to {WRITER_MAX_THREADS}, not {threads}")
         r = lib.w2v_writer_configure(self._h, max_pending, threads, int(direct))
         if r < 0:
             raise from_errno(r, f"{self.path}: writer thread")

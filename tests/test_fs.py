@@ -8,11 +8,13 @@ import subprocess
 
 import pytest
 
-from wim2vhd import fsformat
+from wim2vhd import fs, repro
 from wim2vhd.errors import EnvironmentFault, InputError, NoSpace, ToolFailed, UsageError
-from wim2vhd.fsformat import (data_extents, format_layout, make_fat32, make_ntfs, read_fat32_boot,
-                              read_ntfs_boot, rebuild_esp)
-from wim2vhd.partition import RawFileTarget, derived_bytes, plan_layout, write_table
+from wim2vhd.fs import (data_extents, format_layout, make_fat32, make_ntfs, read_fat32_boot,
+                        read_ntfs_boot, rebuild_esp)
+from wim2vhd.partition import RawFileTarget, plan_layout, write_table
+
+from tests.support import seeded
 
 MiB, GiB, TiB = 1 << 20, 1 << 30, 1 << 40
 ENV = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "MTOOLS_SKIP_CHECK": "1", "MTOOLSRC": os.devnull}
@@ -153,12 +155,12 @@ def test_ntfs_serial_from_seed(tmp_path, tmpd):
     p = L.partitions[0]
     serials = []
     for seed in ("a", "a", "b", None):
-        r = make_ntfs(t, p.start, p.size, seed=seed, tmp_dir=tmpd)
+        r = seeded(seed, make_ntfs, t, p.start, p.size, tmp_dir=tmpd)
         bs = read_ntfs_boot(t, p.start)
         backup = read_ntfs_boot(t, p.end - 512)
         assert bs["serial"] == backup["serial"] == r.serial
         serials.append(r.serial)
-    want = int.from_bytes(derived_bytes("a", f"ntfs-serial:{p.start}", 8), "little")
+    want = int.from_bytes(repro.derive("a", f"ntfs-serial:{p.start}", 8), "little")
     assert serials[0] == serials[1] == want
     assert len({serials[0], serials[2], serials[3]}) == 3
     t.close()
@@ -185,9 +187,9 @@ def test_fat32_esp_with_files(tmp_path, tmpd, ss):
         "readme.txt": b"hello\n",
     }
     attrs = {"EFI/Microsoft/Boot/BCD": "hs", "EFI/Microsoft/Recovery": "+h+s"}
-    r = make_fat32(t, esp.start, esp.size, label="system", files=files, attributes=attrs, seed="s", tmp_dir=tmpd)
+    r = seeded("s", make_fat32, t, esp.start, esp.size, label="system", files=files, attributes=attrs, tmp_dir=tmpd)
     assert (r.fs, r.label, r.files) == ("fat32", "SYSTEM", 4)
-    assert r.serial == int.from_bytes(derived_bytes("s", f"fat-volume-id:{esp.start}", 4), "little")
+    assert r.serial == int.from_bytes(repro.derive("s", f"fat-volume-id:{esp.start}", 4), "little")
     bs = read_fat32_boot(t, esp.start)
     assert (bs["hidden_sectors"], bs["heads"], bs["sectors_per_track"], bs["bytes_per_sector"]) == \
         (esp.start // ss, 255, 63, ss)
@@ -355,7 +357,7 @@ def _path_with(tmp_path, *tools) -> str:
     b = tmp_path / "bin"
     b.mkdir(exist_ok=True)
     for tool in tools:
-        os.symlink(fsformat.find_tool(tool), b / tool)
+        os.symlink(fs.find_tool(tool), b / tool)
     return str(b)
 
 
@@ -368,7 +370,7 @@ def test_missing_tool_names_the_package(tmp_path, tmpd, monkeypatch, present, mi
     t, L = new_disk(tmp_path, 1 * GiB)
     bin_dir = _path_with(tmp_path, *present)
     monkeypatch.setenv("PATH", bin_dir)
-    monkeypatch.setattr(fsformat, "_SBIN", ())
+    monkeypatch.setattr(fs.tools, "_SBIN", ())
     p = L.role("windows" if missing == "mkntfs" else "esp")
     with pytest.raises(EnvironmentFault, match=f"{missing} not found: install the Debian package {pkg}"):
         if missing == "mkntfs":

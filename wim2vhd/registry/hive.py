@@ -10,7 +10,7 @@
 
 Every hivex failure (NULL or -1 with errno) becomes a wim2vhd error in one
 place, :func:`_raise`.  hivex cannot create a hive; :meth:`Hive.new` opens a
-fresh one made by :func:`wim2vhd.boot.regf.empty_hive`.
+fresh one made by :func:`wim2vhd.registry.regf.empty_hive`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Iterator
 
 from wim2vhd import repro
 from wim2vhd._lib import ffi, lib
-from wim2vhd.boot.regf import BASE_BLOCK, empty_hive
+from wim2vhd.registry.regf import BASE_BLOCK, empty_hive
 from wim2vhd.errors import CorruptInput, EnvironmentFault, InputError, InternalError, OutputError, from_errno
 
 

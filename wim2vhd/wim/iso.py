@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from wim2vhd import atomic
+from wim2vhd.wim import header
 from wim2vhd.errors import CorruptInput, InputError, NoSpace, UnsupportedInput, from_oserror
 from wim2vhd.units import format_size
 
@@ -395,50 +396,6 @@ def _copy_range(src: int, dst: int, src_off: int, dst_off: int, n: int) -> None:
         done += k
 
 
-# WIM layout (as wimlib and Microsoft write it): a 208-byte header whose resource headers are a 7-byte stored
-# size and a flags byte, the offset, and the original size; blob table entries are such a resource header,
-# a part number, a reference count and a SHA-1 (50 bytes).  A solid resource (ESD) starts with 16 bytes
-# (original size, chunk size, compression) that wimlib reads while it loads the blob table.
-WIM_HEADER_SIZE = 208
-BLOB_ENTRY = 50
-RESHDR_SOLID = 0x10
-SOLID_MAGIC = 0x100000000
-SOLID_HEADER = 16
-
-
-def _reshdr(b: bytes, at: int) -> tuple[int, int, int, int]:
-    """(stored size, flags, offset, original size) of the resource header at `at`."""
-    stored = int.from_bytes(b[at:at + 7], "little")
-    return stored, b[at + 7], struct.unpack_from("<Q", b, at + 8)[0], struct.unpack_from("<Q", b, at + 16)[0]
-
-
-def _metadata_ranges(read, size: int) -> list[tuple[int, int]] | None:
-    """The byte ranges of a WIM that wimlib reads when it opens one: the header, the blob table, the XML and
-    the headers of solid resources.  `read(offset, length)` reads the WIM.  None for a WIM this does not
-    understand (then the whole file is copied)."""
-    head = read(0, min(WIM_HEADER_SIZE, size))
-    if len(head) < WIM_HEADER_SIZE or head[:8] != b"MSWIM\0\0\0":
-        return None
-    ranges = [(0, WIM_HEADER_SIZE)]
-    blob = _reshdr(head, 48)
-    for stored, flags, offset, _ in (blob, _reshdr(head, 72)):  # blob table, XML
-        if offset + stored > size or (flags & ~0x06):  # only plain (metadata/no-flag) resources
-            return None
-        if stored:
-            ranges.append((offset, stored))
-    stored, _, offset, original = blob
-    if stored != original or stored > (64 << 20):
-        return None  # a compressed blob table: not something Microsoft or wimlib write
-    table = read(offset, stored)
-    for p in range(0, len(table) - BLOB_ENTRY + 1, BLOB_ENTRY):
-        st, fl, off, orig = _reshdr(table, p)
-        if fl & RESHDR_SOLID and orig == SOLID_MAGIC:
-            if off + SOLID_HEADER > size:
-                return None
-            ranges.append((off, SOLID_HEADER))
-    return ranges
-
-
 def _space_check(directory: str, need: int, what: str) -> None:
     try:
         st = os.statvfs(directory)
@@ -457,7 +414,7 @@ def copy_out(f: IsoFile, dst: str, *, metadata_only: bool = False) -> None:
         sfd, dfd = src.fileno(), out.fileno()
         ranges = None
         if metadata_only:
-            ranges = _metadata_ranges(lambda o, n: _read_file_range(r, f.extents, o, n), f.size)
+            ranges = header.metadata_ranges(lambda o, n: _read_file_range(r, f.extents, o, n), f.size)
         if ranges is None:
             ranges = [(0, f.size)]
         for start, length in ranges:
@@ -513,8 +470,7 @@ def install_image(iso_path: str, *, temp_dir: str | None = None, metadata_only: 
     if not metadata_only:
         _space_check(directory, f.size, f.path)
     tmp = os.path.join(directory, f".{os.path.basename(iso_path)}.{secrets.token_hex(4)}{f.suffix}.w2v-tmp")
-    with atomic._lock:  # removed by wim2vhd.atomic at exit too, should anything skip the finally below
-        atomic._live.add(tmp)
+    atomic.track(tmp)  # removed by wim2vhd.atomic at exit too, should anything skip the finally below
     try:
         try:
             copy_out(f, tmp, metadata_only=metadata_only)
@@ -529,5 +485,4 @@ def install_image(iso_path: str, *, temp_dir: str | None = None, metadata_only: 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        with atomic._lock:
-            atomic._live.discard(tmp)
+        atomic.untrack(tmp)

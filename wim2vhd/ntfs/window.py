@@ -1,0 +1,44 @@
+"""A partition of a virtual disk as a libntfs-3g device ("w2v:N", native/w2v_ntfsdev.c), and the
+pinned clock libntfs-3g reads in a reproducible run."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from wim2vhd._lib import lib
+from wim2vhd.disk import Disk
+from wim2vhd.errors import from_errno
+
+
+class NtfsWindow:
+    """A partition of a disk as the libntfs-3g device name "w2v:N" (see native/w2v_ntfsdev.c)."""
+
+    def __init__(self, disk: Disk, offset: int, length: int, *, writable: bool = True, compact: bool = False):
+        self.id = lib.w2v_ntfsdev_register(disk.handle, offset, length, disk.sector_size, int(writable))
+        if self.id < 0:
+            raise from_errno(self.id, "registering the NTFS device")
+        self.name = f"w2v:{self.id}"
+        # Contiguous allocation keeps dynamic disks small; where it cannot be installed,
+        # libntfs-3g's own allocator is used and only the file size differs.
+        self.compact = bool(compact) and lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc) -> None:
+        lib.w2v_ntfsdev_unregister(self.id)
+
+
+@contextlib.contextmanager
+def fixed_clock(unix_time: int | None) -> Iterator[None]:
+    """libntfs-3g reads unix_time as now, within the block (see native/w2v_ntfsdev.c); None: no change."""
+    if unix_time is None:
+        yield
+        return
+    r = lib.w2v_ntfsdev_fix_clock(1, unix_time)
+    if r < 0:
+        raise from_errno(r, "pinning libntfs-3g's clock for a reproducible volume")
+    try:
+        yield
+    finally:
+        lib.w2v_ntfsdev_fix_clock(0, 0)
