@@ -31,7 +31,8 @@ from typing import Any
 from wim2vhd import repro
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.boot import elements as el
-from wim2vhd.boot.devices import Boot, Device, Locate, Vhd, decode_device, encode_device
+from wim2vhd.boot.devices import (LOCATE_ELEMENT_OF, Boot, Device, Locate, Vhd, decode_device,
+                                  encode_device)
 from wim2vhd.boot.elements import E, Format, ObjectType
 from wim2vhd.boot.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
 from wim2vhd.errors import (InputError, InternalError, OutputExists, UnsupportedInput,
@@ -192,6 +193,8 @@ def format_value(element: int, value: ElementValue, object_type: int | None = No
 
     if isinstance(value, RawValue):
         return [value.text()]
+    if isinstance(value, Vhd):  # bcdedit leaves out the element it searches by when it is the usual one
+        return [value.text(LOCATE_ELEMENT_OF.get(element, el.E.PATH))]
     if isinstance(value, Device):
         return [value.text()]
     if isinstance(value, bool):
@@ -814,13 +817,16 @@ def add_vhd_entry(path: str | os.PathLike, vhd_path: str, *, host: Device | None
     vp = normalize_windows_path(vhd_path, "--vhd-path")
     if host is None or (isinstance(host, Locate) and host.kind == 1 and not host.path):
         host = Locate.by_path(vp)
-    device = Vhd(vp, host)
+    # bcdedit: the device finds the partition by the loader's path (winload), the osdevice by its
+    # systemroot (\Windows); pybcd-BCDTest and windeploy-BCD-efi hold both kinds.
+    device = Vhd.for_element(vp, host, E.DEVICE)
+    osdevice = Vhd.for_element(vp, host, E.OSDEVICE)
     with BcdStore.open(p, write=True) as store:
         if store.find(el.BOOTMGR) is None:
             raise InputError(f"{p} has no Windows Boot Manager ({{bootmgr}}) to list the entry in",
                              hint="make a system store with `wim2vhd bcd create`")
         fw = store._firmware(firmware)
-        guid = store.add_os_loader(description, device, device, firmware=fw, locale=locale,
+        guid = store.add_os_loader(description, device, osdevice, firmware=fw, locale=locale,
                                    default=default)
         loader = store.object(guid)
         resume = loader.get(E.RESUMEOBJECT)
