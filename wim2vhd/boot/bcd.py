@@ -35,6 +35,7 @@ from wim2vhd.boot.devices import (LOCATE_ELEMENT_OF, Boot, Device, Locate, Vhd, 
                                   encode_device)
 from wim2vhd.boot.elements import E, Format, ObjectType
 from wim2vhd.boot.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
+from wim2vhd.boot.regf import KEY_ALL_ACCESS, KEY_READ, WRITE_DAC, key_security_descriptor, set_key_security
 from wim2vhd.errors import (InputError, InternalError, OutputExists, UnsupportedInput,
                             UsageError, Wim2VhdError, from_oserror)
 
@@ -52,6 +53,19 @@ ALLOWED_IN_MEMORY = [0x15000075]
 NX_OPTIN = 0
 BOOTMENUPOLICY_STANDARD = 1
 DEBUGTYPE_LOCAL = 4
+
+
+# The key security Windows gives a store (windeploy-BCD, written by bcdboot, byte for byte; the
+# same ACEs in pybcd-BCDTest, written by bcdedit): owner Administrators, group SYSTEM; the root and
+# Description allow Administrators and SYSTEM full control; Objects and every key below it allow
+# Administrators only KEY_READ | WRITE_DAC (SYSTEM keeps full control).
+ROOT_SECURITY = key_security_descriptor(KEY_ALL_ACCESS)
+OBJECTS_SECURITY = key_security_descriptor(KEY_READ | WRITE_DAC)
+
+
+def windows_key_security(path: tuple[str, ...]) -> bytes:
+    """The security descriptor of the key at `path` (names below the root) in a Windows store."""
+    return OBJECTS_SECURITY if path and path[0].lower() == "objects" else ROOT_SECURITY
 
 
 # -- element values ------------------------------------------------------------------
@@ -321,6 +335,10 @@ class BcdStore:
     def __init__(self, hive: Hive, path: str | None):
         self.hive = hive
         self.path = path
+        # True for a store wim2vhd makes (new, or from a template): every key gets Windows' own
+        # security descriptors when it is written, whatever the template held.  An opened store
+        # keeps its own; a key added to it shares its parent's (hivex copies the parent's sk).
+        self.windows_security = False
         root = hive.root
         self._objects_key = root.child("Objects")
         self._description_key = root.child("Description")
@@ -355,7 +373,9 @@ class BcdStore:
         if system:
             desc.set_value(Value.dword("System", 1))
         root.add_child("Objects")
-        return cls(hive, None)
+        store = cls(hive, None)
+        store.windows_security = True
+        return store
 
     @classmethod
     def new_system_store(cls, firmware: str, *, locale: str = "en-US", timeout: int = 30,
@@ -395,11 +415,24 @@ class BcdStore:
         fd, tmp = tempfile.mkstemp(prefix="wim2vhd-bcd-")
         os.close(fd)
         try:
-            self.hive.commit(tmp)
+            self._commit(tmp)
             with open(tmp, "rb") as f:
                 return f.read()
         finally:
             os.unlink(tmp)
+
+    def _commit(self, path: str) -> None:
+        """The hive to `path`, with Windows' key security when windows_security is set."""
+        self.hive.commit(path)
+        if self.windows_security:
+            with open(path, "r+b") as f:
+                try:
+                    data = set_key_security(f.read(), windows_key_security)
+                except ValueError as e:  # hivex wrote it, so this is ours to fix
+                    raise InternalError(f"cannot set the BCD store's key security: {e}") from None
+                f.seek(0)
+                f.write(data)
+                f.truncate()
 
     def close(self) -> None:
         self.hive.close()
@@ -648,7 +681,7 @@ class BcdStore:
             overwrite = same
         try:
             with AtomicOutput(target, force=overwrite) as out:
-                self.hive.commit(out.temp)
+                self._commit(out.temp)
                 if os.path.exists(target):
                     os.chmod(out.temp, os.stat(target).st_mode & 0o7777)
                 with BcdStore.open(out.temp):  # read it back through the checks any store gets

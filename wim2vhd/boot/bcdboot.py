@@ -71,6 +71,7 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
     """The system store: the template's objects, then what bcdboot adds."""
     if template:
         store = BcdStore.from_bytes(template, write=True, name="BCD-Template")
+        store.windows_security = True  # not the template's descriptors, which may let anyone write
         # The template becomes the system store: Windows loads it as BCD00000000, marked System.
         desc = store.hive.root.ensure_child("Description")
         desc.set_value(Value.sz("KeyName", "BCD00000000"))
