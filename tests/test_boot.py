@@ -49,6 +49,9 @@ def test_uefi_store_and_files(fixture_wim, tmp):
     assert "locate=custom:12000002" in out_show and "locate=custom:22000002" in out_show
     bootmgr = store["{9dea862c-5cdd-4e70-acc1-f32b344d4795}"]["elements"]
     assert bootmgr["23000003"][1].lower() == g  # default
+    # the resume object holds no locate filedevice searching the volumes for \hiberfil.sys (as bcdboot)
+    resume = store[els["23000003"][1].lower()]["elements"]
+    assert "21000001" not in resume and resume["11000001"] == els["11000001"]
     # objects of the image's BCD-Template are kept
     assert "{7ea2e1ac-2e61-4728-aaa3-896d9d0a9f0e}" in store  # {globalsettings}
 

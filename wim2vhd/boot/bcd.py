@@ -598,14 +598,18 @@ class BcdStore:
                    firmware: str | None = None, locale: str = "en-US", path: str | None = None,
                    filepath: str = "\\hiberfil.sys",
                    description: str = "Windows Resume Application") -> uuid.UUID:
-        """A "Resume from Hibernate" object; filedevice holds hiberfil.sys (default: device)."""
+        """A "Resume from Hibernate" object as bcdboot writes it: `device` holds winresume,
+        and there is no filedevice unless one is given.  (bcdboot's windeploy-BCD has none;
+        Windows sets it when it makes hiberfil.sys.  A locate filedevice would search
+        every volume for \\hiberfil.sys and resume whichever it finds first.)"""
         fw = self._firmware(firmware)
         r = self.add_object(ObjectType.RESUME)
         r.update({E.DEVICE: device, E.PATH: path or RESUME_PATH[fw], E.DESCRIPTION: description,
                   E.LOCALE: locale, E.INHERIT: [el.RESUMELOADERSETTINGS],
-                  E.ALLOWEDINMEMORYSETTINGS: ALLOWED_IN_MEMORY,
-                  E.FILEDEVICE: filedevice or device, E.FILEPATH: filepath,
-                  E.RESUME_BOOTMENUPOLICY: BOOTMENUPOLICY_STANDARD})
+                  E.ALLOWEDINMEMORYSETTINGS: ALLOWED_IN_MEMORY})
+        if filedevice is not None:
+            r.set(E.FILEDEVICE, filedevice)
+        r.update({E.FILEPATH: filepath, E.RESUME_BOOTMENUPOLICY: BOOTMENUPOLICY_STANDARD})
         return r.id
 
     def add_os_loader(self, description: str, device: Device, osdevice: Device | None = None, *,
@@ -617,8 +621,8 @@ class BcdStore:
         """A "Windows Boot Loader" object, as bcdboot writes it; returns its GUID.
 
         `device` holds winload (`path`), `osdevice` the Windows directory
-        (`systemroot`; default: device).  With resume=True a resume object for
-        the same devices is added and linked.  The entry joins {bootmgr}'s
+        (`systemroot`; default: device).  With resume=True a resume object on
+        `device` is added and linked.  The entry joins {bootmgr}'s
         displayorder (last, or first with display_first) and becomes its
         default with default=True, or when {bootmgr} has no default yet.
         """
@@ -631,7 +635,8 @@ class BcdStore:
                        E.OSDEVICE: osdev, E.SYSTEMROOT: systemroot})
         resume_id = None
         if resume:
-            resume_id = self.add_resume(device, osdev, firmware=fw, locale=locale)
+            # the resume app is found like winload (by its own path, or the partition itself)
+            resume_id = self.add_resume(device, firmware=fw, locale=locale)
             loader.set(E.RESUMEOBJECT, resume_id)
         loader.update({E.NX: nx, E.BOOTMENUPOLICY: bootmenupolicy})
         bm = self.find(el.BOOTMGR)
