@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import extract_partition, run, sfdisk, to_raw, w2v
+from tests.conftest import extract_partition, leftovers, run, sfdisk, to_raw, w2v
 
 from tests.test_bcd_helpers import regipy_store
 
@@ -107,7 +107,6 @@ def test_bios_files_in_ntfs(fixture_wim, tmp):
 def test_damaged_bcd_template(tmp, template):
     """A damaged BCD-Template in the image: a one-line error naming it, exit 3, no disk left."""
     from fixtures.build import build_fixture_wim
-    from tests.conftest import leftovers
     wim = build_fixture_wim(tmp / "bad.wim", overrides={"Windows/System32/config/BCD-Template": template})
     out = tmp / "o.vhdx"
     p = w2v("apply", wim, out, "--index", "1", "--size", "1G", check=False)
@@ -115,3 +114,65 @@ def test_damaged_bcd_template(tmp, template):
     assert not out.exists() and not leftovers(tmp)
     # without the boot stage the same image applies
     w2v("apply", wim, out, "--index", "1", "--size", "1G", "--no-boot")
+
+
+# -- the removable-media fallback follows the image's architecture ---------------------------------
+def wim_with_arch(fixture_wim, tmp, arch: int):
+    """A copy of the fixture WIM whose image 1 says WINDOWS/ARCH=arch (set by wimlib-imagex)."""
+    import shutil
+    wim = tmp / f"arch{arch}.wim"
+    shutil.copyfile(fixture_wim, wim)
+    run("wimlib-imagex", "info", wim, "1", "--image-property", f"WINDOWS/ARCH={arch}")
+    xml = subprocess.run(["wiminfo", str(wim), "1", "--xml"], capture_output=True, check=True).stdout
+    assert f"<ARCH>{arch}</ARCH>" in xml.decode("utf-16")
+    return wim
+
+
+@pytest.mark.parametrize("arch, name", [(9, "bootx64.efi"), (12, "bootaa64.efi"), (0, "bootia32.efi")])
+def test_fallback_loader_follows_the_architecture(fixture_wim, tmp, arch, name):
+    """mdir (mtools) lists \\EFI\\Boot: exactly the loader for the image's architecture, and it is bootmgfw.efi."""
+    wim = wim_with_arch(fixture_wim, tmp, arch)
+    out = tmp / "a.vhdx"
+    w2v("apply", wim, out, "--index", "1", "--size", "2G")
+    raw = to_raw(out, tmp)
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    listing = run("mdir", "-/", "-b", "-i", f"{raw}@@1M", "::/EFI/Boot", env=env).stdout.lower().split()
+    assert [os.path.basename(f.rstrip("/")) for f in listing] == [name]
+    a = esp_file(raw, f"/EFI/Boot/{name}", tmp / "a")
+    b = esp_file(raw, "/EFI/Microsoft/Boot/bootmgfw.efi", tmp / "b")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_bios_layout_refuses_arm64_up_front(fixture_wim, tmp):
+    wim = wim_with_arch(fixture_wim, tmp, 12)
+    out = tmp / "b.vhdx"
+    for extra in ([], ["--no-boot"]):
+        p = w2v("apply", wim, out, "--index", "1", "--size", "2G", "--layout", "bios", *extra, check=False)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert "ARM64" in p.stderr and "--layout uefi" in p.stderr and "Traceback" not in p.stderr
+        assert not out.exists() and not leftovers(tmp)
+    # several images: refused before the first disk (image 1, the ARM64 one, comes first; 2 is x64)
+    run("wimlib-imagex", "info", wim, "1", "--image-property", "WINDOWS/ARCH=9")
+    run("wimlib-imagex", "info", wim, "2", "--image-property", "WINDOWS/ARCH=12")
+    p = w2v("apply", wim, tmp / "w-{index}.vhdx", "--index", "all", "--size", "2G", "--layout", "bios", check=False)
+    assert p.returncode == 2 and "image 2" in p.stderr and "ARM64" in p.stderr, p.stderr
+    assert not list(tmp.glob("w-*")) and not leftovers(tmp)
+    # x86 boots from BIOS: no refusal
+    run("wimlib-imagex", "info", wim, "2", "--image-property", "WINDOWS/ARCH=0")
+    w2v("apply", wim, out, "--index", "2", "--size", "2G", "--layout", "bios")
+
+
+def test_fallback_loader_without_arch_reads_the_pe_machine():
+    """No WINDOWS/ARCH: the name follows bootmgfw.efi's PE/COFF machine (0xAA64 is ARM64 in the PE spec)."""
+    from wim2vhd.boot.bcdboot import fallback_loader
+
+    def pe(machine):
+        head = bytearray(0x80)
+        head[:2] = b"MZ"
+        head[0x3C:0x40] = (0x40).to_bytes(4, "little")
+        head[0x40:0x46] = b"PE\0\0" + machine.to_bytes(2, "little")
+        return bytes(head)
+    assert fallback_loader(None, pe(0xAA64)) == "bootaa64.efi"
+    assert fallback_loader(None, pe(0x014C)) == "bootia32.efi"
+    assert fallback_loader(None, b"not a PE") == "bootx64.efi"
+    assert fallback_loader("arm64", pe(0x8664)) == "bootaa64.efi"  # the image's ARCH comes first

@@ -2,7 +2,8 @@
 
 - Boot files come from the applied volume's \\Windows\\Boot.
   UEFI: EFI\\* (with the locale folders), Fonts and Resources go to the ESP's
-  \\EFI\\Microsoft\\Boot, and bootmgfw.efi also to the fallback \\EFI\\Boot\\bootx64.efi.
+  \\EFI\\Microsoft\\Boot, and bootmgfw.efi also to the removable-media fallback
+  \\EFI\\Boot\\boot<arch>.efi for the image's architecture (bootx64.efi, bootaa64.efi, bootia32.efi).
   BIOS: PCAT\\bootmgr and BOOTNXT go to the root of the system (here: Windows)
   partition, PCAT\\* with Fonts and Resources to \\Boot.
 - The store (\\EFI\\Microsoft\\Boot\\BCD or \\Boot\\BCD) starts from the image's
@@ -27,6 +28,13 @@ from wim2vhd.boot.elements import E
 from wim2vhd.boot.hive import Value
 from wim2vhd.errors import InputError
 
+# The removable-media boot file per architecture (UEFI specification, 3.5.1.1 "Removable Media Boot
+# Behavior"); keys are wim.ImageInfo.architecture, from the image's WINDOWS/ARCH.
+FALLBACK_LOADER = {"x64": "bootx64.efi", "arm64": "bootaa64.efi", "x86": "bootia32.efi",
+                   "ia64": "bootia64.efi", "arm": "bootarm.efi"}
+# The same names by the PE/COFF machine type of bootmgfw.efi, for an image whose XML has no ARCH.
+PE_MACHINE = {0x8664: "x64", 0xAA64: "arm64", 0x014C: "x86", 0x0200: "ia64", 0x01C4: "arm"}
+
 BOOT = "Windows\\Boot"
 TEMPLATE = "Windows\\System32\\config\\BCD-Template"
 # bcdboot marks the BIOS boot files hidden and system (bootmgr read-only too).
@@ -45,6 +53,20 @@ def _tree(vol, top: str) -> dict[str, bytes]:
             rel = f"{rel_dir}/{f}" if rel_dir else f
             out[rel] = vol.read_file(f"{d}\\{f}" if d else f)
     return out
+
+
+def fallback_loader(architecture: str | None, bootmgfw: bytes) -> str:
+    """The file name of \\EFI\\Boot\\boot*.efi for an image: by its WINDOWS/ARCH, else (no
+    ARCH, or one without a UEFI name) by bootmgfw.efi's PE machine type, else x64's."""
+    if architecture in FALLBACK_LOADER:
+        return FALLBACK_LOADER[architecture]
+    if bootmgfw[:2] == b"MZ" and len(bootmgfw) >= 0x40:
+        pe = int.from_bytes(bootmgfw[0x3C:0x40], "little")
+        if bootmgfw[pe:pe + 4] == b"PE\0\0":
+            machine = int.from_bytes(bootmgfw[pe + 4:pe + 6], "little")
+            if PE_MACHINE.get(machine) in FALLBACK_LOADER:
+                return FALLBACK_LOADER[PE_MACHINE[machine]]
+    return FALLBACK_LOADER["x64"]
 
 
 def _devices(o, plan, firmware: str) -> dict[str, dv.Device]:
@@ -151,7 +173,8 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
         esp_files.update({f"EFI/Microsoft/Boot/Fonts/{k}": v for k, v in fonts.items()})
         esp_files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
         esp_files["EFI/Microsoft/Boot/BCD"] = bcd
-        esp_files["EFI/Boot/bootx64.efi"] = efi["bootmgfw.efi"]  # the removable-media fallback path
+        # the removable-media fallback path, named for the image's architecture
+        esp_files["EFI/Boot/" + fallback_loader(img.architecture, efi["bootmgfw.efi"])] = efi["bootmgfw.efi"]
         fsformat.rebuild_esp(disk, esp_files, layout=plan, seed=o.seed, tmp_dir=tmp_dir)
         files = len(esp_files)
     else:
