@@ -176,3 +176,60 @@ def test_fallback_loader_without_arch_reads_the_pe_machine():
     assert fallback_loader(None, pe(0x014C)) == "bootia32.efi"
     assert fallback_loader(None, b"not a PE") == "bootx64.efi"
     assert fallback_loader("arm64", pe(0x8664)) == "bootaa64.efi"  # the image's ARCH comes first
+
+
+# -- names are matched without regard to case, as on Windows ---------------------------------------
+RECASE = {"PCAT": "Pcat", "BOOTNXT": "bootnxt", "bootmgr": "BOOTMGR", "memtest.exe": "MemTest.EXE",
+          "bootmgfw.efi": "BootMgFw.EFI", "memtest.efi": "MEMTEST.efi", "Fonts": "FONTS"}
+
+
+@pytest.fixture(scope="module")
+def recased_wim(tmp_path_factory):
+    """The fixture WIM with the boot files' names in other cases (\\Windows\\Boot\\Pcat\\bootnxt as
+    in Windows' images, BOOTMGR, BootMgFw.EFI...); placeholder boot programs (nothing boots it)."""
+    import dataclasses
+    from fixtures.build import build_fixture_wim
+    from fixtures.layout import EDITIONS
+
+    def recase(path):
+        if not path.lower().startswith("windows\\boot\\"):
+            return path
+        return "\\".join(RECASE.get(part, part) for part in path.split("\\"))
+    editions = tuple(dataclasses.replace(ed, entries=tuple(dataclasses.replace(e, path=recase(e.path))
+                                                           for e in ed.entries)) for ed in EDITIONS)
+    d = tmp_path_factory.mktemp("recased")
+    wim = build_fixture_wim(d / "recased.wim", editions=editions)
+    names = subprocess.run(["wimlib-imagex", "dir", str(wim), "1", "--path", "/Windows/Boot"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "/Windows/Boot/Pcat/bootnxt" in names and "/Windows/Boot/EFI/BootMgFw.EFI" in names  # wimlib lists it
+    return wim
+
+
+def test_bios_bootnxt_at_the_root_whatever_its_case(recased_wim, tmp):
+    """ntfsls reads the Windows volume: \\bootmgr and \\BOOTNXT at the root (bcdboot's names), not under \\Boot;
+    memtest.exe found (so {memdiag} is in the store, read with regipy)."""
+    out = tmp / "b.vhdx"
+    w2v("apply", recased_wim, out, "--index", "1", "--size", "2G", "--layout", "bios")
+    raw = to_raw(out, tmp)
+    ntfs = extract_partition(raw, sfdisk(raw)["partitions"][0], tmp, "n.img")
+    root = run("ntfsls", "-a", ntfs).stdout.split()
+    assert "BOOTNXT" in root and "bootmgr" in root, root
+    boot = run("ntfsls", "-a", ntfs, "-p", "/Boot").stdout.split()
+    assert not {n.lower() for n in boot} & {"bootnxt", "bootmgr"}, boot
+    assert "BCD" in boot and "MemTest.EXE" in boot
+    (tmp / "BCD").write_bytes(subprocess.run(["ntfscat", ntfs, "/Boot/BCD"], capture_output=True, check=True).stdout)
+    assert "{b2721d73-1db4-4c62-bf78-c548a880142d}" in regipy_store(tmp / "BCD")  # {memdiag}
+    attrs = run("ntfsinfo", "-F", "/BOOTNXT", ntfs).stdout
+    assert "HIDDEN" in attrs and "SYSTEM" in attrs
+
+
+def test_uefi_boot_files_whatever_their_case(recased_wim, tmp):
+    """mdir (mtools) lists the ESP: the fallback loader is the image's BootMgFw.EFI, memtest is found."""
+    out = tmp / "u.vhdx"
+    w2v("apply", recased_wim, out, "--index", "1", "--size", "2G")
+    raw = to_raw(out, tmp)
+    a = esp_file(raw, "/EFI/Boot/bootx64.efi", tmp / "a")
+    b = esp_file(raw, "/EFI/Microsoft/Boot/bootmgfw.efi", tmp / "b")
+    assert a.read_bytes() == b.read_bytes()
+    store = regipy_store(esp_file(raw, "/EFI/Microsoft/Boot/BCD", tmp / "BCD"))
+    assert "{b2721d73-1db4-4c62-bf78-c548a880142d}" in store  # {memdiag}

@@ -55,6 +55,18 @@ def _tree(vol, top: str) -> dict[str, bytes]:
     return out
 
 
+def _find(tree: dict[str, bytes], name: str) -> str | None:
+    """The key of `tree` that names `name`, compared without regard to case as Windows does
+    (images hold Windows\\Boot\\PCAT\\bootnxt, bcdboot writes \\BOOTNXT)."""
+    low = name.lower()
+    return next((k for k in tree if k.lower() == low), None)
+
+
+def _pop(tree: dict[str, bytes], name: str) -> bytes | None:
+    key = _find(tree, name)
+    return tree.pop(key) if key is not None else None
+
+
 def fallback_loader(architecture: str | None, bootmgfw: bytes) -> str:
     """The file name of \\EFI\\Boot\\boot*.efi for an image: by its WINDOWS/ARCH, else (no
     ARCH, or one without a UEFI name) by bootmgfw.efi's PE machine type, else x64's."""
@@ -134,14 +146,15 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
         resources = _tree(vol, BOOT + "\\Resources")
         if firmware == "uefi":
             efi = _tree(vol, BOOT + "\\EFI")
-            if "bootmgfw.efi" not in efi:
+            bootmgfw = _find(efi, "bootmgfw.efi")
+            if bootmgfw is None:
                 raise InputError(f"image {index} has no \\{BOOT}\\EFI\\bootmgfw.efi: it cannot boot on UEFI")
-            memdiag = "memtest.efi" in efi
+            memdiag = _find(efi, "memtest.efi") is not None
         else:
             pcat = _tree(vol, BOOT + "\\PCAT")
-            if "bootmgr" not in pcat:
+            if _find(pcat, "bootmgr") is None:
                 raise InputError(f"image {index} has no \\{BOOT}\\PCAT\\bootmgr: it cannot boot on BIOS")
-            memdiag = "memtest.exe" in pcat
+            memdiag = _find(pcat, "memtest.exe") is not None
         store = build_store(template, firmware, description, devs, locale=o.locale, memdiag=memdiag)
         try:
             bcd = store.to_bytes()
@@ -150,15 +163,19 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
 
         if firmware == "bios":
             # bcdboot's BIOS layout: \bootmgr and \BOOTNXT at the root, the rest under \Boot.
-            vol.write_file("bootmgr", pcat.pop("bootmgr"))
+            vol.write_file("bootmgr", _pop(pcat, "bootmgr"))
             vol.set_attributes("bootmgr", ATTR_RO | ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
-            if "BOOTNXT" in pcat:
-                vol.write_file("BOOTNXT", pcat.pop("BOOTNXT"))
+            files = 1
+            bootnxt = _pop(pcat, "BOOTNXT")
+            if bootnxt is not None:
+                vol.write_file("BOOTNXT", bootnxt)
                 vol.set_attributes("BOOTNXT", ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
+                files += 1
             vol.mkdir("Boot", exist_ok=True)
             tree = dict(pcat)
             tree.update({f"Fonts/{k}": v for k, v in fonts.items()})
             tree.update({f"Resources/{k}": v for k, v in resources.items()})
+            _pop(tree, "BCD")  # ours replaces any the image carries, whatever its case
             tree["BCD"] = bcd
             for rel, data in sorted(tree.items()):
                 parts = rel.split("/")
@@ -166,15 +183,16 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
                     vol.mkdir("Boot\\" + "\\".join(parts[:-1]), parents=True, exist_ok=True)
                 vol.write_file("Boot\\" + rel.replace("/", "\\"), data)
             vol.set_attributes("Boot", ATTR_HIDDEN | ATTR_SYSTEM | 0x10)
-            files = len(tree) + 1
+            files += len(tree)
 
     if firmware == "uefi":
         esp_files: dict[str, bytes] = {f"EFI/Microsoft/Boot/{k}": v for k, v in efi.items()}
         esp_files.update({f"EFI/Microsoft/Boot/Fonts/{k}": v for k, v in fonts.items()})
         esp_files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
+        _pop(esp_files, "EFI/Microsoft/Boot/BCD")
         esp_files["EFI/Microsoft/Boot/BCD"] = bcd
         # the removable-media fallback path, named for the image's architecture
-        esp_files["EFI/Boot/" + fallback_loader(img.architecture, efi["bootmgfw.efi"])] = efi["bootmgfw.efi"]
+        esp_files["EFI/Boot/" + fallback_loader(img.architecture, efi[bootmgfw])] = efi[bootmgfw]
         fsformat.rebuild_esp(disk, esp_files, layout=plan, seed=o.seed, tmp_dir=tmp_dir)
         files = len(esp_files)
     else:
