@@ -182,3 +182,27 @@ def seeded(seed, fn, *args, **kwargs):
     """fn(*args, **kwargs) within a reproducible run of this seed (as apply --seed makes one)."""
     with repro.pinned(seed, 0):
         return fn(*args, **kwargs)
+
+
+def regipy_key_security(path: Path) -> dict:
+    """{key path below the root ("" for it): (raw security descriptor, sk cell offset, owner, group,
+    DACL)} for every key: regipy walks the keys and parses their sk cells (its own structs), not wim2vhd."""
+    from regipy.registry import RegistryHive
+    from regipy.structs import SECURITY_KEY_v1_1
+
+    data = Path(path).read_bytes()
+    hive = RegistryHive(str(path))
+    out = {}
+
+    def walk(key, rel):
+        off = key.header.security_key_offset
+        sk = SECURITY_KEY_v1_1.parse(data[0x1000 + off:])  # the cell's size, then the sk record
+        info = key.get_security_key_info()
+        dacl = [(a["ace_type"], a["flags"], a["access_mask"], a["sid"]) for a in info["dacl"]]
+        out[rel] = (bytes(sk.security_descriptor), off, info["owner"], info["group"], dacl)
+        if key.header.subkey_count:
+            for sub in key.iter_subkeys():
+                walk(sub, f"{rel}\\{sub.name}" if rel else sub.name)
+
+    walk(hive.root, "")
+    return out

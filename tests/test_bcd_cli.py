@@ -84,22 +84,40 @@ def test_create_in_missing_directory(tmp_path, capsys):
 
 
 # -- add-vhd -------------------------------------------------------------------------------
+PYBCD_VHD = "{fffdfa6e-8442-22f3-b2d5-323c2953814f}"  # pybcd-BCDTest's bcdedit-made VHD entry
+# In a vhd= device value, the element the outer locate record searches by: after the 16-byte
+# qualifier, the 16-byte device header and the locate record's 4-byte kind.
+LOCATE_ELEMENT_AT = 16 + 16 + 4
+
+
+def with_locate_element(windows: bytes, was: int, element: int) -> bytes:
+    """bcdedit's bytes for the same vhd= with the locate element `element` instead of `was`."""
+    assert int.from_bytes(windows[LOCATE_ELEMENT_AT:LOCATE_ELEMENT_AT + 4], "little") == was
+    return windows[:LOCATE_ELEMENT_AT] + element.to_bytes(4, "little") + windows[LOCATE_ELEMENT_AT + 4:]
+
+
 def test_add_vhd_locate_matches_windows_bytes(tmp_path, capsys):
-    """--host locate writes exactly what bcdedit wrote for vhd=[locate]\\test.vhd."""
+    """--host locate writes exactly what bcdedit wrote for vhd=[locate]\\test.vhd: the device
+    searches by the loader's path (0x12000002) and the osdevice by its systemroot (0x22000002),
+    as bcdedit's `osdevice locate` does (windeploy-BCD-efi).  Reference and result read with regipy."""
     p = tmp_path / "BCD"
     assert run(capsys, "bcd", "create", p, "--firmware", "uefi")[0] == 0
     code, out, err = run(capsys, "bcd", "add-vhd", p, "--vhd-path", "\\test.vhd", "--description", "VHD boot")
     assert code == 0, err
     guid = out.strip()
     assert GUID_RE.match(guid)
-    windows = regipy_store(ref("pybcd-BCDTest"))["{fffdfa6e-8442-22f3-b2d5-323c2953814f}"]["elements"]["11000001"][1]
+    windows = regipy_store(ref("pybcd-BCDTest"))[PYBCD_VHD]["elements"]["11000001"][1]
+    windows_os = with_locate_element(windows, 0x12000002, 0x22000002)
+    assert regipy_store(ref("windeploy-BCD-efi"))["{d65367c7-3fb7-11ec-8288-eab76d76405a}"]["elements"][
+        "21000001"][1][LOCATE_ELEMENT_AT:LOCATE_ELEMENT_AT + 4] == (0x22000002).to_bytes(4, "little")
     s = regipy_store(p)
     entry = s[guid]["elements"]
     assert s[guid]["type"] == 0x10200003
     assert entry["11000001"] == ("REG_BINARY", windows)
-    assert entry["21000001"] == ("REG_BINARY", windows)
+    assert entry["21000001"] == ("REG_BINARY", windows_os)
     assert entry["12000004"] == ("REG_SZ", "VHD boot")
     assert entry["12000002"] == ("REG_SZ", "\\Windows\\system32\\winload.efi")  # firmware read from the store
+    assert entry["22000002"] == ("REG_SZ", "\\Windows")  # what the osdevice searches for
     bm = s[BOOTMGR]["elements"]
     assert guid in [g.lower() for g in bm["24000001"][1]]
     assert bm["23000003"] == ("REG_SZ", guid)  # the store had no default yet
@@ -108,8 +126,25 @@ def test_add_vhd_locate_matches_windows_bytes(tmp_path, capsys):
     assert (tmp_path / "BCD.bak").exists()
 
     code, out, _ = run(capsys, "bcd", "show", p)
-    assert "device                  vhd=[locate]\\test.vhd" in out
-    assert "osdevice                vhd=[locate]\\test.vhd" in out
+    assert "device                  vhd=[locate]\\test.vhd\n" in out
+    assert "osdevice                vhd=[locate]\\test.vhd\n" in out
+
+
+def test_add_vhd_mbr_host_matches_windows_bytes(tmp_path, capsys):
+    """--host-mbr: pybcd-BCDTest holds bcdedit's vhd=[MBR partition at 1 MiB]\\test.vhd with
+    locate=custom:12345678; ours, with the usual elements, differs only in that element
+    (regipy reads both stores)."""
+    p = tmp_path / "BCD"
+    assert run(capsys, "bcd", "create", p, "--firmware", "bios")[0] == 0
+    code, out, err = run(capsys, "bcd", "add-vhd", p, "--vhd-path", "\\test.vhd",
+                         "--host-mbr", "0x36234da4:0x100000")
+    assert code == 0, err
+    windows = regipy_store(ref("pybcd-BCDTest"))[PYBCD_VHD]["elements"]["21000001"][1]
+    entry = regipy_store(p)[out.strip()]["elements"]
+    assert entry["11000001"] == ("REG_BINARY", with_locate_element(windows, 0x12345678, 0x12000002))
+    assert entry["21000001"] == ("REG_BINARY", with_locate_element(windows, 0x12345678, 0x22000002))
+    code, out, _ = run(capsys, "bcd", "show", p)
+    assert "osdevice                vhd=[mbr:0x36234da4:0x100000]\\test.vhd\n" in out
 
 
 @pytest.mark.parametrize("args, text", [

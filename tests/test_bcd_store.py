@@ -14,7 +14,7 @@ from hypothesis import strategies as hst
 from wim2vhd.boot import elements as el
 from wim2vhd.boot.bcd import (BcdStore, RawValue, add_vhd_entry, create_store_file, describe, encode_element,
                               normalize_windows_path, parse_object_id, render_text)
-from wim2vhd.boot.devices import Boot, GptPartition, MbrPartition, Vhd, decode_device, encode_device
+from wim2vhd.boot.devices import Boot, GptPartition, Locate, MbrPartition, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E
 from wim2vhd.registry.hive import Hive, RegType, Value
 from wim2vhd.errors import (CorruptInput, InputError, InternalError, OutputExists, UnsupportedInput,
@@ -74,7 +74,8 @@ def test_new_system_store(tmp_path, firmware):
     assert le["17000077"] == ("REG_BINARY", (0x15000075).to_bytes(8, "little"))
     rid = le["23000003"][1].lower()
     assert s[rid]["type"] == 0x10200004
-    assert s[rid]["elements"]["21000001"][1] == encode_device(vhd)
+    assert s[rid]["elements"]["11000001"][1] == encode_device(vhd)
+    assert "21000001" not in s[rid]["elements"]                             # no filedevice (as bcdboot)
     assert s[rid]["elements"]["22000002"] == ("REG_SZ", "\\hiberfil.sys")
     assert bm["23000006"] == ("REG_SZ", rid)                                 # bootmgr resumeobject
     assert s[MEMDIAG]["elements"]["1600000b"] == ("REG_BINARY", b"\x01")
@@ -356,3 +357,44 @@ def test_libregf_reads_a_new_store(tmp_path):
     assert "Version:\t1.5" in info
     with BcdStore.open(p) as back:
         assert info.count("(value: 0) Element") == sum(len(o.element_ids()) for o in back.objects())
+
+
+# -- the resume object, as bcdboot writes it --------------------------------------------------
+WINDEPLOY_RESUME = "{1b67bffc-e290-11eb-8ffa-f459a0d9b879}"   # bcdboot's, in windeploy-BCD
+WINDEPLOY_EFI_LOADER = "{d65367c7-3fb7-11ec-8288-eab76d76405a}"  # `device locate`, in windeploy-BCD-efi
+
+
+def _resume_of(path, loader_id):
+    s = regipy_store(path)
+    return s[s["{%s}" % loader_id]["elements"]["23000003"][1].lower()]
+
+
+@pytest.mark.parametrize("kind", ["partition", "locate", "vhd"])
+def test_resume_object_as_bcdboot_writes_it(tmp_path, kind):
+    """The resume object has bcdboot's elements (windeploy-BCD, read with regipy): a device that
+    holds winresume, \\hiberfil.sys, and no filedevice, so nothing searches the volumes for a
+    hibernation file.  Its device bytes are Windows' own for each kind."""
+    windows = regipy_store(ref("windeploy-BCD"))[WINDEPLOY_RESUME]["elements"]
+    if kind == "partition":
+        dev = osdev = MbrPartition(0xDDBA6BBB, 0x100000)   # the partition windeploy-BCD names
+        want_device = windows["11000001"][1]
+    elif kind == "locate":
+        dev, osdev = Locate.by_element(E.PATH), Locate.by_element(E.SYSTEMROOT)
+        want_device = regipy_store(ref("windeploy-BCD-efi"))[WINDEPLOY_EFI_LOADER]["elements"]["11000001"][1]
+    else:
+        dev = Vhd.for_element("\\test.vhd", Locate.by_path("\\test.vhd"), E.DEVICE)
+        osdev = Vhd.for_element("\\test.vhd", Locate.by_path("\\test.vhd"), E.OSDEVICE)
+        want_device = regipy_store(ref("pybcd-BCDTest"))["{fffdfa6e-8442-22f3-b2d5-323c2953814f}"][
+            "elements"]["11000001"][1]
+    p = tmp_path / "BCD"
+    with BcdStore.new_system_store("bios") as st:
+        g = st.add_os_loader("Windows", dev, osdev)
+        st.save(p)
+    resume = _resume_of(p, g)
+    assert resume["type"] == 0x10200004
+    assert set(resume["elements"]) == set(windows)
+    assert resume["elements"]["11000001"][1] == want_device
+    for e in ("14000006", "17000077", "25000008"):
+        assert resume["elements"][e] == windows[e], e
+    for e in ("12000002", "22000002"):  # paths: bcdboot wrote this one's in lower case
+        assert resume["elements"][e][1].lower() == windows[e][1].lower(), e

@@ -517,3 +517,19 @@ def _wrap(line):
         out.append(cur[:cut] + "\\")
         cur = "  " + cur[cut:]
     return "\r\n".join(out + [cur])
+
+
+def test_hives_found_whatever_the_case_of_their_path(tmp):
+    """Windows' names are case-insensitive: an image whose hive lives at \\windows\\system32\\CONFIG\\system
+    is edited in place (read back with ntfscat and hivexget), not refused, and no second copy is made."""
+    from fixtures.hives import build_hive
+    spec = {"Select": {"Current": 1}, "ControlSet001\\Control\\Terminal Server": {"fDenyTSConnections": 1}}
+    wim = _wim_from_tree(tmp, "lower", {"windows/system32/CONFIG/system": build_hive(spec, "SYSTEM")})
+    out = tmp / "l.vhdx"
+    w2v("apply", wim, out, "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp")
+    img = ntfs_partition(out, tmp)
+    assert [n for n in ntfsls(img, "/") if n not in ("", ".", "..")] == ["windows"]
+    assert [n for n in ntfsls(img, "/windows/system32/CONFIG") if n not in ("", ".", "..")] == ["system"]
+    hive = tmp / "system.hive"
+    hive.write_bytes(ntfscat(img, "/windows/system32/CONFIG/system"))
+    assert hivexget(hive, r"ControlSet001\Control\Terminal Server", "fDenyTSConnections") == "0"

@@ -250,6 +250,9 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
         else:
             indexes = [wim.resolve(i) for i in wanted]
         targets = [(i, output_name(out, i, wim.image(i).name)) for i in indexes]
+        from wim2vhd.apply import check_image_layout
+        for i in indexes:  # before the first disk: an image later in the list may not fit the layout
+            check_image_layout(layout, i, wim.image(i))
         seen: dict[str, int] = {}
         for i, o in targets:
             key = os.path.abspath(o)

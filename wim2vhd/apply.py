@@ -122,6 +122,14 @@ def _check_options(o: ApplyOptions) -> None:
         check_code_size(size)
 
 
+def check_image_layout(layout: str, index: int, img: ImageInfo) -> None:
+    """Refuse a layout the image's architecture cannot boot from: ARM64 Windows has no BIOS boot
+    (no bootmgr or winload.exe for it), only UEFI."""
+    if layout == "bios" and img.architecture == "arm64":
+        raise UsageError(f"image {index} ({img.name!r}) is for ARM64, which boots only from UEFI: "
+                         "use --layout uefi (or native)")
+
+
 # The time a reproducible run stamps on what it creates when the image says nothing: 2000-01-01 UTC.
 FALLBACK_EPOCH = 946684800
 
@@ -153,6 +161,7 @@ def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None 
     with contextlib.nullcontext(wim) if wim is not None else Wim(o.image, refs=o.refs) as wim:
         index = wim.resolve(o.index, o.name)
         img = wim.image(index)
+        check_image_layout(o.layout, index, img)
         size = o.size or default_size(img)
         pinned = reproducible_time(wim, index) if o.seed is not None else None
         # With --seed every identifier and time the run makes up is derived (wim2vhd.repro), so the

@@ -195,8 +195,9 @@ class Customizations:
                 files = {h: regfile.HIVE_FILES[h] for h in hives}
                 wim.extract_paths(index, ["/" + f.replace("\\", "/") for f in files.values()], tmp)
                 for h in hives:
-                    local = os.path.join(tmp, *files[h].split("\\"))
-                    if not os.path.isfile(local):
+                    # wimlib extracts the image's own spelling of the path
+                    local = _find_nocase(tmp, files[h])
+                    if local is None or not os.path.isfile(local):
                         raise InputError(f"image {index} has no \\{files[h]}: is it a Windows image?")
                     edited[h], counts[h] = self._edit_hive(h, local, index)
         self._prepared = (index, edited, counts)
@@ -375,6 +376,22 @@ def _apply_op(hive, path: str, op: regfile.Op) -> None:
         k = hive.get_key(path)
         if k is not None:
             k.delete()
+
+
+def _find_nocase(top: str, rel: str) -> str | None:
+    """The host path below `top` whose names match `rel`'s ('\\'-separated) without regard to case, as
+    Windows matches names; None if there is none."""
+    d = top
+    for part in rel.split("\\"):
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            return None
+        match = next((n for n in names if n.lower() == part.lower()), None)
+        if match is None:
+            return None
+        d = os.path.join(d, match)
+    return d
 
 
 def _need_dir(path: str, option: str) -> None:

@@ -31,9 +31,12 @@ from typing import Any
 from wim2vhd import repro
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.boot import elements as el
-from wim2vhd.boot.devices import Boot, Device, Locate, Vhd, decode_device, encode_device
+from wim2vhd.boot.devices import (LOCATE_ELEMENT_OF, Boot, Device, Locate, Vhd, decode_device,
+                                  encode_device)
 from wim2vhd.boot.elements import E, Format, ObjectType
 from wim2vhd.registry.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
+from wim2vhd.registry.regf import KEY_ALL_ACCESS, KEY_READ, key_security_descriptor, set_key_security
+from wim2vhd.security import WRITE_DAC
 from wim2vhd.errors import (InputError, InternalError, OutputExists, UnsupportedInput,
                             UsageError, Wim2VhdError, from_oserror)
 
@@ -51,6 +54,19 @@ ALLOWED_IN_MEMORY = [0x15000075]
 NX_OPTIN = 0
 BOOTMENUPOLICY_STANDARD = 1
 DEBUGTYPE_LOCAL = 4
+
+
+# The key security Windows gives a store (windeploy-BCD, written by bcdboot, byte for byte; the
+# same ACEs in pybcd-BCDTest, written by bcdedit): owner Administrators, group SYSTEM; the root and
+# Description allow Administrators and SYSTEM full control; Objects and every key below it allow
+# Administrators only KEY_READ | WRITE_DAC (SYSTEM keeps full control).
+ROOT_SECURITY = key_security_descriptor(KEY_ALL_ACCESS)
+OBJECTS_SECURITY = key_security_descriptor(KEY_READ | WRITE_DAC)
+
+
+def windows_key_security(path: tuple[str, ...]) -> bytes:
+    """The security descriptor of the key at `path` (names below the root) in a Windows store."""
+    return OBJECTS_SECURITY if path and path[0].lower() == "objects" else ROOT_SECURITY
 
 
 # -- element values ------------------------------------------------------------------
@@ -192,6 +208,8 @@ def format_value(element: int, value: ElementValue, object_type: int | None = No
 
     if isinstance(value, RawValue):
         return [value.text()]
+    if isinstance(value, Vhd):  # bcdedit leaves out the element it searches by when it is the usual one
+        return [value.text(LOCATE_ELEMENT_OF.get(element, el.E.PATH))]
     if isinstance(value, Device):
         return [value.text()]
     if isinstance(value, bool):
@@ -318,6 +336,10 @@ class BcdStore:
     def __init__(self, hive: Hive, path: str | None):
         self.hive = hive
         self.path = path
+        # True for a store wim2vhd makes (new, or from a template): every key gets Windows' own
+        # security descriptors when it is written, whatever the template held.  An opened store
+        # keeps its own; a key added to it shares its parent's (hivex copies the parent's sk).
+        self.windows_security = False
         root = hive.root
         self._objects_key = root.child("Objects")
         self._description_key = root.child("Description")
@@ -352,7 +374,9 @@ class BcdStore:
         if system:
             desc.set_value(Value.dword("System", 1))
         root.add_child("Objects")
-        return cls(hive, None)
+        store = cls(hive, None)
+        store.windows_security = True
+        return store
 
     @classmethod
     def new_system_store(cls, firmware: str, *, locale: str = "en-US", timeout: int = 30,
@@ -392,11 +416,24 @@ class BcdStore:
         fd, tmp = tempfile.mkstemp(prefix="wim2vhd-bcd-")
         os.close(fd)
         try:
-            self.hive.commit(tmp)
+            self._commit(tmp)
             with open(tmp, "rb") as f:
                 return f.read()
         finally:
             os.unlink(tmp)
+
+    def _commit(self, path: str) -> None:
+        """The hive to `path`, with Windows' key security when windows_security is set."""
+        self.hive.commit(path)
+        if self.windows_security:
+            with open(path, "r+b") as f:
+                try:
+                    data = set_key_security(f.read(), windows_key_security)
+                except ValueError as e:  # hivex wrote it, so this is ours to fix
+                    raise InternalError(f"cannot set the BCD store's key security: {e}") from None
+                f.seek(0)
+                f.write(data)
+                f.truncate()
 
     def close(self) -> None:
         self.hive.close()
@@ -562,14 +599,18 @@ class BcdStore:
                    firmware: str | None = None, locale: str = "en-US", path: str | None = None,
                    filepath: str = "\\hiberfil.sys",
                    description: str = "Windows Resume Application") -> uuid.UUID:
-        """A "Resume from Hibernate" object; filedevice holds hiberfil.sys (default: device)."""
+        """A "Resume from Hibernate" object as bcdboot writes it: `device` holds winresume,
+        and there is no filedevice unless one is given.  (bcdboot's windeploy-BCD has none;
+        Windows sets it when it makes hiberfil.sys.  A locate filedevice would search
+        every volume for \\hiberfil.sys and resume whichever it finds first.)"""
         fw = self._firmware(firmware)
         r = self.add_object(ObjectType.RESUME)
         r.update({E.DEVICE: device, E.PATH: path or RESUME_PATH[fw], E.DESCRIPTION: description,
                   E.LOCALE: locale, E.INHERIT: [el.RESUMELOADERSETTINGS],
-                  E.ALLOWEDINMEMORYSETTINGS: ALLOWED_IN_MEMORY,
-                  E.FILEDEVICE: filedevice or device, E.FILEPATH: filepath,
-                  E.RESUME_BOOTMENUPOLICY: BOOTMENUPOLICY_STANDARD})
+                  E.ALLOWEDINMEMORYSETTINGS: ALLOWED_IN_MEMORY})
+        if filedevice is not None:
+            r.set(E.FILEDEVICE, filedevice)
+        r.update({E.FILEPATH: filepath, E.RESUME_BOOTMENUPOLICY: BOOTMENUPOLICY_STANDARD})
         return r.id
 
     def add_os_loader(self, description: str, device: Device, osdevice: Device | None = None, *,
@@ -581,8 +622,8 @@ class BcdStore:
         """A "Windows Boot Loader" object, as bcdboot writes it; returns its GUID.
 
         `device` holds winload (`path`), `osdevice` the Windows directory
-        (`systemroot`; default: device).  With resume=True a resume object for
-        the same devices is added and linked.  The entry joins {bootmgr}'s
+        (`systemroot`; default: device).  With resume=True a resume object on
+        `device` is added and linked.  The entry joins {bootmgr}'s
         displayorder (last, or first with display_first) and becomes its
         default with default=True, or when {bootmgr} has no default yet.
         """
@@ -595,7 +636,8 @@ class BcdStore:
                        E.OSDEVICE: osdev, E.SYSTEMROOT: systemroot})
         resume_id = None
         if resume:
-            resume_id = self.add_resume(device, osdev, firmware=fw, locale=locale)
+            # the resume app is found like winload (by its own path, or the partition itself)
+            resume_id = self.add_resume(device, firmware=fw, locale=locale)
             loader.set(E.RESUMEOBJECT, resume_id)
         loader.update({E.NX: nx, E.BOOTMENUPOLICY: bootmenupolicy})
         bm = self.find(el.BOOTMGR)
@@ -645,7 +687,7 @@ class BcdStore:
             overwrite = same
         try:
             with AtomicOutput(target, force=overwrite) as out:
-                self.hive.commit(out.temp)
+                self._commit(out.temp)
                 if os.path.exists(target):
                     os.chmod(out.temp, os.stat(target).st_mode & 0o7777)
                 with BcdStore.open(out.temp):  # read it back through the checks any store gets
@@ -814,13 +856,16 @@ def add_vhd_entry(path: str | os.PathLike, vhd_path: str, *, host: Device | None
     vp = normalize_windows_path(vhd_path, "--vhd-path")
     if host is None or (isinstance(host, Locate) and host.kind == 1 and not host.path):
         host = Locate.by_path(vp)
-    device = Vhd(vp, host)
+    # bcdedit: the device finds the partition by the loader's path (winload), the osdevice by its
+    # systemroot (\Windows); pybcd-BCDTest and windeploy-BCD-efi hold both kinds.
+    device = Vhd.for_element(vp, host, E.DEVICE)
+    osdevice = Vhd.for_element(vp, host, E.OSDEVICE)
     with BcdStore.open(p, write=True) as store:
         if store.find(el.BOOTMGR) is None:
             raise InputError(f"{p} has no Windows Boot Manager ({{bootmgr}}) to list the entry in",
                              hint="make a system store with `wim2vhd bcd create`")
         fw = store._firmware(firmware)
-        guid = store.add_os_loader(description, device, device, firmware=fw, locale=locale,
+        guid = store.add_os_loader(description, device, osdevice, firmware=fw, locale=locale,
                                    default=default)
         loader = store.object(guid)
         resume = loader.get(E.RESUMEOBJECT)

@@ -2,7 +2,8 @@
 
 - Boot files come from the applied volume's \\Windows\\Boot.
   UEFI: EFI\\* (with the locale folders), Fonts and Resources go to the ESP's
-  \\EFI\\Microsoft\\Boot, and bootmgfw.efi also to the fallback \\EFI\\Boot\\bootx64.efi.
+  \\EFI\\Microsoft\\Boot, and bootmgfw.efi also to the removable-media fallback
+  \\EFI\\Boot\\boot<arch>.efi for the image's architecture (bootx64.efi, bootaa64.efi, bootia32.efi).
   BIOS: PCAT\\bootmgr and BOOTNXT go to the root of the system (here: Windows)
   partition, PCAT\\* with Fonts and Resources to \\Boot.
 - The store (\\EFI\\Microsoft\\Boot\\BCD or \\Boot\\BCD) starts from the image's
@@ -27,6 +28,13 @@ from wim2vhd.boot.elements import E
 from wim2vhd.registry.hive import Value
 from wim2vhd.errors import InputError
 
+# The removable-media boot file per architecture (UEFI specification, 3.5.1.1 "Removable Media Boot
+# Behavior"); keys are wim.ImageInfo.architecture, from the image's WINDOWS/ARCH.
+FALLBACK_LOADER = {"x64": "bootx64.efi", "arm64": "bootaa64.efi", "x86": "bootia32.efi",
+                   "ia64": "bootia64.efi", "arm": "bootarm.efi"}
+# The same names by the PE/COFF machine type of bootmgfw.efi, for an image whose XML has no ARCH.
+PE_MACHINE = {0x8664: "x64", 0xAA64: "arm64", 0x014C: "x86", 0x0200: "ia64", 0x01C4: "arm"}
+
 BOOT = "Windows\\Boot"
 TEMPLATE = "Windows\\System32\\config\\BCD-Template"
 # bcdboot marks the BIOS boot files hidden and system (bootmgr read-only too).
@@ -45,6 +53,32 @@ def _tree(vol, top: str) -> dict[str, bytes]:
             rel = f"{rel_dir}/{f}" if rel_dir else f
             out[rel] = vol.read_file(f"{d}\\{f}" if d else f)
     return out
+
+
+def _find(tree: dict[str, bytes], name: str) -> str | None:
+    """The key of `tree` that names `name`, compared without regard to case as Windows does
+    (images hold Windows\\Boot\\PCAT\\bootnxt, bcdboot writes \\BOOTNXT)."""
+    low = name.lower()
+    return next((k for k in tree if k.lower() == low), None)
+
+
+def _pop(tree: dict[str, bytes], name: str) -> bytes | None:
+    key = _find(tree, name)
+    return tree.pop(key) if key is not None else None
+
+
+def fallback_loader(architecture: str | None, bootmgfw: bytes) -> str:
+    """The file name of \\EFI\\Boot\\boot*.efi for an image: by its WINDOWS/ARCH, else (no
+    ARCH, or one without a UEFI name) by bootmgfw.efi's PE machine type, else x64's."""
+    if architecture in FALLBACK_LOADER:
+        return FALLBACK_LOADER[architecture]
+    if bootmgfw[:2] == b"MZ" and len(bootmgfw) >= 0x40:
+        pe = int.from_bytes(bootmgfw[0x3C:0x40], "little")
+        if bootmgfw[pe:pe + 4] == b"PE\0\0":
+            machine = int.from_bytes(bootmgfw[pe + 4:pe + 6], "little")
+            if PE_MACHINE.get(machine) in FALLBACK_LOADER:
+                return FALLBACK_LOADER[PE_MACHINE[machine]]
+    return FALLBACK_LOADER["x64"]
 
 
 def _devices(o, plan, firmware: str) -> dict[str, dv.Device]:
@@ -71,6 +105,7 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
     """The system store: the template's objects, then what bcdboot adds."""
     if template:
         store = BcdStore.from_bytes(template, write=True, name="BCD-Template")
+        store.windows_security = True  # not the template's descriptors, which may let anyone write
         # The template becomes the system store: Windows loads it as BCD00000000, marked System.
         desc = store.hive.root.ensure_child("Description")
         desc.set_value(Value.sz("KeyName", "BCD00000000"))
@@ -111,14 +146,15 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
         resources = _tree(vol, BOOT + "\\Resources")
         if firmware == "uefi":
             efi = _tree(vol, BOOT + "\\EFI")
-            if "bootmgfw.efi" not in efi:
+            bootmgfw = _find(efi, "bootmgfw.efi")
+            if bootmgfw is None:
                 raise InputError(f"image {index} has no \\{BOOT}\\EFI\\bootmgfw.efi: it cannot boot on UEFI")
-            memdiag = "memtest.efi" in efi
+            memdiag = _find(efi, "memtest.efi") is not None
         else:
             pcat = _tree(vol, BOOT + "\\PCAT")
-            if "bootmgr" not in pcat:
+            if _find(pcat, "bootmgr") is None:
                 raise InputError(f"image {index} has no \\{BOOT}\\PCAT\\bootmgr: it cannot boot on BIOS")
-            memdiag = "memtest.exe" in pcat
+            memdiag = _find(pcat, "memtest.exe") is not None
         store = build_store(template, firmware, description, devs, locale=o.locale, memdiag=memdiag)
         try:
             bcd = store.to_bytes()
@@ -127,15 +163,19 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
 
         if firmware == "bios":
             # bcdboot's BIOS layout: \bootmgr and \BOOTNXT at the root, the rest under \Boot.
-            vol.write_file("bootmgr", pcat.pop("bootmgr"))
+            vol.write_file("bootmgr", _pop(pcat, "bootmgr"))
             vol.set_attributes("bootmgr", ATTR_RO | ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
-            if "BOOTNXT" in pcat:
-                vol.write_file("BOOTNXT", pcat.pop("BOOTNXT"))
+            files = 1
+            bootnxt = _pop(pcat, "BOOTNXT")
+            if bootnxt is not None:
+                vol.write_file("BOOTNXT", bootnxt)
                 vol.set_attributes("BOOTNXT", ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
+                files += 1
             vol.mkdir("Boot", exist_ok=True)
             tree = dict(pcat)
             tree.update({f"Fonts/{k}": v for k, v in fonts.items()})
             tree.update({f"Resources/{k}": v for k, v in resources.items()})
+            _pop(tree, "BCD")  # ours replaces any the image carries, whatever its case
             tree["BCD"] = bcd
             for rel, data in sorted(tree.items()):
                 parts = rel.split("/")
@@ -143,14 +183,16 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
                     vol.mkdir("Boot\\" + "\\".join(parts[:-1]), parents=True, exist_ok=True)
                 vol.write_file("Boot\\" + rel.replace("/", "\\"), data)
             vol.set_attributes("Boot", ATTR_HIDDEN | ATTR_SYSTEM | 0x10)
-            files = len(tree) + 1
+            files += len(tree)
 
     if firmware == "uefi":
         esp_files: dict[str, bytes] = {f"EFI/Microsoft/Boot/{k}": v for k, v in efi.items()}
         esp_files.update({f"EFI/Microsoft/Boot/Fonts/{k}": v for k, v in fonts.items()})
         esp_files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
+        _pop(esp_files, "EFI/Microsoft/Boot/BCD")
         esp_files["EFI/Microsoft/Boot/BCD"] = bcd
-        esp_files["EFI/Boot/bootx64.efi"] = efi["bootmgfw.efi"]  # the removable-media fallback path
+        # the removable-media fallback path, named for the image's architecture
+        esp_files["EFI/Boot/" + fallback_loader(img.architecture, efi[bootmgfw])] = efi[bootmgfw]
         fs.rebuild_esp(disk, esp_files, layout=plan, tmp_dir=tmp_dir)
         files = len(esp_files)
     else:

@@ -21,10 +21,12 @@ nest other device records:
   a "file path"        version 1, length (to the end of the path), type 5,
                        the device holding the file, then the UTF-16 path
 
-bcdedit's `vhd=[host]\\dir\\x.vhdx` is a locate record (by the element
-`path`, 0x12000002, unless `,locate=custom:XXXXXXXX`) whose parent is a
+bcdedit's `vhd=[host]\\dir\\x.vhdx` is a locate record whose parent is a
 virtual disk whose file lives on the host; `vhd=[locate]...` uses a host that
-is itself a locate-by-path record of the VHD's own path.
+is itself a locate-by-path record of the VHD's own path.  The locate record
+searches by the path element paired with the element the device is set on
+(LOCATE_ELEMENT_OF: `device` by `path`, 0x12000002; `osdevice` by
+`systemroot`, 0x22000002), unless `,locate=custom:XXXXXXXX` names another.
 
 decode_device(encode_device(d)) == d for every device here, and
 encode_device(decode_device(b)) == b for every value Windows writes: a record
@@ -107,6 +109,13 @@ LOCATE_BY_ELEMENT = 0
 LOCATE_BY_PATH = 1
 APPLICATION_PATH = 0x12000002   # the element bcdedit's `locate` and `vhd=` search by
 SYSTEM_ROOT = 0x22000002        # what bcdedit's `osdevice locate` searches by
+# The element bcdedit's `locate` and `vhd=` search by, per device element they are set on: the
+# string element with the same class and number (0x?1000001 -> 0x?2000002).  Seen in Windows'
+# stores: windeploy-BCD-efi's `osdevice locate` is locate=custom:22000002, and pybcd-BCDTest's
+# `device vhd=[locate]\test.vhd` searches by 0x12000002.
+DEVICE = 0x11000001
+OSDEVICE = 0x21000001
+LOCATE_ELEMENT_OF = {DEVICE: APPLICATION_PATH, OSDEVICE: SYSTEM_ROOT}
 
 
 # -- the model -----------------------------------------------------------------------
@@ -292,16 +301,24 @@ class Vhd(Device):
         """`vhd=[locate]\\path`: the firmware searches every partition for the VHD."""
         return cls(path, Locate.by_path(path), element)
 
+    @classmethod
+    def for_element(cls, path: str, host: Device, device_element: int) -> "Vhd":
+        """What bcdedit writes for `vhd=[host]path` set on `device_element`
+        (E.DEVICE or E.OSDEVICE): the locate searches by that element's path element."""
+        return cls(path, host, LOCATE_ELEMENT_OF[device_element])
+
     def expand(self) -> Locate:
         return Locate.by_element(self.element, VirtualDisk(File(self.path, self.host)))
 
-    def text(self) -> str:
+    def text(self, default_element: int = APPLICATION_PATH) -> str:
+        """bcdedit's text; `default_element` is the element bcdedit leaves unsaid
+        (the one LOCATE_ELEMENT_OF gives for the element this device is set on)."""
         h = self.host
         if isinstance(h, Locate) and h.kind == LOCATE_BY_PATH and h.parent is None and h.path == self.path:
             inside = "locate"
         else:
             inside = h.host_text()
-        tail = "" if self.element == APPLICATION_PATH else f",locate=custom:{self.element:08x}"
+        tail = "" if self.element == default_element else f",locate=custom:{self.element:08x}"
         return f"vhd=[{inside}]{self.path}{tail}"
 
     def to_json(self) -> dict:

@@ -17,8 +17,10 @@ Format facts used (regf as Windows writes it):
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 from wim2vhd.record import Record
+from wim2vhd.security import SID_ADMINISTRATORS, SID_SYSTEM, SecurityDescriptor, allow
 
 PAGE = 0x1000  # base block size and hbin granularity
 HBIN_HEADER_SIZE = 0x20
@@ -93,41 +95,21 @@ KEY_NO_DELETE = 0x0008
 KEY_COMP_NAME = 0x0020              # name is stored as Latin-1, not UTF-16
 
 # -- security descriptor -----------------------------------------------------
-SE_DACL_PRESENT = 0x0004
-SE_SELF_RELATIVE = 0x8000
-ACCESS_ALLOWED_ACE_TYPE = 0
+# Registry key rights (winnt.h): what Windows grants on a BCD store's keys.
 KEY_ALL_ACCESS = 0x000F003F
-SID_ADMINISTRATORS = (5, (32, 544))  # S-1-5-32-544 (NT authority, builtin\Administrators)
-SID_SYSTEM = (5, (18,))              # S-1-5-18 (LocalSystem)
+KEY_READ = 0x00020019               # READ_CONTROL | query value | enumerate subkeys | notify
 
 
-def sid_bytes(sid: tuple[int, tuple[int, ...]]) -> bytes:
-    authority, subs = sid
-    return (struct.pack("<BB", 1, len(subs)) + authority.to_bytes(6, "big")
-            + b"".join(struct.pack("<I", s) for s in subs))
+def key_security_descriptor(administrators: int = KEY_ALL_ACCESS) -> bytes:
+    """Self-relative SD: owner Administrators, group SYSTEM; a DACL allowing
+    Administrators `administrators` and SYSTEM full control.
 
-
-def _ace(mask: int, sid: tuple[int, tuple[int, ...]], flags: int = 0) -> bytes:
-    body = struct.pack("<I", mask) + sid_bytes(sid)
-    return struct.pack("<BBH", ACCESS_ALLOWED_ACE_TYPE, flags, 4 + len(body)) + body
-
-
-def key_security_descriptor() -> bytes:
-    """Self-relative SD: owner Administrators, group SYSTEM, both with full control.
-
-    Windows gives the root of a BCD store exactly these two ACEs; every key
-    that hivex adds shares this descriptor (hivex copies the parent's sk).
+    Windows gives the root of a BCD store these two ACEs with full control
+    (and Objects KEY_READ | WRITE_DAC for Administrators); every key that
+    hivex adds shares its parent's descriptor (hivex copies the parent's sk).
     """
-    aces = _ace(KEY_ALL_ACCESS, SID_ADMINISTRATORS) + _ace(KEY_ALL_ACCESS, SID_SYSTEM)
-    dacl = struct.pack("<BBHHH", 2, 0, 8 + len(aces), 2, 0) + aces
-    owner = sid_bytes(SID_ADMINISTRATORS)
-    group = sid_bytes(SID_SYSTEM)
-    dacl_off = 20
-    owner_off = dacl_off + len(dacl)
-    group_off = owner_off + len(owner)
-    header = struct.pack("<BBHIIII", 1, 0, SE_SELF_RELATIVE | SE_DACL_PRESENT,
-                         owner_off, group_off, 0, dacl_off)
-    return header + dacl + owner + group
+    return SecurityDescriptor(SID_ADMINISTRATORS, SID_SYSTEM,
+                              (allow(SID_ADMINISTRATORS, administrators), allow(SID_SYSTEM, KEY_ALL_ACCESS))).to_bytes()
 
 
 # -- pure helpers -------------------------------------------------------------
@@ -143,6 +125,27 @@ def cell(payload: bytes) -> bytes:
 
 def free_cell(size: int) -> bytes:
     return struct.pack("<i", size) + b"\0" * (size - 4)
+
+
+def _seal(fields: dict) -> bytes:
+    """The packed base block with its checksum.  Windows never stores 0 or ~0 as
+    the checksum (it would store 1 / 0xFFFFFFFE) while hivex checks the plain
+    XOR: when the XOR is one of those, nudge an informational field instead so
+    both readers accept the hive."""
+    fields = dict(fields, checksum=0)
+    block = BASE_BLOCK.pack(fields)
+    csum = base_block_checksum(block)
+    if csum in (0, 0xFFFFFFFF):
+        name = bytearray((fields.get("file_name") or b"").ljust(64, b"\0"))
+        if any(name):
+            name[62] ^= 1   # the high byte of the last UTF-16 unit: changes the XOR, and only it
+        else:
+            name[0] = ord("w")
+        fields["file_name"] = bytes(name)
+        block = BASE_BLOCK.pack(fields)
+        csum = base_block_checksum(block)
+    fields["checksum"] = csum
+    return BASE_BLOCK.pack(fields)
 
 
 def base_block_checksum(block: bytes) -> int:
@@ -194,16 +197,89 @@ def empty_hive(root_name: str = "NewStoreRoot", timestamp: int = 0) -> bytes:
         file_type=0, file_format=1, root_cell=root_off, hbins_size=PAGE,
         clustering=1, file_name=b"", checksum=0,
     )
-    block = BASE_BLOCK.pack(fields)
-    csum = base_block_checksum(block)
-    if csum in (0, 0xFFFFFFFF):
-        # Windows would store 1 / 0xFFFFFFFE and hivex would then disagree:
-        # nudge an informational field instead so both readers accept the hive.
-        fields["file_name"] = b"w\0"
-        block = BASE_BLOCK.pack(fields)
-        csum = base_block_checksum(block)
-    fields["checksum"] = csum
-    block = BASE_BLOCK.pack(fields)
-    out = block + hbin
+    out = _seal(fields) + hbin
     assert len(out) == 2 * PAGE
     return out
+
+
+# -- rewriting every key's security descriptor ----------------------------------
+SUBKEY_LIST = Record("regf subkey list header", "<", [("signature", "2s"), ("count", "H")])
+
+
+def _nk_at(buf: bytes, off: int) -> dict:
+    at = PAGE + off + 4  # past the cell's size
+    nk = NK.parse(buf, at)
+    if nk["signature"] != b"nk":
+        raise ValueError(f"no key node at hive offset 0x{off:x}")
+    raw = buf[at + NK.size:at + NK.size + nk["name_length"]]
+    nk["name"] = raw.decode("latin-1" if nk["flags"] & KEY_COMP_NAME else "utf-16-le")
+    nk["at"] = at
+    return nk
+
+
+def _subkey_offsets(buf: bytes, off: int, depth: int = 0) -> list[int]:
+    at = PAGE + off + 4
+    head = SUBKEY_LIST.parse(buf, at)
+    sig, n = head["signature"], head["count"]
+    first = at + SUBKEY_LIST.size
+    if sig in (b"lf", b"lh"):   # (key, hash) pairs
+        return [struct.unpack_from("<I", buf, first + 8 * i)[0] for i in range(n)]
+    if sig == b"li":            # keys
+        return [struct.unpack_from("<I", buf, first + 4 * i)[0] for i in range(n)]
+    if sig == b"ri" and depth == 0:  # lists of lists, one level deep
+        out: list[int] = []
+        for i in range(n):
+            out += _subkey_offsets(buf, struct.unpack_from("<I", buf, first + 4 * i)[0], 1)
+        return out
+    raise ValueError(f"unknown subkey list {sig!r} at hive offset 0x{off:x}")
+
+
+def set_key_security(hive: bytes, descriptor_of: Callable[[tuple[str, ...]], bytes]) -> bytes:
+    """The hive with each key's security descriptor replaced by
+    descriptor_of(path), `path` being the key's names below the root (() for it).
+
+    The descriptors go into sk cells of one new hbin appended to the hive, in
+    one circular list with a reference count each; the old sk cells are freed.
+    Nothing else moves, so every other cell keeps its offset.
+    """
+    buf = bytearray(hive)
+    base = BASE_BLOCK.parse(buf)
+    end = base["hbins_size"]
+    if len(buf) != PAGE + end:
+        raise ValueError("the hive's length does not match its base block")
+    keys: list[tuple[dict, tuple[str, ...]]] = []
+    seen: set[int] = set()
+    todo = [(base["root_cell"], ())]
+    while todo:
+        off, path = todo.pop()
+        if off in seen:
+            raise ValueError("a loop in the key tree")
+        seen.add(off)
+        nk = _nk_at(buf, off)
+        keys.append((nk, path))
+        if nk["subkeys"]:
+            todo += [(c, path + (_nk_at(buf, c)["name"],)) for c in _subkey_offsets(buf, nk["subkeys_list"])]
+    old = {nk["security"] for nk, _ in keys}
+    wanted = [descriptor_of(path) for _, path in keys]
+    order = list(dict.fromkeys(wanted))           # each descriptor once, in first-use order
+    sizes = [align8(4 + SK.size + len(sd)) for sd in order]
+    offsets = [end + HBIN_HEADER_SIZE + sum(sizes[:i]) for i in range(len(order))]
+    used = HBIN_HEADER_SIZE + sum(sizes)
+    hbin_size = -(-used // PAGE) * PAGE
+    hbin = bytearray(HBIN.pack(dict(magic=b"hbin", offset=end, size=hbin_size, timestamp=0, spare=0)))
+    for i, sd in enumerate(order):
+        n = len(order)
+        hbin += cell(SK.pack(dict(signature=b"sk", flink=offsets[(i + 1) % n], blink=offsets[i - 1],
+                                  refcount=wanted.count(sd), descriptor_size=len(sd))) + sd)
+    if hbin_size > used:
+        hbin += free_cell(hbin_size - used)
+    for (nk, _), sd in zip(keys, wanted):
+        NK.pack_into(buf, nk["at"], security=offsets[order.index(sd)])
+    for off in old:                                # unreferenced now: free them
+        size = struct.unpack_from("<i", buf, PAGE + off)[0]
+        if size < 0 and buf[PAGE + off + 4:PAGE + off + 6] == b"sk":
+            struct.pack_into("<i", buf, PAGE + off, -size)
+    fields = BASE_BLOCK.parse(buf)
+    fields["hbins_size"] = end + hbin_size
+    buf[:PAGE] = _seal(fields)
+    return bytes(buf + hbin)

@@ -88,13 +88,17 @@ class ReadAhead:
 
 _init_lock = threading.Lock()
 _initialised = False
+# wimlib.h: WIMLIB_INIT_FLAG_DEFAULT_CASE_INSENSITIVE.  Paths in an image are looked up as Windows looks
+# them up, without regard to case (wimlib's default on UNIX is case-sensitive): an image's
+# \windows\system32\config\SYSTEM is found as \Windows\System32\config\SYSTEM.
+WIMLIB_INIT_FLAGS = 0x00000020
 
 
 def _init() -> None:
     global _initialised
     with _init_lock:
         if not _initialised:
-            lib.wimlib_global_init(0)
+            lib.wimlib_global_init(WIMLIB_INIT_FLAGS)
             lib.wimlib_set_print_errors(False)
             # Before any WIM is read, so that wimlib's decompressors are all known to it.
             lib.w2v_readahead_install()
