@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wim2vhd.boot import elements as el
-from wim2vhd.boot.bcd import BcdStore, PaddedStr, RawValue, decode_element, encode_element, format_value
+from wim2vhd.boot.store import BcdStore
+from wim2vhd.boot.values import PaddedStr, RawValue, decode_element, encode_element, format_value
 from wim2vhd.boot.devices import (Boot, File, GptPartition, Locate, MbrPartition, Ramdisk, RawDevice, Vhd,
                                   VirtualDisk, decode_device, encode_device, parse_device, parse_host)
 from wim2vhd.registry.hive import RegType, Value

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from wim2vhd.boot import bcdboot
-from wim2vhd.boot.bcd import BcdStore, add_vhd_entry
+from wim2vhd.boot.edit import add_vhd_entry
+from wim2vhd.boot.store import BcdStore
 from wim2vhd.boot.devices import Boot, Locate
 from wim2vhd.boot.elements import E
 from wim2vhd.registry.regf import set_key_security
@@ -145,7 +146,7 @@ def test_an_opened_store_keeps_its_security(tmp_path):
 
 def test_bcd_create_then_add_vhd_keeps_windows_security(tmp_path):
     """hivex edits the store we wrote (sk cells in the appended hbin, the old one freed)."""
-    from wim2vhd.boot.bcd import create_store_file
+    from wim2vhd.boot.edit import create_store_file
 
     p = tmp_path / "BCD"
     create_store_file(p, firmware="bios")

@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as hst
 
 from wim2vhd.boot import elements as el
-from wim2vhd.boot.bcd import (BcdStore, RawValue, add_vhd_entry, create_store_file, describe, encode_element,
-                              normalize_windows_path, parse_object_id, render_text)
+from wim2vhd.boot.edit import add_vhd_entry, create_store_file, normalize_windows_path
+from wim2vhd.boot.store import BcdStore
+from wim2vhd.boot.values import RawValue, encode_element, parse_object_id
+from wim2vhd.boot.view import describe, render_text
 from wim2vhd.boot.devices import Boot, GptPartition, Locate, MbrPartition, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E
 from wim2vhd.registry.hive import Hive, RegType, Value

@@ -388,3 +388,29 @@ def capture(disk_path: str, out: str, *, partition_number: int | None = None, na
     return {"output": os.path.abspath(out), "source": os.path.abspath(disk_path), "partition": part.number,
             "compression": compress, "appended": append, "images_in_output": total,
             "image": img.to_dict(), "seconds": round(time.monotonic() - t0, 3)}
+
+
+# -- BCD stores (the `wim2vhd bcd` commands) ------------------------------------------------------
+def bcd_create(path: str, *, firmware: str = "uefi", force: bool = False, locale: str = "en-US") -> dict[str, Any]:
+    """A new system store at path, as bcdboot writes one: {bootmgr}, {memdiag} and the settings."""
+    from wim2vhd.boot.edit import create_store_file
+    return create_store_file(path, firmware=firmware, force=force, locale=locale)
+
+
+def bcd_show(path: str, *, verbose: bool = False) -> dict[str, Any]:
+    """Every object and element of the store (never modified); "text" is bcdedit /enum all's view."""
+    from wim2vhd.boot.store import BcdStore
+    from wim2vhd.boot.view import describe, render_text
+    with BcdStore.open(path) as s:
+        objects = describe(s, verbose=verbose)
+        return {"store": s.path, "system": s.is_system_store, "firmware": s.firmware, "objects": objects,
+                "text": render_text(objects)}
+
+
+def bcd_add_vhd(path: str, vhd_path: str, *, host: Any = None, description: str = "Windows",
+                default: bool = False, firmware: str | None = None, locale: str = "en-US") -> dict[str, Any]:
+    """Add a loader (+ resume) that boots Windows from a VHD/VHDX on `host` (a boot.devices.Device;
+    None: bcdedit's [locate]) to the store at path, replaced atomically (the old one kept as .bak)."""
+    from wim2vhd.boot.edit import add_vhd_entry
+    return add_vhd_entry(path, vhd_path, host=host, description=description, default=default,
+                         firmware=firmware, locale=locale)

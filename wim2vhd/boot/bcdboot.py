@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from wim2vhd.boot import devices as dv
-from wim2vhd.boot.bcd import BcdStore
+from wim2vhd.boot.store import BcdStore
 from wim2vhd.boot.elements import E
 from wim2vhd.registry.hive import Value
 from wim2vhd.errors import InputError

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from wim2vhd import api
 from wim2vhd.cli import app
 from wim2vhd.cli._common import ForceOpt, JsonOpt, emit_json
 from wim2vhd.errors import UsageError
@@ -22,13 +23,8 @@ FirmwareHelp = "uefi (bootmgfw.efi, winload.efi) or bios (bootmgr, winload.exe).
 
 
 def _firmware(value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return None
-    v = value.strip().lower()
-    from wim2vhd.boot import bcd
-    if v not in bcd.FIRMWARES:
-        raise UsageError(f"--firmware must be uefi or bios, not {value!r}")
-    return v
+    # checked by the store module, which names the choices
+    return None if value is None else value.strip().lower()
 
 
 @bcd_app.command("create")
@@ -40,8 +36,7 @@ def create(
     json: bool = JsonOpt,
 ) -> None:
     """Make a new system store: {bootmgr}, {memdiag} and the settings objects bcdboot writes."""
-    from wim2vhd.boot import bcd
-    info = bcd.create_store_file(store, firmware=_firmware(firmware), force=force, locale=locale)
+    info = api.bcd_create(store, firmware=_firmware(firmware), force=force, locale=locale)
     if json:
         emit_json(info)
     else:
@@ -55,14 +50,11 @@ def show(
     json: bool = JsonOpt,
 ) -> None:
     """Every object and element, like `bcdedit /enum all`; unknown values as hex."""
-    from wim2vhd.boot import bcd
-    with bcd.BcdStore.open(store) as s:
-        objects = bcd.describe(s, verbose=verbose)
-        if json:
-            emit_json({"store": s.path, "system": s.is_system_store, "firmware": s.firmware,
-                       "objects": objects})
-        else:
-            print(bcd.render_text(objects), end="")
+    info = api.bcd_show(store, verbose=verbose)
+    if json:
+        emit_json({k: v for k, v in info.items() if k != "text"})
+    else:
+        print(info["text"], end="")
 
 
 def _host(host: Optional[str], host_gpt: Optional[str], host_mbr: Optional[str]) -> Optional["Device"]:
@@ -78,7 +70,7 @@ def _host(host: Optional[str], host_gpt: Optional[str], host_mbr: Optional[str])
     except ValueError as e:
         raise UsageError(str(e).replace("gpt:", "--host-gpt ").replace("mbr:", "--host-mbr ")) from None
     if host is None or host.strip().lower() == "locate":
-        return None  # [locate]: bcd.add_vhd_entry searches for the VHD's own path
+        return None  # [locate]: api.bcd_add_vhd searches for the VHD's own path
     if host.strip().lower() == "boot":
         return Boot()
     raise UsageError(f"--host must be locate or boot, not {host!r} (or use --host-gpt / --host-mbr)")
@@ -99,9 +91,8 @@ def add_vhd(
 ) -> None:
     """Add a Windows Boot Loader (+ resume) that boots from a VHD/VHDX; prints its GUID."""
     h = _host(host, host_gpt, host_mbr)
-    from wim2vhd.boot import bcd
-    info = bcd.add_vhd_entry(store, vhd_path, host=h, description=description, default=default,
-                             firmware=_firmware(firmware), locale=locale)
+    info = api.bcd_add_vhd(store, vhd_path, host=h, description=description, default=default,
+                           firmware=_firmware(firmware), locale=locale)
     if json:
         emit_json(info)
     else:

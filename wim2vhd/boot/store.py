@@ -14,33 +14,28 @@ value per element, stored as its format says: see elements.Format).
         store.object("{bootmgr}").set(E.TIMEOUT, 5)
         store.save()                              # keeps BCD.bak
 
-Element values are Python values: Device (devices.py), str, uuid.UUID,
-list[uuid.UUID], int, bool, list[int]; anything stored in a way wim2vhd does
-not model exactly is a RawValue and is written back unchanged.
+Element values are Python values (wim2vhd.boot.values); the objects bcdboot writes are made by
+the add_* methods, with the paths and settings bcdboot uses.
 """
 from __future__ import annotations
 
 import os
 import secrets
-import struct
 import tempfile
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
 from wim2vhd import repro
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.boot import elements as el
-from wim2vhd.boot.devices import (LOCATE_ELEMENT_OF, Boot, Device, Locate, Vhd, decode_device,
-                                  encode_device)
-from wim2vhd.boot.elements import E, Format, ObjectType
-from wim2vhd.registry.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
+from wim2vhd.boot.devices import Boot, Device
+from wim2vhd.boot.elements import E, ObjectType
+from wim2vhd.boot.values import (ELEMENT_VALUE, ElementValue, as_uuid, decode_element, encode_element,
+                                 guid_text, parse_guid)
+from wim2vhd.errors import InputError, InternalError, UnsupportedInput, UsageError, Wim2VhdError, from_oserror
+from wim2vhd.registry.hive import Hive, Key, Value
 from wim2vhd.registry.regf import KEY_ALL_ACCESS, KEY_READ, key_security_descriptor, set_key_security
 from wim2vhd.security import WRITE_DAC
-from wim2vhd.errors import (InputError, InternalError, OutputExists, UnsupportedInput,
-                            UsageError, Wim2VhdError, from_oserror)
 
-ELEMENT_VALUE = "Element"
 FIRMWARES = ("uefi", "bios")
 
 # What Windows' bcdboot writes, per firmware.
@@ -69,179 +64,6 @@ def windows_key_security(path: tuple[str, ...]) -> bytes:
     return OBJECTS_SECURITY if path and path[0].lower() == "objects" else ROOT_SECURITY
 
 
-# -- element values ------------------------------------------------------------------
-@dataclass(frozen=True)
-class RawValue:
-    """An element value kept as stored (wrong registry type, odd length, unknown format)."""
-
-    type: int
-    data: bytes = field(repr=False)
-
-    def text(self) -> str:
-        return "hex:" + self.data.hex()
-
-
-class PaddedStr(str):
-    """A string element with bytes after its terminating NUL: Windows sometimes
-    writes a second NUL, or leftovers of an older value.  The text is the
-    string; `tail` is kept so the value re-encodes to the same bytes."""
-
-    tail: bytes = b""
-
-    def __new__(cls, text: str, tail: bytes):
-        s = super().__new__(cls, text)
-        s.tail = tail
-        return s
-
-
-ElementValue = Any  # Device | str | uuid.UUID | list[uuid.UUID] | int | bool | list[int] | RawValue
-
-
-def _guid_text(g: uuid.UUID) -> str:
-    return "{%s}" % g
-
-
-def _parse_guid(s: str) -> uuid.UUID:
-    if not (s.startswith("{") and s.endswith("}") and len(s) == 38):
-        raise ValueError(s)
-    return uuid.UUID(s[1:-1])
-
-
-def encode_element(element: int, value: ElementValue) -> Value:
-    """The registry value (named "Element") that stores `value` for `element`."""
-    if isinstance(value, RawValue):
-        return Value(ELEMENT_VALUE, value.type, value.data)
-    fmt = el.element_format(element)
-    if fmt == Format.DEVICE:
-        if not isinstance(value, Device):
-            raise TypeError(f"element {element:08x} holds a device, not {value!r}")
-        return Value(ELEMENT_VALUE, RegType.BINARY, encode_device(value))
-    if fmt == Format.STRING:
-        if not isinstance(value, str):
-            raise TypeError(f"element {element:08x} holds a string, not {value!r}")
-        tail = value.tail if isinstance(value, PaddedStr) else b""
-        return Value(ELEMENT_VALUE, RegType.SZ, encode_sz(value) + tail)
-    if fmt == Format.OBJECT:
-        return Value(ELEMENT_VALUE, RegType.SZ, encode_sz(_guid_text(_as_uuid(value))))
-    if fmt == Format.OBJECT_LIST:
-        return Value(ELEMENT_VALUE, RegType.MULTI_SZ,
-                     encode_multi_sz([_guid_text(_as_uuid(v)) for v in value]))
-    if fmt == Format.INTEGER:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"element {element:08x} holds an integer, not {value!r}")
-        return Value(ELEMENT_VALUE, RegType.BINARY, struct.pack("<Q", value & (2**64 - 1)))
-    if fmt == Format.BOOLEAN:
-        if not isinstance(value, bool):
-            raise TypeError(f"element {element:08x} holds a boolean, not {value!r}")
-        return Value(ELEMENT_VALUE, RegType.BINARY, bytes([1 if value else 0]))
-    if fmt == Format.INTEGER_LIST:
-        return Value(ELEMENT_VALUE, RegType.BINARY, b"".join(struct.pack("<Q", int(v)) for v in value))
-    raise TypeError(f"element {element:08x} has unknown format {fmt}: give a RawValue")
-
-
-def decode_element(element: int, value: Value) -> ElementValue:
-    """The Python value of an element; RawValue when it is not stored as its format says."""
-    fmt = el.element_format(element)
-    t, data = value.type, value.data
-    out: ElementValue = None
-    try:
-        if fmt == Format.DEVICE and t == RegType.BINARY:
-            out = decode_device(data)
-        elif fmt == Format.STRING and t == RegType.SZ:
-            out = _decode_string(data)
-        elif fmt == Format.OBJECT and t == RegType.SZ:
-            out = _parse_guid(decode_sz(data))
-        elif fmt == Format.OBJECT_LIST and t == RegType.MULTI_SZ:
-            out = [_parse_guid(s) for s in decode_multi_sz(data)]
-        elif fmt == Format.INTEGER and t == RegType.BINARY and len(data) == 8:
-            out = struct.unpack("<Q", data)[0]
-        elif fmt == Format.BOOLEAN and t == RegType.BINARY and len(data) == 1 and data[0] in (0, 1):
-            out = bool(data[0])
-        elif fmt == Format.INTEGER_LIST and t == RegType.BINARY and len(data) % 8 == 0:
-            out = [v for (v,) in struct.iter_unpack("<Q", data)]
-    except (ValueError, UnicodeDecodeError):
-        out = None
-    if out is None or encode_element(element, out).data != data:
-        return RawValue(int(t), data)
-    return out
-
-
-def _decode_string(data: bytes) -> str:
-    """REG_SZ text up to its first NUL; anything after it rides along as a PaddedStr tail."""
-    if len(data) % 2:
-        raise ValueError("odd-length UTF-16")
-    for i in range(0, len(data), 2):
-        if data[i:i + 2] == b"\0\0":
-            text = data[:i].decode("utf-16-le")
-            tail = data[i + 2:]
-            return PaddedStr(text, tail) if tail else text
-    raise ValueError("no NUL terminator")
-
-
-def _as_uuid(v) -> uuid.UUID:
-    if isinstance(v, uuid.UUID):
-        return v
-    if isinstance(v, str):
-        return parse_object_id(v)
-    raise TypeError(f"not an object identifier: {v!r}")
-
-
-def parse_object_id(text: str) -> uuid.UUID:
-    """`{bootmgr}`-style names and GUIDs with or without braces (not {default}/{current})."""
-    s = text.strip()
-    low = s.lower()
-    if low in ("{default}", "{current}"):
-        raise UsageError(f"{text} names an object only on a running Windows: give its GUID")
-    if low in el.WELL_KNOWN:
-        return el.WELL_KNOWN[low]
-    try:
-        return uuid.UUID(low.strip("{}"))
-    except ValueError:
-        raise UsageError(f"{text!r} is not a BCD object identifier (a GUID or a name like {{bootmgr}})") from None
-
-
-def format_value(element: int, value: ElementValue, object_type: int | None = None,
-                 names: dict[uuid.UUID, str] | None = None) -> list[str]:
-    """The value as bcdedit prints it: one or more lines."""
-    def obj(g: uuid.UUID) -> str:
-        return names.get(g, _guid_text(g)) if names is not None else _guid_text(g)
-
-    if isinstance(value, RawValue):
-        return [value.text()]
-    if isinstance(value, Vhd):  # bcdedit leaves out the element it searches by when it is the usual one
-        return [value.text(LOCATE_ELEMENT_OF.get(element, el.E.PATH))]
-    if isinstance(value, Device):
-        return [value.text()]
-    if isinstance(value, bool):
-        return ["Yes" if value else "No"]
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, uuid.UUID):
-        return [obj(value)]
-    if isinstance(value, int):
-        info = el.element_info(element, object_type)
-        if info and info.enum and value in info.enum:
-            return [info.enum[value]]
-        return [str(value)] if info else [f"0x{value:x}"]
-    if isinstance(value, list):
-        if el.element_format(element) == Format.INTEGER_LIST:
-            return [f"0x{v:x}" for v in value] or [""]
-        return [obj(v) for v in value] or [""]
-    return [repr(value)]
-
-
-def value_to_json(value: ElementValue):
-    if isinstance(value, RawValue):
-        return {"reg_type": value.type, "hex": value.data.hex()}
-    if isinstance(value, Device):
-        return dict(value.to_json(), text=value.text())
-    if isinstance(value, uuid.UUID):
-        return _guid_text(value)
-    if isinstance(value, list):
-        return [_guid_text(v) if isinstance(v, uuid.UUID) else v for v in value]
-    return value
-
-
 # -- objects -------------------------------------------------------------------------
 class BcdObject:
     """One object of a store (a view on its registry key)."""
@@ -252,7 +74,7 @@ class BcdObject:
         self.id = ident
 
     def __repr__(self) -> str:
-        return f"<BcdObject {self.alias or _guid_text(self.id)} type 0x{self.type:08x}>"
+        return f"<BcdObject {self.alias or guid_text(self.id)} type 0x{self.type:08x}>"
 
     @property
     def type(self) -> int:
@@ -383,7 +205,7 @@ class BcdStore:
                          bootmgr_device: Device | None = None, memdiag: bool = True) -> "BcdStore":
         """What bcdboot starts from: the settings objects, {bootmgr} (and
         {fwbootmgr} on UEFI) and, unless memdiag=False, {memdiag}."""
-        _check_firmware(firmware)
+        check_firmware(firmware)
         store = cls.new(system=True)
         store.add_settings()
         dev = bootmgr_device or Boot()
@@ -469,7 +291,7 @@ class BcdStore:
         out = []
         for k in self._objects_key.children():
             try:
-                ident = _parse_guid(k.name)
+                ident = parse_guid(k.name)
             except ValueError:
                 continue
             out.append(BcdObject(self, k, ident))
@@ -483,11 +305,11 @@ class BcdStore:
             if not isinstance(d, uuid.UUID):
                 raise InputError(f"{self.path or 'the store'} has no default boot entry")
             return d
-        return _as_uuid(ident)
+        return as_uuid(ident)
 
     def find(self, ident: uuid.UUID | str) -> BcdObject | None:
         g = self.resolve(ident)
-        k = self._objects_key.child(_guid_text(g))
+        k = self._objects_key.child(guid_text(g))
         return BcdObject(self, k, g) if k is not None else None
 
     def object(self, ident: uuid.UUID | str) -> BcdObject:
@@ -500,10 +322,10 @@ class BcdStore:
     def add_object(self, object_type: int, ident: uuid.UUID | str | None = None) -> BcdObject:
         """A new object of `object_type` (a new random GUID unless `ident` is given)."""
         self._require_writable()
-        g = _as_uuid(ident) if ident is not None else repro.uuid_for("bcd-object")
-        if self._objects_key.child(_guid_text(g)) is not None:
-            raise UsageError(f"the BCD store already has an object {el.ALIAS_OF.get(g, _guid_text(g))}")
-        k = self._objects_key.add_child(_guid_text(g))
+        g = as_uuid(ident) if ident is not None else repro.uuid_for("bcd-object")
+        if self._objects_key.child(guid_text(g)) is not None:
+            raise UsageError(f"the BCD store already has an object {el.ALIAS_OF.get(g, guid_text(g))}")
+        k = self._objects_key.add_child(guid_text(g))
         k.add_child("Description").set_value(Value.dword("Type", object_type))
         k.add_child("Elements")
         return BcdObject(self, k, g)
@@ -533,7 +355,7 @@ class BcdStore:
         fw = firmware or self.firmware
         if fw is None:
             raise UsageError("cannot tell whether this BCD store is for UEFI or BIOS: give the firmware")
-        _check_firmware(fw)
+        check_firmware(fw)
         return fw
 
     # -- what bcdboot writes ---------------------------------------------------------
@@ -564,7 +386,7 @@ class BcdStore:
                          description: str = "Windows Boot Manager",
                          firmware_manager: bool = True) -> uuid.UUID:
         """{bootmgr} (and, on UEFI with firmware_manager, {fwbootmgr} listing it)."""
-        _check_firmware(firmware)
+        check_firmware(firmware)
         bm = self.add_object(ObjectType.BOOTMGR, el.BOOTMGR)
         bm.set(E.DEVICE, device or Boot())
         p = path if path is not None else BOOTMGR_PATH[firmware]
@@ -702,7 +524,7 @@ class BcdStore:
         return target
 
 
-def _check_firmware(fw: str) -> None:
+def check_firmware(fw: str) -> None:
     if fw not in FIRMWARES:
         raise UsageError(f"firmware must be uefi or bios, not {fw!r}")
 
@@ -727,151 +549,3 @@ def _replace_backup(target: str) -> None:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-
-
-# -- reading a whole store as text or JSON --------------------------------------------------
-_TYPE_RANK = {ObjectType.FWBOOTMGR: 0, ObjectType.BOOTMGR: 1, ObjectType.OSLOADER: 2,
-              ObjectType.RESUME: 3, ObjectType.MEMDIAG: 4}
-
-
-def _sort_key(order: list[uuid.UUID]):
-    """bcdedit /enum all order: boot managers, loaders, resume, tools, other
-    applications, inheritable settings, device options; then display order."""
-    def key(o: BcdObject):
-        t = o.type
-        rank = _TYPE_RANK.get(t, {1: 5, 2: 6, 3: 7}.get(el.object_kind(t), 8))
-        pos = order.index(o.id) if o.id in order else len(order)
-        return (rank, pos, str(o.id))
-    return key
-
-
-def _format_name(element: int) -> str:
-    try:
-        return Format(el.element_format(element)).name.lower()
-    except ValueError:
-        return "unknown"
-
-
-def describe(store: BcdStore, *, verbose: bool = False) -> list[dict]:
-    """Every object with every element: id, names, values, display text."""
-    objs = store.objects()
-    bm = store.find(el.BOOTMGR)
-    order: list[uuid.UUID] = []
-    default = None
-    if bm is not None:
-        for e in (E.DISPLAYORDER, E.TOOLSDISPLAYORDER):
-            v = bm.get(e)
-            if isinstance(v, list):
-                order += v
-        d = bm.get(E.DEFAULT)
-        default = d if isinstance(d, uuid.UUID) else None
-    names: dict[uuid.UUID, str] = {}
-    if not verbose:
-        names = dict(el.ALIAS_OF)
-        if default is not None:
-            names[default] = "{default}"
-    out = []
-    for o in sorted(objs, key=_sort_key(order)):
-        t = o.type
-        elems = []
-        for eid, val in o.elements().items():
-            info = el.element_info(eid, t)
-            elems.append({
-                "id": f"0x{eid:08x}",
-                "name": el.element_name(eid, t),
-                "format": _format_name(eid),
-                "lines": format_value(eid, val, t, names),
-                "value": value_to_json(val),
-                "known": info is not None,
-            })
-        out.append({
-            "id": _guid_text(o.id),
-            "identifier": names.get(o.id, _guid_text(o.id)),
-            "alias": o.alias,
-            "type": f"0x{t:08x}",
-            "title": o.title,
-            "elements": elems,
-        })
-    return out
-
-
-def render_text(objects: list[dict]) -> str:
-    """bcdedit /enum all style text."""
-    blocks = []
-    for o in objects:
-        lines = [o["title"], "-" * len(o["title"]), f"{'identifier':<24}{o['identifier']}"]
-        for e in o["elements"]:
-            first, *rest = e["lines"]
-            lines.append(f"{e['name']:<24}{first}".rstrip())
-            lines += [" " * 24 + r for r in rest]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + ("\n" if blocks else "")
-
-
-__all__ = [
-    "BcdStore", "BcdObject", "RawValue", "encode_element", "decode_element", "describe",
-    "render_text", "parse_object_id", "format_value", "PaddedStr",
-]
-
-
-# -- whole-file operations (what the `wim2vhd bcd` commands do) -------------------------------
-def create_store_file(path: str | os.PathLike, *, firmware: str = "uefi", force: bool = False,
-                      locale: str = "en-US") -> dict:
-    """A new system store at `path` (refused if it exists, unless force)."""
-    _check_firmware(firmware)
-    p = os.path.abspath(os.fspath(path))
-    if os.path.lexists(p) and not force:
-        raise OutputExists(f"{p} exists: use --force to replace it")
-    with BcdStore.new_system_store(firmware, locale=locale) as store:
-        store.save(p, overwrite=force, backup=True)
-        return {"store": p, "firmware": firmware,
-                "objects": [_guid_text(o.id) for o in store.objects()]}
-
-
-def normalize_windows_path(path: str, what: str = "path") -> str:
-    """A path on a Windows volume as BCD holds it: backslashes, rooted, no drive letter."""
-    p = path.strip().replace("/", "\\")
-    if len(p) >= 2 and p[1] == ":":
-        raise UsageError(f"{what} {path!r} must not name a drive: give the path from the volume's root, "
-                         "e.g. \\vhds\\win.vhdx, and say where the volume is with --host*")
-    if not p.startswith("\\"):
-        p = "\\" + p
-    if p == "\\" or p.endswith("\\"):
-        raise UsageError(f"{what} {path!r} must name a file")
-    if "\0" in p:
-        raise UsageError(f"{what} must not contain NUL")
-    return p
-
-
-def add_vhd_entry(path: str | os.PathLike, vhd_path: str, *, host: Device | None = None,
-                  description: str = "Windows", default: bool = False, firmware: str | None = None,
-                  locale: str = "en-US", backup: bool = True) -> dict:
-    """Add a Windows Boot Loader (+ resume) booting from a VHD/VHDX to the store at `path`.
-
-    `host` holds the VHD file: None or Locate.by_path(...) for bcdedit's
-    `[locate]`, Boot(), MbrPartition or GptPartition.  The store is replaced
-    atomically and the old one kept as STORE.bak.
-    """
-    p = os.path.abspath(os.fspath(path))
-    vp = normalize_windows_path(vhd_path, "--vhd-path")
-    if host is None or (isinstance(host, Locate) and host.kind == 1 and not host.path):
-        host = Locate.by_path(vp)
-    # bcdedit: the device finds the partition by the loader's path (winload), the osdevice by its
-    # systemroot (\Windows); pybcd-BCDTest and windeploy-BCD-efi hold both kinds.
-    device = Vhd.for_element(vp, host, E.DEVICE)
-    osdevice = Vhd.for_element(vp, host, E.OSDEVICE)
-    with BcdStore.open(p, write=True) as store:
-        if store.find(el.BOOTMGR) is None:
-            raise InputError(f"{p} has no Windows Boot Manager ({{bootmgr}}) to list the entry in",
-                             hint="make a system store with `wim2vhd bcd create`")
-        fw = store._firmware(firmware)
-        guid = store.add_os_loader(description, device, osdevice, firmware=fw, locale=locale,
-                                   default=default)
-        loader = store.object(guid)
-        resume = loader.get(E.RESUMEOBJECT)
-        store.save(p, overwrite=True, backup=backup)
-        is_default = store.object(el.BOOTMGR).get(E.DEFAULT) == guid
-    return {"store": p, "id": _guid_text(guid),
-            "resume": _guid_text(resume) if isinstance(resume, uuid.UUID) else None,
-            "device": device.text(), "firmware": fw, "default": is_default,
-            "backup": p + ".bak" if backup else None}
