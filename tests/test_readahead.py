@@ -165,7 +165,8 @@ def test_a_plan_that_does_not_match_is_given_up(wims, tmp):
     """The helpers planned for image 1 while wimlib applies image 2 (of other files): every chunk
     misses, the plan is dropped, and the volume is what wimlib alone writes."""
     from wim2vhd._lib import ffi, lib
-    from wim2vhd.apply import ApplyOptions, apply
+    from wim2vhd.apply import ApplyJob, apply
+    from wim2vhd.options import ApplyOptions
     from wim2vhd.wim.wimlib import READAHEAD_BYTES, Wim
 
     def apply2(out, plan_for):
@@ -174,8 +175,8 @@ def test_a_plan_that_does_not_match_is_given_up(wims, tmp):
             ra = lib.w2v_readahead_plan(w.ptr, plan_for, str(wims["lzx"]).encode(), READAHEAD_BYTES)
             assert ra != ffi.NULL and lib.w2v_readahead_run(ra, 1) == 1
             try:
-                apply(ApplyOptions(image=str(wims["lzx"]), out=str(out), index=2, size=1 << 30,
-                                   layout="native", boot=False, seed="ra", threads=0), None, wim=w)
+                apply(ApplyJob(str(wims["lzx"]), str(out), 2),
+                      ApplyOptions(size=1 << 30, layout="native", boot=False, seed="ra", threads=0), None, wim=w)
             finally:
                 lib.w2v_readahead_stop(ra, stats)
         return stats

@@ -6,15 +6,19 @@ returns a plain dict that the CLI prints as text or JSON.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, RawDisk, VhdDisk, create_disk, format_for_path, open_disk
 from wim2vhd.errors import UsageError
 from wim2vhd.units import parse_size
+
+if TYPE_CHECKING:
+    from wim2vhd.options import ApplyOptions
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -197,79 +201,68 @@ def output_name(template: str, index: int, name: str) -> str:
     return template.replace("{index}", str(index)).replace("{name}", safe)
 
 
-def apply_image(image: str, out: str, *, index: str | int | None = None, name: str | None = None,
-                refs: tuple[str, ...] = (), size: str | int | None = None, type: str = "dynamic",
-                layout: str = "uefi", mbr: bool = False, recovery: str | int | None = None,
-                label: str = "Windows", seed: str | None = None, sector_size: int = 512,
-                block_size: str | int | None = None, cache_size: str | int = "32M", locale: str = "en-US",
-                bcd_devices: str = "locate", bios_boot_code: str | None = None, boot: bool = True,
-                force: bool = False, customize: Any = None, threads: int | None = None, sync: bool = True,
-                progress: ProgressFn | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
+                progress: ProgressFn | None = None, **keywords: Any) -> dict[str, Any] | list[dict[str, Any]]:
     """Apply images of a WIM, ESD, split WIM or Windows ISO to new virtual disks (see wim2vhd.apply).
 
-    index: a number, "1,3,6" or "all"; with several, OUT must hold {index} or {name} (one disk per image)
-    and a list of summaries is returned.  The source is opened once for all of them.
-    customize: a wim2vhd.customize.Customizations, checked before anything is read or written.
-    threads: helper threads that decompress ahead of wimlib (None: one per CPU beyond the first, at most 4).
-    sync=False: no O_DIRECT and no fsync; the kernel writes the disk later (see wim2vhd.atomic)."""
-    from wim2vhd.apply import ApplyOptions, apply
-    from wim2vhd.errors import OutputError, OutputExists, Wim2VhdError
+    options: a wim2vhd.options.ApplyOptions; or, instead, its options as keywords by their CLI names
+    (index="1,3,6", size="64G", type="fixed", recovery="1G", customize=..., ...: see
+    ApplyOptions.from_keywords).  index: a number, "1,3,6" or "all"; with several, OUT must hold
+    {index} or {name} (one disk per image) and a list of summaries is returned.  The source is
+    opened once for all of them.  Everything is checked before anything is read or written."""
+    from wim2vhd.apply import ApplyJob, apply, check_image_layout
+    from wim2vhd.errors import InputError, OutputError, OutputExists, Wim2VhdError
+    from wim2vhd.options import ApplyOptions
     from wim2vhd.wim import Wim
-    wanted, several = _parse_index(index)
-    if wanted is not None and name is not None:
+    if options is not None and keywords:
+        raise UsageError("give apply_image either options or keywords, not both")
+    opts = options if options is not None else ApplyOptions.from_keywords(**keywords)
+    wanted, several = _parse_index(opts.index)
+    if wanted is not None and opts.name is not None:
         raise UsageError("give --index or --name, not both")
     if several and not any(p in out for p in _PLACEHOLDERS):
         raise UsageError(f"several images need one disk each: put {{index}} or {{name}} in OUT "
                          f"(e.g. win-{{index}}{os.path.splitext(out)[1] or '.vhdx'})")
-    if customize is not None:
-        customize.validate()
-    common = dict(
-        refs=refs, size=parse_size(size) if size else None, disk_type=type, layout=layout, mbr=mbr,
-        recovery_size=parse_size(recovery, what="recovery size") if recovery else 0, label=label, seed=seed,
-        sector_size=sector_size, block_size=parse_size(block_size, what="block size") if block_size else None,
-        cache_size=parse_size(cache_size, what="cache size"), locale=locale, bcd_devices=bcd_devices,
-        bios_boot_code=bios_boot_code, boot=boot, force=force, customize=customize, threads=threads, sync=sync)
+    opts.check()
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")
     results: list[dict[str, Any]] = []
-    with _source(image, temp_dir=out_dir) as (src, inner), Wim(src, refs=refs) as wim:
+    with _source(image, temp_dir=out_dir) as (src, inner), Wim(src, refs=opts.refs) as wim:
         # every image and every output name settled before the first disk is made
-        from wim2vhd.errors import InputError
         if wim.part_number > 1:
             raise InputError(f"{image} is part {wim.part_number} of a split WIM of {wim.total_parts} parts: give the "
                              f"first part as IMAGE and the others with --ref")
-        if wim.total_parts > 1 and not refs:
+        if wim.total_parts > 1 and not opts.refs:
             stem = os.path.splitext(image)[0]
             raise InputError(f"{image} is part 1 of a split WIM of {wim.total_parts} parts: pass the others too",
                              hint=f"--ref '{stem}*.swm'")
         if wanted == ALL_IMAGES:
             indexes = list(range(1, wim.image_count + 1))
         elif wanted is None:
-            indexes = [wim.resolve(None, name)]
+            indexes = [wim.resolve(None, opts.name)]
         else:
             indexes = [wim.resolve(i) for i in wanted]
         targets = [(i, output_name(out, i, wim.image(i).name)) for i in indexes]
-        from wim2vhd.apply import check_image_layout
         for i in indexes:  # before the first disk: an image later in the list may not fit the layout
-            check_image_layout(layout, i, wim.image(i))
+            check_image_layout(opts.layout, i, wim.image(i))
         seen: dict[str, int] = {}
-        for i, o in targets:
-            key = os.path.abspath(o)
+        for i, target in targets:
+            key = os.path.abspath(target)
             if key in seen:
-                raise UsageError(f"images {seen[key]} and {i} would both be written to {o}: use {{index}} in OUT")
+                raise UsageError(f"images {seen[key]} and {i} would both be written to {target}: use {{index}} in OUT")
             seen[key] = i
-            if len(targets) > 1 and os.path.lexists(o) and not force:
-                raise OutputExists(f"{o} exists: use --force to replace it")
-        for i, o in targets:
-            opts = ApplyOptions(image=src, out=o, index=i, name=None, **common)
-            if seed is not None:
+            if len(targets) > 1 and os.path.lexists(target) and not opts.force:
+                raise OutputExists(f"{target} exists: use --force to replace it")
+        for i, target in targets:
+            edition = opts
+            if opts.seed is not None:
                 # Each edition gets its own identifiers: two disks of one run may meet in one VM, and
                 # Windows takes a disk whose GUID it has already seen offline.  The same edition with the
                 # same seed gives the same disk, whether applied alone or with others.
-                opts.seed = f"{seed}:image{i}"
+                edition = dataclasses.replace(opts, seed=f"{opts.seed}:image{i}")
             try:
-                res = apply(opts, progress, wim=wim)
+                res = apply(ApplyJob(src, target, i), edition, progress, wim=wim)
             except Wim2VhdError as e:
                 if results:  # the disks already made are complete: say which they are
                     done = ", ".join(r["output"] for r in results)
@@ -279,8 +272,8 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
             res["image"]["source"] = os.path.abspath(image)
             if inner:
                 res["image"]["install_image"] = inner
-            if customize is not None:
-                res["customizations"] = customize.last_report
+            if opts.customize is not None:
+                res["customizations"] = opts.customize.last_report
             results.append(res)
     return results if several else results[0]
 

@@ -16,15 +16,15 @@ from typing import Any, Callable, Iterator
 
 from wim2vhd import fs, partition, repro
 from wim2vhd.atomic import AtomicOutput
-from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
-from wim2vhd.errors import InputError, NoSpace, UsageError
+from wim2vhd.disk import RawDisk, VhdDisk, format_for_path
+from wim2vhd.errors import NoSpace, UsageError
 from wim2vhd.ntfs import NtfsWindow, fixed_clock
+from wim2vhd.options import ApplyOptions
 from wim2vhd.units import GiB, MiB, align_up, format_size
 from wim2vhd.wim import ImageInfo, Wim
 
 Progress = Callable[[str, int, int], None]
 STAGES = ("create", "partition", "format", "apply", "boot", "finalize")
-LAYOUTS = ("uefi", "bios", "native")
 
 # Default disk size: room for the image and for Windows to run and update (Convert-WindowsImage's
 # default is 25 GB), and never less than 1.5 x the image plus 4 GiB.
@@ -33,13 +33,8 @@ DEFAULT_MIN_SIZE = 25 * GiB
 # $LogFile, bitmaps), so large blocks (Hyper-V's 32 MiB) leave many mostly-empty blocks allocated;
 # 2 MiB (VHD's only common size, and fine for Hyper-V's VHDX) keeps a dynamic disk close to its data.
 APPLY_BLOCK_SIZE = 2 * MiB
-# Measured on /usr/share (52k files): 16-32 MiB absorbs libntfs-3g's rewrites as well as 192 MiB
-# does (within noise), and keeps peak RSS near 125 MiB (docs/performance.md).
-DEFAULT_CACHE = 32 * MiB
 # File writes queued for the writer thread, so that they overlap wimlib's decompression.
 WRITER_QUEUE = 32 * MiB
-# Read-ahead decompression helpers at most (native/w2v_readahead.c).
-MAX_THREADS = 8
 
 
 def default_size(img: ImageInfo) -> int:
@@ -53,31 +48,12 @@ def ntfs_need(img: ImageInfo, cluster: int = 4096) -> int:
     return int(img.total_bytes * 1.02) + n * (cluster + 1024) + 128 * MiB
 
 
-@dataclass
-class ApplyOptions:
-    image: str
+@dataclass(frozen=True)
+class ApplyJob:
+    """One disk to make: image `index` of `source` (what wimlib opens) into `out`."""
+    source: str
     out: str
-    index: int | None = None
-    name: str | None = None
-    refs: tuple[str, ...] = ()
-    size: int | None = None
-    disk_type: str = "dynamic"
-    layout: str = "uefi"
-    mbr: bool = False
-    recovery_size: int = 0
-    label: str = "Windows"
-    seed: str | None = None
-    force: bool = False
-    sector_size: int = 512
-    block_size: int | None = None
-    cache_size: int = DEFAULT_CACHE
-    locale: str = "en-US"
-    bcd_devices: str = "locate"
-    bios_boot_code: str | None = None
-    boot: bool = True
-    threads: int | None = None  # read-ahead decompression helpers (None: by CPU count; 0: none)
-    sync: bool = True  # False: page-cache writes and no fsync (--no-sync; see wim2vhd.atomic)
-    customize: Any = None  # wim2vhd.customize.Customizations, applied to the image before extraction
+    index: int
 
 
 @dataclass
@@ -92,34 +68,6 @@ class Report:
             progress(name, 0, 0)
         yield
         self.stages[name] = round(time.monotonic() - t0, 3)
-
-
-def _check_options(o: ApplyOptions) -> None:
-    if o.layout not in LAYOUTS:
-        raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {o.layout!r}")
-    if o.disk_type not in ("fixed", "dynamic"):
-        raise UsageError(f"--type must be fixed or dynamic, not {o.disk_type!r}")
-    if o.mbr and o.layout != "native":
-        raise UsageError("--mbr goes with --layout native (bios is always MBR, uefi always GPT)")
-    if o.recovery_size and o.layout != "uefi":
-        raise UsageError("--recovery goes with --layout uefi")
-    if o.bcd_devices not in ("locate", "partition"):
-        raise UsageError("--bcd-devices must be locate or partition")
-    if o.sector_size not in (512, 4096):
-        raise UsageError("--sector-size must be 512 or 4096")
-    if o.threads is not None and not 0 <= o.threads <= MAX_THREADS:
-        raise UsageError(f"--threads must be 0 to {MAX_THREADS}")
-    if o.layout == "bios" and o.sector_size != 512:
-        raise UsageError("BIOS boot needs 512-byte sectors")
-    if o.bios_boot_code is not None:
-        if o.layout != "bios" or not o.boot:
-            raise UsageError("--bios-boot-code goes with --layout bios (and without --no-boot)")
-        from wim2vhd.boot.biosboot import check_code_size
-        try:  # checked before any work: the code itself is read by the boot stage
-            size = os.stat(o.bios_boot_code).st_size
-        except OSError as e:
-            raise InputError(f"--bios-boot-code {o.bios_boot_code}: {e.strerror}") from None
-        check_code_size(size)
 
 
 def check_image_layout(layout: str, index: int, img: ImageInfo) -> None:
@@ -149,71 +97,86 @@ def reproducible_time(wim: Wim, index: int) -> int:
     return wim.image_time(index) or FALLBACK_EPOCH
 
 
-def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None = None) -> dict[str, Any]:
-    """Run the pipeline; returns the summary that --json prints.  `wim`: o.image already open (several
-    editions from one source share it), left open."""
-    _check_options(o)
-    fmt = format_for_path(o.out)
-    if fmt is VhdDisk and o.sector_size != 512:
-        raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
-    rep = Report()
+@dataclass
+class _Run:
+    """What the writing stages share: the job, its options, and what was settled before writing."""
+    job: ApplyJob
+    opts: ApplyOptions
+    wim: Wim
+    img: ImageInfo
+    size: int
+    plan: partition.DiskLayout
+    report: Report = field(default_factory=Report)
+    t_start: float = field(default_factory=time.monotonic)
+
+
+def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *,
+          wim: Wim | None = None) -> dict[str, Any]:
+    """Run the pipeline for one image; returns the summary that --json prints.  The options are
+    checked by the caller (ApplyOptions.check, as api.apply_image does).  `wim`: job.source already
+    open (several editions from one source share it), left open."""
     t_start = time.monotonic()
-    with contextlib.nullcontext(wim) if wim is not None else Wim(o.image, refs=o.refs) as wim:
-        index = wim.resolve(o.index, o.name)
-        img = wim.image(index)
-        check_image_layout(o.layout, index, img)
-        size = o.size or default_size(img)
-        pinned = reproducible_time(wim, index) if o.seed is not None else None
+    if format_for_path(job.out) is VhdDisk and opts.sector_size != 512:
+        raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
+    with contextlib.nullcontext(wim) if wim is not None else Wim(job.source, refs=opts.refs) as wim:
+        img = wim.image(job.index)
+        check_image_layout(opts.layout, job.index, img)
+        size = opts.size or default_size(img)
+        pinned = reproducible_time(wim, job.index) if opts.seed is not None else None
         # With --seed every identifier and time the run makes up is derived (wim2vhd.repro), so the
         # same image, options and seed give the same bytes.
-        with repro.pinned(o.seed, pinned or 0), fixed_clock(pinned):
+        with repro.pinned(opts.seed, pinned or 0), fixed_clock(pinned):
             # Everything is checked before anything is written.
-            plan = partition.plan_layout(size, o.sector_size, o.layout, recovery_size=o.recovery_size,
-                                         mbr=o.mbr)
+            plan = partition.plan_layout(size, opts.sector_size, opts.layout, recovery_size=opts.recovery_size,
+                                         mbr=opts.mbr)
             win = plan.role("windows")
             need = ntfs_need(img)
             if win.size < need:
-                raise NoSpace(f"image {index} ({img.name}) needs about {format_size(need)} of NTFS space, but "
-                              f"the Windows partition would be {format_size(win.size)}",
+                raise NoSpace(f"image {job.index} ({img.name}) needs about {format_size(need)} of NTFS space, "
+                              f"but the Windows partition would be {format_size(win.size)}",
                               hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
-            if o.customize is not None:
-                o.customize.apply_to_image(wim, index)
-            return _write(o, fmt, progress, wim, index, img, size, plan, win, rep, t_start)
+            if opts.customize is not None:
+                opts.customize.apply_to_image(wim, job.index)
+            return _write(_Run(job, opts, wim, img, size, plan, t_start=t_start), progress)
 
 
-def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim, index: int, img: ImageInfo,
-           size: int, plan: partition.DiskLayout, win: partition.Partition, rep: "Report",
-           t_start: float) -> dict[str, Any]:
+def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
     """The stages that write, from create to finalize, under OUT's temporary name."""
-    with AtomicOutput(o.out, force=o.force, inputs=(o.image, *o.refs), sync=o.sync) as ao:
+    job, opts, wim, plan, rep = run.job, run.opts, run.wim, run.plan, run.report
+    win = plan.role("windows")
+    fmt = format_for_path(job.out)
+    with AtomicOutput(job.out, force=opts.force, inputs=(job.source, *opts.refs), sync=opts.sync) as ao:
         disk = None
+        tmp_dir = os.path.dirname(ao.temp)
         # The read-ahead plan loads the image's metadata on a thread while the disk is created and
         # formatted (nothing below uses the Wim before the apply stage).
-        ra = wim.readahead(index, o.threads)
+        ra = wim.readahead(job.index, opts.threads)
         try:
             with rep.stage("create", progress):
-                disk = fmt.create(ao.temp, size, dynamic=o.disk_type == "dynamic",
-                                  block_size=o.block_size or (APPLY_BLOCK_SIZE if fmt is not RawDisk else None),
-                                  sector_size=o.sector_size)
-                if o.cache_size:
-                    disk.set_cache(o.cache_size)
+                disk = fmt.create(ao.temp, run.size, dynamic=opts.disk_type == "dynamic",
+                                  block_size=opts.block_size or (APPLY_BLOCK_SIZE if fmt is not RawDisk else None),
+                                  sector_size=opts.sector_size)
+                if opts.cache_size:
+                    disk.set_cache(opts.cache_size)
                 # Large writes go straight to the device when the disk is to be synced anyway.
-                disk.set_writer(WRITER_QUEUE, direct=o.sync)
+                disk.set_writer(WRITER_QUEUE, direct=opts.sync)
             with rep.stage("partition", progress):
                 partition.write_table(disk, plan)
             with rep.stage("format", progress):
-                formatted = fs.format_layout(disk, plan, windows_label=o.label,
-                                                   tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
+                formatted = fs.format_layout(disk, plan, windows_label=opts.label, tmp_dir=tmp_dir,
+                                             target_zeroed=True)
             with rep.stage("apply", progress):
                 with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
-                    rep.data["readahead"] = wim.extract_ntfs(index, dev, progress, readahead=ra)
-                if o.customize is not None:
-                    o.customize.apply_to_volume(disk, win)
-            if o.boot:
+                    rep.data["readahead"] = wim.extract_ntfs(job.index, dev, progress, readahead=ra)
+                if opts.customize is not None:
+                    opts.customize.apply_to_volume(disk, win)
+            if opts.boot:
                 with rep.stage("boot", progress):
                     from wim2vhd.boot import bcdboot
-                    rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, index, img, o,
-                                                             tmp_dir=os.path.dirname(ao.temp))
+                    settings = bcdboot.BootSettings(locale=opts.locale, bcd_devices=opts.bcd_devices,
+                                                    bios_boot_code=opts.bios_boot_code)
+                    rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, job.index, run.img, settings,
+                                                             tmp_dir=tmp_dir)
             with rep.stage("finalize", progress):
                 disk.flush()  # ao.commit() fsyncs the file (unless --no-sync)
                 stats = disk.stats()
@@ -228,8 +191,8 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
         finally:
             ra.close()   # after extract_ntfs has closed it, a no-op
     return {
-        "output": os.path.abspath(o.out),
-        "image": {**img.to_dict(), "source": os.path.abspath(o.image)},
+        "output": os.path.abspath(job.out),
+        "image": {**run.img.to_dict(), "source": os.path.abspath(job.source)},
         "disk": {k: info[k] for k in ("format", "type", "virtual_size", "file_size", "allocated_bytes",
                                       "block_size", "logical_sector_size") if k in info}
                 | {"id": info.get("disk_id") or info.get("unique_id")},
@@ -237,7 +200,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
         "formatted": {str(k): v.to_dict() for k, v in formatted.items()},
         "boot": rep.data.get("boot"),
         "stages": rep.stages,
-        "seconds": round(time.monotonic() - t_start, 3),
+        "seconds": round(time.monotonic() - run.t_start, 3),
         "io": {k: stats[k] for k in ("reads", "writes", "read_bytes", "write_bytes", "cache_hits",
                                      "cache_misses", "cache_writebacks", "allocations", "direct_writes",
                                      "direct_bytes", "writer_waits", "writer_wait_ns")}

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from wim2vhd.boot import devices as dv
@@ -34,6 +35,16 @@ FALLBACK_LOADER = {"x64": "bootx64.efi", "arm64": "bootaa64.efi", "x86": "bootia
                    "ia64": "bootia64.efi", "arm": "bootarm.efi"}
 # The same names by the PE/COFF machine type of bootmgfw.efi, for an image whose XML has no ARCH.
 PE_MACHINE = {0x8664: "x64", 0xAA64: "arm64", 0x014C: "x86", 0x0200: "ia64", 0x01C4: "arm"}
+
+
+
+@dataclass(frozen=True)
+class BootSettings:
+    """What the boot stage takes from apply's options."""
+    locale: str = "en-US"
+    bcd_devices: str = "locate"       # or "partition" (see _devices)
+    bios_boot_code: str | None = None  # a file of MBR boot code instead of GRUB's
+
 
 BOOT = "Windows\\Boot"
 TEMPLATE = "Windows\\System32\\config\\BCD-Template"
@@ -81,11 +92,11 @@ def fallback_loader(architecture: str | None, bootmgfw: bytes) -> str:
     return FALLBACK_LOADER["x64"]
 
 
-def _devices(o, plan, firmware: str) -> dict[str, dv.Device]:
+def _devices(bcd_devices: str, plan, firmware: str) -> dict[str, dv.Device]:
     """The devices of {bootmgr} and of the loader, for --bcd-devices."""
     win = plan.role("windows")
     sysp = plan.role("esp") if firmware == "uefi" else win
-    if o.bcd_devices == "partition":
+    if bcd_devices == "partition":
         if plan.scheme == "gpt":
             disk = uuid.UUID(plan.disk_guid)
             sys_dev = dv.GptPartition(disk, uuid.UUID(sysp.guid))
@@ -125,18 +136,18 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
     return store
 
 
-def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[str, Any]:
+def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, tmp_dir: str) -> dict[str, Any]:
     """Run the boot stage on an applied disk; returns what it did, for the summary."""
     from wim2vhd import fs
     from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.ntfs import NtfsVolume
 
-    if o.layout == "native":
+    if plan.layout == "native":
         # A native-boot VHD(X) is started by the host's boot manager: see `wim2vhd bcd add-vhd`.
         return {"firmware": None, "note": "native layout: add the disk to a host's store with `wim2vhd bcd add-vhd`"}
-    firmware = "uefi" if o.layout == "uefi" else "bios"
+    firmware = "uefi" if plan.layout == "uefi" else "bios"
     win = plan.role("windows")
-    devs = _devices(o, plan, firmware)
+    devs = _devices(settings.bcd_devices, plan, firmware)
     description = img.display_name or img.name or "Windows"
     with NtfsWindow(disk, win.start, win.size) as dev, NtfsVolume(dev) as vol:
         if not vol.is_dir(BOOT):
@@ -155,7 +166,7 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
             if _find(pcat, "bootmgr") is None:
                 raise InputError(f"image {index} has no \\{BOOT}\\PCAT\\bootmgr: it cannot boot on BIOS")
             memdiag = _find(pcat, "memtest.exe") is not None
-        store = build_store(template, firmware, description, devs, locale=o.locale, memdiag=memdiag)
+        store = build_store(template, firmware, description, devs, locale=settings.locale, memdiag=memdiag)
         try:
             bcd = store.to_bytes()
         finally:
@@ -198,16 +209,16 @@ def make_bootable(disk, plan, wim, index: int, img, o, *, tmp_dir: str) -> dict[
     else:
         from wim2vhd.boot.biosboot import install_bios_boot
         code = None
-        if o.bios_boot_code:
+        if settings.bios_boot_code:
             try:
-                with open(o.bios_boot_code, "rb") as f:
+                with open(settings.bios_boot_code, "rb") as f:
                     code = f.read()
             except OSError as e:
-                raise InputError(f"--bios-boot-code {o.bios_boot_code}: {e.strerror}") from None
+                raise InputError(f"--bios-boot-code {settings.bios_boot_code}: {e.strerror}") from None
         bios = install_bios_boot(disk, sector_size=disk.sector_size, mbr_code=code)
     return {
         "firmware": firmware,
-        "bcd_devices": o.bcd_devices,
+        "bcd_devices": settings.bcd_devices,
         "description": description,
         "template": template is not None,
         "files": files,

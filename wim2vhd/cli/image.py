@@ -8,7 +8,10 @@ import typer
 from wim2vhd import api
 from wim2vhd.cli import app
 from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json
+from wim2vhd.options import ApplyOptions
 from wim2vhd.units import format_size
+
+D = ApplyOptions()  # the defaults, declared once (wim2vhd.options)
 
 RefOpt = typer.Option(None, "--ref", help="Other parts of a split WIM (a glob such as 'install*.swm'); repeatable.")
 
@@ -44,25 +47,28 @@ def apply_cmd(
     ref: Optional[List[str]] = RefOpt,
     size: Optional[str] = typer.Option(None, "--size", "-s",
                                        help="Virtual disk size, e.g. 64G. Default: 25G, or 1.5x the image plus 4G if larger."),
-    type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
-    layout: str = typer.Option("uefi", "--layout", "-l",
-                               help="uefi: GPT with ESP, MSR, Windows. bios: MBR, one active NTFS partition. "
-                                    "native: one NTFS partition for native VHD boot."),
+    type: Optional[str] = typer.Option(None, "--type", "-t", help=f"fixed or dynamic (default {D.disk_type})."),
+    layout: Optional[str] = typer.Option(None, "--layout", "-l",
+                                         help="uefi: GPT with ESP, MSR, Windows. bios: MBR, one active NTFS partition. "
+                                              f"native: one NTFS partition for native VHD boot. Default: {D.layout}."),
     mbr: bool = typer.Option(False, "--mbr", help="With --layout native: MBR instead of GPT."),
     recovery: Optional[str] = typer.Option(None, "--recovery", help="With --layout uefi: add a WinRE partition of this size."),
-    label: str = typer.Option("Windows", "--label", help="NTFS volume label."),
+    label: Optional[str] = typer.Option(None, "--label", help=f"NTFS volume label (default {D.label})."),
     seed: Optional[str] = typer.Option(None, "--seed", help="Reproducible builds: derive every GUID, signature and serial from this and the image, and pin every "
                                           "time stamp the run makes to SOURCE_DATE_EPOCH or else the image's time: the same "
                                           "image, options and seed give the same bytes."),
-    sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (VHDX)."),
+    sector_size: Optional[int] = typer.Option(None, "--sector-size",
+                                              help=f"Logical sector size: 512 or 4096 (VHDX); default {D.sector_size}."),
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M)."),
-    cache_size: str = typer.Option("32M", "--cache-size", help="Write-back cache of the disk layer."),
+    cache_size: Optional[str] = typer.Option(None, "--cache-size",
+                                             help=f"Write-back cache of the disk layer (default {format_size(D.cache_size)})."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
                                           "wimlib (0: none). Default: one per CPU beyond the first, at most 4."),
-    locale: str = typer.Option("en-US", "--locale", help="Boot manager locale."),
-    bcd_devices: str = typer.Option("locate", "--bcd-devices",
-                                    help="locate: BCD devices found at boot (survive new disk IDs, differencing). "
-                                         "partition: fully qualified partition devices."),
+    locale: Optional[str] = typer.Option(None, "--locale", help=f"Boot manager locale (default {D.locale})."),
+    bcd_devices: Optional[str] = typer.Option(None, "--bcd-devices",
+                                              help="locate: BCD devices found at boot (survive new disk IDs, "
+                                                   "differencing). partition: fully qualified partition devices. "
+                                                   f"Default: {D.bcd_devices}."),
     bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="bios layout: your own MBR boot code (up to 440 bytes, or a whole 512-byte MBR) instead of GRUB's, which chain-loads \\bootmgr."),
     no_boot: bool = typer.Option(False, "--no-boot", help="Skip the boot stage (no boot files, BCD or boot code)."),
     unattend: Optional[str] = typer.Option(None, "--unattend", help="Answer file, written as \\Windows\\Panther\\unattend.xml."),
@@ -93,13 +99,14 @@ def apply_cmd(
         from wim2vhd import customize
         custom = customize.from_options(unattend=unattend, merge=merge, reg_import=reg_import,
                                         enable_rdp=enable_rdp, drivers=driver)
+    given = dict(index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout, mbr=mbr,
+                 recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
+                 cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
+                 boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync)
+    # An option left out takes ApplyOptions' default (None here means "not given").
+    options = ApplyOptions.from_keywords(**{k: v for k, v in given.items() if v is not None})
     with Progress(enabled=None if not json else False) as prog:
-        res = api.apply_image(
-            image, out, index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout,
-            mbr=mbr, recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
-            cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
-            boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync,
-            progress=prog)
+        res = api.apply_image(image, out, options, progress=prog)
     if json:
         emit_json(res)
         return

@@ -1,0 +1,116 @@
+"""The options of apply, declared once: each one's type, default, command-line flag and checks.
+
+The CLI builds an ApplyOptions from its flags and wim2vhd.api.apply_image takes one; the Python API
+also takes the same options as keywords (ApplyOptions.from_keywords), by the names the CLI uses
+without the dashes: size="64G", type="fixed", recovery="1G", block_size="2M", cache_size="32M".
+
+The pipeline's stages take the few values they need from it, not the whole object.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from wim2vhd.errors import InputError, UsageError
+from wim2vhd.partition import LAYOUTS
+from wim2vhd.units import MiB, parse_size
+
+DISK_TYPES = ("dynamic", "fixed")
+BCD_DEVICES = ("locate", "partition")
+SECTOR_SIZES = (512, 4096)
+# Measured on /usr/share (52k files): 16-32 MiB absorbs libntfs-3g's rewrites as well as 192 MiB
+# does, and keeps peak RSS near 125 MiB (docs/performance.md).
+DEFAULT_CACHE = 32 * MiB
+# Read-ahead decompression helpers at most (native/w2v_readahead.c).
+MAX_THREADS = 8
+
+
+def _opt(default: Any, flag: str, *, size: bool = False, keyword: str | None = None) -> Any:
+    """A field with its command-line flag; size: given as "64G" or bytes; keyword: its name in the
+    Python API and in recipes when that differs from the field's."""
+    return field(default=default, metadata={"flag": flag, "size": size, "keyword": keyword})
+
+
+@dataclass
+class ApplyOptions:
+    """How apply builds each disk; the defaults are the CLI's."""
+
+    index: str | int | None = _opt(None, "--index")       # a number, "1,3,6" or "all"
+    name: str | None = _opt(None, "--name")
+    refs: tuple[str, ...] = _opt((), "--ref")             # the other parts of a split WIM
+    size: int | None = _opt(None, "--size", size=True)    # None: apply.default_size of the image
+    disk_type: str = _opt("dynamic", "--type", keyword="type")
+    layout: str = _opt("uefi", "--layout")
+    mbr: bool = _opt(False, "--mbr")
+    recovery_size: int = _opt(0, "--recovery", size=True, keyword="recovery")
+    label: str = _opt("Windows", "--label")
+    seed: str | None = _opt(None, "--seed")
+    sector_size: int = _opt(512, "--sector-size")
+    block_size: int | None = _opt(None, "--block-size", size=True)  # None: apply.APPLY_BLOCK_SIZE
+    cache_size: int = _opt(DEFAULT_CACHE, "--cache-size", size=True)
+    threads: int | None = _opt(None, "--threads")         # read-ahead helpers; None: by CPU count, 0: none
+    locale: str = _opt("en-US", "--locale")
+    bcd_devices: str = _opt("locate", "--bcd-devices")
+    bios_boot_code: str | None = _opt(None, "--bios-boot-code")
+    boot: bool = _opt(True, "--no-boot")                  # the flag turns it off
+    force: bool = _opt(False, "--force")
+    sync: bool = _opt(True, "--no-sync")                  # False: page-cache writes, no fsync (wim2vhd.atomic)
+    customize: Any = _opt(None, "--unattend, --merge, --reg-import, ...")  # a customize.Customizations
+
+    @classmethod
+    def keywords(cls) -> dict[str, str]:
+        """{keyword: field name} for every option."""
+        return {f.metadata["keyword"] or f.name: f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_keywords(cls, **keywords: Any) -> "ApplyOptions":
+        """Options from the Python API's (and recipes') keywords; sizes may be "64G" or bytes."""
+        names = cls.keywords()
+        unknown = sorted(set(keywords) - set(names))
+        if unknown:
+            raise UsageError(f"unknown apply option {unknown[0]!r}: the options are {', '.join(sorted(names))}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in keywords.items():
+            f = fields[names[key]]
+            if f.metadata["size"] and value is not None and not isinstance(value, int):
+                value = parse_size(value, what=f.metadata["flag"].lstrip("-").replace("-", " "))
+            if f.name == "refs":
+                value = tuple(value or ())
+            values[f.name] = value
+        return cls(**values)
+
+    def check(self) -> None:
+        """Refuse a combination no disk can be made from, before anything is read or written."""
+        if self.layout not in LAYOUTS:
+            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.disk_type not in DISK_TYPES:
+            raise UsageError(f"--type must be fixed or dynamic, not {self.disk_type!r}")
+        if self.size is not None and self.size <= 0:
+            raise UsageError(f"--size must be more than 0, not {self.size}: give a size such as 64G, "
+                             "or leave it out for the default")
+        if self.mbr and self.layout != "native":
+            raise UsageError("--mbr goes with --layout native (bios is always MBR, uefi always GPT)")
+        if self.recovery_size and self.layout != "uefi":
+            raise UsageError("--recovery goes with --layout uefi")
+        if self.bcd_devices not in BCD_DEVICES:
+            raise UsageError("--bcd-devices must be locate or partition")
+        if self.sector_size not in SECTOR_SIZES:
+            raise UsageError("--sector-size must be 512 or 4096")
+        if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:
+            raise UsageError(f"--threads must be 0 to {MAX_THREADS}")
+        if self.layout == "bios" and self.sector_size != 512:
+            raise UsageError("BIOS boot needs 512-byte sectors")
+        if self.bios_boot_code is not None:
+            if self.layout != "bios" or not self.boot:
+                raise UsageError("--bios-boot-code goes with --layout bios (and without --no-boot)")
+            from wim2vhd.boot.biosboot import check_code_size
+            try:  # checked before any work: the code itself is read by the boot stage
+                size = os.stat(self.bios_boot_code).st_size
+            except OSError as e:
+                raise InputError(f"--bios-boot-code {self.bios_boot_code}: {e.strerror}") from None
+            check_code_size(size)
+        if self.customize is not None:
+            self.customize.validate()
