@@ -85,6 +85,12 @@ class Disk:
         """Parse the file open on fd (which the caller closes if this raises)."""
         raise NotImplementedError
 
+    @classmethod
+    def check(cls, path: str, fd: int) -> Any:
+        """Every structure of the file open on fd, read on its own and past what is damaged: a
+        check.Facts with each problem, and how to repair those that have a sound copy."""
+        raise NotImplementedError
+
     def _flush_metadata(self) -> None:
         """Write the format's tables and headers for what changed (after data and bitmaps)."""
 

@@ -123,6 +123,25 @@ def locator_problems(fd: int, hdr: dict[str, Any], file_size: int) -> list[tuple
     return out
 
 
+def parent_candidates(path: str, fd: int, hdr: dict[str, Any], file_size: int) -> list[str]:
+    """Where the parent may be, most likely first (relative locator, absolute, name beside us)."""
+    out = []
+    here = os.path.dirname(os.path.abspath(path))
+    for _, found in locator_problems(fd, hdr, file_size):
+        if found is None:
+            continue
+        code, text = found
+        if code == PLAT_W2RU:
+            out.insert(0, os.path.normpath(os.path.join(here, text.replace("\\", "/"))))
+        else:
+            out.append(text.replace("\\", "/") if text.startswith("\\") or text[1:2] != ":" else text)
+            out.append(os.path.join(here, ntpath.basename(text)))
+    name = hdr["parent_unicode_name"].decode("utf-16-be", "replace").rstrip("\0")
+    if name:
+        out.append(os.path.join(here, ntpath.basename(name)))
+    return list(dict.fromkeys(out))
+
+
 def _pack_with_checksum(record, values: dict[str, Any]) -> bytes:
     raw = record.pack({**values, "checksum": 0})
     values["checksum"] = geo.vhd_checksum(raw, record.offset_of("checksum"))
@@ -165,6 +184,11 @@ def check_size(size: int) -> None:
 class VhdDisk(Disk):
     format_name = "vhd"
     extensions = (".vhd",)
+
+    @classmethod
+    def check(cls, path: str, fd: int):
+        from wim2vhd.disk import vhd_check
+        return vhd_check.check(path, fd)
 
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
@@ -327,22 +351,7 @@ class VhdDisk(Disk):
                 "size": self.size}
 
     def parent_paths(self) -> list[str]:
-        """Where the parent may be, most likely first (relative locator, absolute, name beside us)."""
-        hdr, out = self._hdr, []
-        here = os.path.dirname(os.path.abspath(self.path))
-        for _, found in locator_problems(self.fd, hdr, base.file_size(self.fd)):
-            if found is None:
-                continue
-            code, text = found
-            if code == PLAT_W2RU:
-                out.insert(0, os.path.normpath(os.path.join(here, text.replace("\\", "/"))))
-            else:
-                out.append(text.replace("\\", "/") if text.startswith("\\") or text[1:2] != ":" else text)
-                out.append(os.path.join(here, ntpath.basename(text)))
-        name = hdr["parent_unicode_name"].decode("utf-16-be", "replace").rstrip("\0")
-        if name:
-            out.append(os.path.join(here, ntpath.basename(name)))
-        return list(dict.fromkeys(out))
+        return parent_candidates(self.path, self.fd, self._hdr, base.file_size(self.fd))
 
     def parent_mismatch(self, parent: Disk) -> str | None:
         want = self._hdr["parent_unique_id"]

@@ -210,6 +210,27 @@ def parse_parent_locator(raw: bytes, path: str) -> dict[str, str]:
     return out
 
 
+def parent_candidates(path: str, locator: dict[str, str]) -> list[str]:
+    """Where the parent may be, most likely first."""
+    here = os.path.dirname(os.path.abspath(path))
+    out = []
+    for key in ("relative_path", "absolute_win32_path", "volume_path"):
+        v = locator.get(key)
+        if not v:
+            continue
+        if key == "relative_path":
+            out.append(os.path.normpath(os.path.join(here, v.replace("\\", "/"))))
+        elif v.startswith("\\") and not v.startswith("\\\\"):
+            out.append(v.replace("\\", "/"))
+        out.append(os.path.join(here, v.replace("\\", "/").rsplit("/", 1)[-1]))
+    return list(dict.fromkeys(out))
+
+
+def linkage(locator: dict[str, str]) -> tuple[str, ...]:
+    """The parent DataWriteGuids the locator accepts, upper case without braces."""
+    return tuple(g for g in (locator.get(k, "").strip("{}").upper() for k in ("parent_linkage", "parent_linkage2")) if g)
+
+
 def fixed_ranges(hdr: dict[str, Any], regions: dict[uuid.UUID, tuple[int, int]]) -> list[tuple[int, int, str]]:
     """The file's own structures: no block may point into them."""
     out = [(0, L.HEADER_AREA, "the headers"), (hdr["log_offset"], hdr["log_offset"] + hdr["log_length"], "the log")]
@@ -259,6 +280,11 @@ class VhdxDisk(Disk):
     format_name = "vhdx"
     extensions = (".vhdx",)
     _fresh = False  # made by create(), not yet in use (see there)
+
+    @classmethod
+    def check(cls, path: str, fd: int):
+        from wim2vhd.disk import vhdx_check
+        return vhdx_check.check(path, fd)
 
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
@@ -494,22 +520,13 @@ class VhdxDisk(Disk):
                 "disk_id": str(_guid(self._meta.get(L.META_VIRTUAL_DISK_ID, b"\0" * 16)))}
 
     def parent_paths(self) -> list[str]:
-        here = os.path.dirname(os.path.abspath(self.path))
-        out = []
-        for key in ("relative_path", "absolute_win32_path", "volume_path"):
-            v = self._locator.get(key)
-            if not v:
-                continue
-            if key == "relative_path":
-                out.append(os.path.normpath(os.path.join(here, v.replace("\\", "/"))))
-            elif v.startswith("\\") and not v.startswith("\\\\"):
-                out.append(v.replace("\\", "/"))
-            out.append(os.path.join(here, v.replace("\\", "/").rsplit("/", 1)[-1]))
-        return list(dict.fromkeys(out))
+        return parent_candidates(self.path, self._locator)
+
+    def parent_linkage(self) -> tuple[str, ...]:
+        return linkage(self._locator)
 
     def parent_mismatch(self, parent: Disk) -> str | None:
-        want = tuple(g for g in (self._locator.get(k, "").strip("{}").upper()
-                                 for k in ("parent_linkage", "parent_linkage2")) if g)
+        want = linkage(self._locator)
         got = parent.identity().get("data_write_guid")
         if got not in want:
             return f"has DataWriteGuid {got}, expected {want[0] if want else 'one recorded in parent_linkage'}"

@@ -143,3 +143,32 @@ PARENT_LOCATOR_ENTRY = Record("VHDX parent locator entry", "<", [
     ("key_length", "H"),
     ("value_length", "H"),
 ])
+
+# The log ([MS-VHDX] 2.3): entries of 4 KiB sectors, each a header and descriptors, then data sectors
+LOG_SIGNATURE, LOG_DESC_SIGNATURE, LOG_ZERO_SIGNATURE, LOG_DATA_SIGNATURE = b"loge", b"desc", b"zero", b"data"
+LOG_SECTOR = 4 * KiB
+
+LOG_ENTRY_HEADER = Record("VHDX log entry header", "<", [
+    ("signature", "4s"),
+    ("checksum", "I"),
+    ("entry_length", "I"),
+    ("tail", "I"),
+    ("sequence_number", "Q"),
+    ("descriptor_count", "I"),
+    ("reserved", "I"),
+    ("log_guid", "16s"),
+    ("flushed_file_offset", "Q"),
+    ("last_file_offset", "Q"),
+])
+assert LOG_ENTRY_HEADER.size == 64
+
+# A data descriptor ("desc"); a zero descriptor ("zero") has the same layout with trailing_bytes
+# reserved and leading_bytes the length to zero.
+LOG_DESCRIPTOR = Record("VHDX log descriptor", "<", [
+    ("signature", "4s"),
+    ("trailing_bytes", "I"),
+    ("leading_bytes", "Q"),
+    ("file_offset", "Q"),
+    ("sequence_number", "Q"),
+])
+assert LOG_DESCRIPTOR.size == 32
