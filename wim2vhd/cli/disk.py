@@ -101,6 +101,8 @@ def convert(
     else:
         _print_info(i)
         print(f"converted {format_size(i['data_bytes_read'])} of data in {i['seconds']} s")
+    if i.get("note"):
+        print(f"wim2vhd: note: {i['note']}", file=sys.stderr)
 
 
 @disk_app.command("check")
