@@ -147,6 +147,7 @@ void w2v_get_stats(w2v_disk *d, struct w2v_stats *out)
 	*out = d->stats;
 	out->direct_writes = __atomic_load_n(&d->stats.direct_writes, __ATOMIC_RELAXED);
 	out->direct_bytes = __atomic_load_n(&d->stats.direct_bytes, __ATOMIC_RELAXED);
+	out->data_queries = __atomic_load_n(&d->stats.data_queries, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -634,6 +635,7 @@ static int flat_has_data(w2v_disk *d, uint64_t start, uint64_t end)
  * question to each level below, for this range only, so a chain costs its depth, not more. */
 static int block_range_has_data(w2v_disk *d, uint64_t blk, uint64_t start, uint64_t end)
 {
+	__atomic_fetch_add(&d->stats.data_queries, 1, __ATOMIC_RELAXED);
 	uint8_t s = d->state[blk];
 	if (s == W2V_ST_PRESENT || s == W2V_ST_PARTIAL)
 		return 1;

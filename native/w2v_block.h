@@ -122,6 +122,7 @@ struct w2v_stats {
 	uint64_t file_reads, file_writes, allocations;
 	uint64_t direct_writes, direct_bytes;  /* by the writer threads, bypassing the page cache */
 	uint64_t writer_waits, writer_wait_ns; /* callers waiting for the writer: for room, or to read */
+	uint64_t data_queries;                 /* w2v_next_data's questions to this disk, one per block */
 };
 void w2v_get_stats(w2v_disk *d, struct w2v_stats *out);
 
