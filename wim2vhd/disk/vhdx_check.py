@@ -12,7 +12,7 @@ from wim2vhd.disk import geometry as geo
 from wim2vhd.disk import vhdx_layout as L
 from wim2vhd.disk.base import overlaps
 from wim2vhd.disk.check import Facts
-from wim2vhd.disk.vhdx import (
+from wim2vhd.disk.vhdx_parse import (
     _guid, _with_crc, bat_problems, disk_params, fixed_ranges, header_status, linkage, metadata_items,
     parent_candidates, parse_parent_locator, region_status,
 )
