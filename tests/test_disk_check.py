@@ -299,3 +299,46 @@ def test_vhdx_log_described_as_qemu_replays_it(tmp):
     assert d.read_bytes()[target:target + 4096] == payload
     sound(d)
     assert p.stdout.count("\n") == 1
+
+
+_HEADER_AREAS = {".vhdx": [(0, 8), (HEADER1, 80), (HEADER2, 80), (REGION1, 96), (REGION2, 96), (2 * MiB, 256),
+                           (2 * MiB + 65536, 400), (3 * MiB, 64)],
+                 ".vhd": [(0, 512), (512, 1024), (1536, 512), (-512, 512)]}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mutants")
+    for ext, fmt in ((".vhdx", "vhdx"), (".vhd", "vpc")):
+        w2v("disk", "create", d / f"p{ext}", "--size", "64M")
+        run("qemu-io", "-f", fmt, "-c", "write -P 1 0 3M", d / f"p{ext}")
+        w2v("disk", "diff", d / f"p{ext}", d / f"c{ext}")
+    return d
+
+
+@pytest.mark.parametrize("name", ["p.vhdx", "c.vhdx", "p.vhd", "c.vhd"])
+def test_damaged_headers_give_problems_never_a_crash(made, name):
+    """Random damage to the headers, region tables, metadata and BAT: check and open either succeed or
+    raise the input error, never anything else (in-process, to try many)."""
+    import random
+    from wim2vhd.disk import open_disk
+    from wim2vhd.disk.check import check as run_check
+    from wim2vhd.errors import Wim2VhdError
+    path = made / name
+    good = path.read_bytes()
+    rnd = random.Random(name)
+    try:
+        for _ in range(60):
+            b = bytearray(good)
+            for _ in range(rnd.randint(1, 5)):
+                start, n = rnd.choice(_HEADER_AREAS[path.suffix])
+                off = (start % len(b)) + rnd.randrange(n)
+                b[off] = rnd.choice([0, 0xFF, b[off] ^ (1 << rnd.randrange(8))])
+            path.write_bytes(b)
+            for step in (lambda: run_check(str(path)), lambda: open_disk(str(path)).close()):
+                try:
+                    step()
+                except Wim2VhdError:
+                    pass
+    finally:
+        path.write_bytes(good)

@@ -109,7 +109,8 @@ def convert(
 def check(
     disk: str = typer.Argument(..., help="A VHD or VHDX file (its parents are checked too)."),
     repair: bool = typer.Option(False, "--repair", help="Rewrite a damaged redundant copy (VHD footer copy, "
-                                "VHDX header or region table) from its sound twin; refused when neither is sound."),
+                                "VHDX header or region table) from its sound twin, in the disk and its parents; "
+                                "refused when neither copy is sound."),
     json: bool = JsonOpt,
 ) -> None:
     """Check every structure of a disk and its parent chain: one line per problem; exit 0 sound, 3 damaged."""
