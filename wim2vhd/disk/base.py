@@ -196,14 +196,15 @@ class Disk:
         for p in tried:
             if os.path.exists(p):
                 return p
-        raise ParentError(f"{self.path}: parent disk not found (looked for: {', '.join(tried) or 'nothing recorded'})")
+        looked = ", ".join(map(repr, tried)) or "nothing recorded"
+        raise ParentError(f"{self.path}: parent disk not found (looked for: {looked})")
 
     def _link_parent(self, parent: "Disk") -> None:
         """Check that parent is the disk this child was made from, and read through it."""
         from wim2vhd.errors import ParentError
         why = self.parent_mismatch(parent)
         if why:
-            raise ParentError(f"{self.path}: parent {parent.path} {why}: "
+            raise ParentError(f"{self.path}: parent {parent.path!r} {why}: "
                               "it was changed or is not the disk this child was made from")
         self.set_parent(parent)
 
@@ -225,7 +226,7 @@ class Disk:
             key = _file_key(parent.fd)
             if key in seen:
                 parent.close()
-                raise ParentError(f"{d.path}: the parent chain loops: its parent {p} is {seen[key]}, "
+                raise ParentError(f"{d.path}: the parent chain loops: its parent {p!r} is {seen[key]!r}, "
                                   "already in the chain")
             seen[key] = parent.path
             try:

@@ -128,7 +128,7 @@ def _linkage(child: Facts, parent: Facts) -> list[Problem]:
         got = parent.identity[k]
         ok = got in want if isinstance(want, tuple) else got == want
         if not ok:
-            out.append(Problem(child.path, "parent", f"the parent {parent.path} has {_NAMES.get(k, k)} {_show(got)}, "
+            out.append(Problem(child.path, "parent", f"the parent {parent.path!r} has {_NAMES.get(k, k)} {_show(got)}, "
                                                      f"the child recorded {_show(want)}: the parent changed since "
                                                      "the child was made, or is another disk"))
     return out
@@ -150,7 +150,7 @@ def check(path: str, repair: bool = False) -> dict[str, Any]:
         found = next((p for p in cur.parent_candidates if os.path.exists(p)), None)
         if found is None:
             problems.append(Problem(cur.path, "parent", "parent disk not found (looked for: "
-                                    f"{', '.join(cur.parent_candidates) or 'nothing recorded'})"))
+                                    f"{', '.join(map(repr, cur.parent_candidates)) or 'nothing recorded'})"))
             break
         if len(chain) > MAX_CHAIN_DEPTH:
             problems.append(Problem(cur.path, "parent", f"the parent chain is more than {MAX_CHAIN_DEPTH} disks deep"))
@@ -160,13 +160,13 @@ def check(path: str, repair: bool = False) -> dict[str, Any]:
             key = _file_key(fd)
             os.close(fd)
             if key in seen:
-                problems.append(Problem(cur.path, "parent", f"the parent chain loops: its parent {found} is "
-                                                            f"{seen[key]}, already in the chain"))
+                problems.append(Problem(cur.path, "parent", f"the parent chain loops: its parent {found!r} is "
+                                                            f"{seen[key]!r}, already in the chain"))
                 break
             seen[key] = found
             parent = check_file(found, repair)
         except Wim2VhdError as e:
-            problems.append(Problem(cur.path, "parent", f"parent {found}: {e}"))
+            problems.append(Problem(cur.path, "parent", f"parent {found!r}: {e}"))
             break
         problems += parent.problems + _linkage(cur, parent)
         chain.append(parent)
