@@ -15,6 +15,7 @@
 #include "w2v_block_int.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -125,6 +126,8 @@ void w2v_disk_free(w2v_disk *d)
 	free(d->dirty_blocks);
 	free(d->dirty_groups);
 	free(d->copy_buf);
+	free(d->first_buf[0]);
+	free(d->first_buf[1]);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
@@ -144,6 +147,7 @@ void w2v_get_stats(w2v_disk *d, struct w2v_stats *out)
 	*out = d->stats;
 	out->direct_writes = __atomic_load_n(&d->stats.direct_writes, __ATOMIC_RELAXED);
 	out->direct_bytes = __atomic_load_n(&d->stats.direct_bytes, __ATOMIC_RELAXED);
+	out->data_queries = __atomic_load_n(&d->stats.data_queries, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -498,12 +502,69 @@ int64_t w2v_pread(w2v_disk *d, void *buf, uint64_t count, uint64_t offset)
 	return r;
 }
 
+static void first_write_clear(w2v_disk *d)
+{
+	free(d->first_buf[0]);
+	free(d->first_buf[1]);
+	d->first_buf[0] = d->first_buf[1] = NULL;
+	d->first_len = 0;
+}
+
+int w2v_set_first_write(w2v_disk *d, const void *a, uint64_t a_off, const void *b, uint64_t b_off,
+			uint32_t len, int sync)
+{
+	pthread_mutex_lock(&d->lock);
+	first_write_clear(d);
+	int r = 0;
+	if (len) {
+		d->first_buf[0] = malloc(len);
+		d->first_buf[1] = malloc(len);
+		if (!d->first_buf[0] || !d->first_buf[1]) {
+			first_write_clear(d);
+			r = -ENOMEM;
+		} else {
+			memcpy(d->first_buf[0], a, len);
+			memcpy(d->first_buf[1], b, len);
+			d->first_off[0] = a_off;
+			d->first_off[1] = b_off;
+			d->first_len = len;
+			d->first_sync = sync;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+int w2v_first_write_pending(w2v_disk *d)
+{
+	pthread_mutex_lock(&d->lock);
+	int r = d->first_len != 0;
+	pthread_mutex_unlock(&d->lock);
+	return r;
+}
+
+/* The pieces of w2v_set_first_write, straight to the file (not through the writer threads). */
+static int first_write(w2v_disk *d)
+{
+	for (int i = 0; i < 2; i++) {
+		int64_t r = w2v_file_pwrite_raw(d->p.fd, d->first_buf[i], d->first_len, d->first_off[i]);
+		if (r < 0)
+			return (int)r;
+		if (d->first_sync && fdatasync(d->p.fd) < 0)
+			return -errno;
+	}
+	first_write_clear(d);
+	return 0;
+}
+
 int64_t w2v_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset)
 {
 	pthread_mutex_lock(&d->lock);
 	d->stats.writes++;
 	d->stats.write_bytes += count;
 	int64_t r = write_refused(d, count, offset);
+	if (!r && d->first_len)
+		r = first_write(d);
 	if (!r)
 		r = d->cache ? w2v_cache_write(d, buf, count, offset) : w2v_xlate_write(d, buf, count, offset);
 	pthread_mutex_unlock(&d->lock);
@@ -558,16 +619,50 @@ int w2v_flush(w2v_disk *d)
 
 /* ---- extents ----------------------------------------------------------- */
 
-static int block_has_data(w2v_disk *d, uint64_t blk)
+static int range_has_data(w2v_disk *d, uint64_t start, uint64_t end);
+
+/* Whether the flat file has data in [start, end): SEEK_DATA, where only ENXIO means "none after".
+ * Any other failure (EINVAL, EOPNOTSUPP from a file system without it) is taken as data. */
+static int flat_has_data(w2v_disk *d, uint64_t start, uint64_t end)
 {
+	off_t s = lseek(d->p.fd, d->p.flat_offset + start, SEEK_DATA);
+	if (s < 0)
+		return errno != ENXIO;
+	return (uint64_t)s - d->p.flat_offset < end;
+}
+
+/* Whether block blk holds data in [start, end) (inside the block) anywhere down the chain: one
+ * question to each level below, for this range only, so a chain costs its depth, not more. */
+static int block_range_has_data(w2v_disk *d, uint64_t blk, uint64_t start, uint64_t end)
+{
+	__atomic_fetch_add(&d->stats.data_queries, 1, __ATOMIC_RELAXED);
 	uint8_t s = d->state[blk];
 	if (s == W2V_ST_PRESENT || s == W2V_ST_PARTIAL)
 		return 1;
 	if (s == W2V_ST_ZERO || !d->parent)
 		return 0;
-	uint64_t len, start = blk * d->p.block_size;
-	uint64_t next = w2v_next_data(d->parent, start, &len);
-	return next < start + d->p.block_size && next < d->parent->p.virtual_size;
+	return range_has_data(d->parent, start, end);
+}
+
+static int range_has_data(w2v_disk *d, uint64_t start, uint64_t end)
+{
+	end = MIN(end, d->p.virtual_size);
+	if (start >= end)
+		return 0;
+	if (!d->p.block_size)
+		return flat_has_data(d, start, end);
+	uint64_t bs = d->p.block_size;
+	for (uint64_t blk = start / bs; blk * bs < end && blk < d->n_blocks; blk++) {
+		uint64_t s = MAX(start, blk * bs), e = MIN(end, (blk + 1) * bs);
+		if (block_range_has_data(d, blk, s, e))
+			return 1;
+	}
+	return 0;
+}
+
+static int block_has_data(w2v_disk *d, uint64_t blk)
+{
+	return block_range_has_data(d, blk, blk * d->p.block_size, (blk + 1) * d->p.block_size);
 }
 
 uint64_t w2v_next_data(w2v_disk *d, uint64_t offset, uint64_t *len)
@@ -578,8 +673,13 @@ uint64_t w2v_next_data(w2v_disk *d, uint64_t offset, uint64_t *len)
 		return vs;
 	if (!d->p.block_size) {
 		off_t s = lseek(d->p.fd, d->p.flat_offset + offset, SEEK_DATA);
-		if (s < 0)
-			return vs; /* ENXIO: no more data */
+		if (s < 0 && errno == ENXIO)
+			return vs; /* no more data */
+		if (s < 0) {
+			/* SEEK_DATA unsupported or failing here (EINVAL, EOPNOTSUPP...): all of it is data */
+			*len = vs - offset;
+			return offset;
+		}
 		off_t e = lseek(d->p.fd, s, SEEK_HOLE);
 		uint64_t vstart = s - d->p.flat_offset;
 		if (vstart >= vs)

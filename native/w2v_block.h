@@ -68,6 +68,15 @@ void w2v_set_parent(w2v_disk *d, w2v_disk *parent);
 int64_t w2v_pread(w2v_disk *d, void *buf, uint64_t count, uint64_t offset);
 int64_t w2v_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset);
 
+/*
+ * Two pieces written to the file, a before b, each made durable (fdatasync) when sync, before the first
+ * w2v_pwrite changes anything: a VHDX's headers with new FileWriteGuid and DataWriteGuid ([MS-VHDX]
+ * 2.2.2).  len = 0 cancels.  w2v_first_write_pending: 1 until they are written.  0 or -errno.
+ */
+int w2v_set_first_write(w2v_disk *d, const void *a, uint64_t a_off, const void *b, uint64_t b_off,
+			uint32_t len, int sync);
+int w2v_first_write_pending(w2v_disk *d);
+
 /* Write dirty cached data and bitmaps to the file (no fsync).  0 or -errno. */
 int w2v_flush(w2v_disk *d);
 
@@ -113,6 +122,7 @@ struct w2v_stats {
 	uint64_t file_reads, file_writes, allocations;
 	uint64_t direct_writes, direct_bytes;  /* by the writer threads, bypassing the page cache */
 	uint64_t writer_waits, writer_wait_ns; /* callers waiting for the writer: for room, or to read */
+	uint64_t data_queries;                 /* w2v_next_data's questions to this disk, one per block */
 };
 void w2v_get_stats(w2v_disk *d, struct w2v_stats *out);
 

@@ -27,6 +27,11 @@ struct w2v_disk {
 	uint8_t *copy_buf;         /* w2v_copy's buffer, kept between calls (taken atomically), or NULL */
 	pthread_mutex_t lock;
 	struct w2v_stats stats;
+	/* Written before the first w2v_pwrite of this open (w2v_set_first_write), then freed. */
+	uint8_t *first_buf[2];
+	uint64_t first_off[2];
+	uint32_t first_len;
+	int first_sync;
 };
 
 /* Translation without the cache (w2v_block.c); the cache calls these. */

@@ -1,6 +1,6 @@
 """`make bench`: wim2vhd side by side with its anchors, alternating, medians of several runs.
 
-    python -m tests.bench [--runs N] [--only convert,apply,capture,scale] [--work DIR]
+    python -m tests.bench [--runs N] [--only convert,chain,apply,capture,scale] [--work DIR]
 
 Anchors (named in the issues):
   convert  raw (sparse, 1 GiB of data) -> dynamic VHDX: `wim2vhd disk convert` vs `qemu-img convert -O vhdx`
@@ -8,6 +8,8 @@ Anchors (named in the issues):
            sparse image + `sync` (the anchor), and `wimverify` (the floor)
   capture  `wim2vhd capture` from that VHDX vs `wimcapture` from the equivalent raw NTFS image
   scale    apply time against the number of files (10k, 50k, 150k) and bytes
+  chain    `wim2vhd disk convert` of differencing chains 5 to 100 deep (VHD and VHDX): time per level,
+           which must stay flat (it grew about 1.7 times per level before the chain was read linearly)
 
 WIMs are built once and cached under .cache/bench/.  Nothing here asserts a time.
 """
@@ -251,10 +253,34 @@ def bench_scale(work: str) -> None:
         rm(out)
 
 
+def bench_chain(runs: int, work: str) -> None:
+    from tests.chain import make_chain
+    print(f"chain: disk convert of a 64 MiB differencing chain -> raw, {runs} runs, medians")
+    for ext in (".vhd", ".vhdx"):
+        first = None
+        for depth in (5, 10, 25, 50, 100):
+            folder = os.path.join(work, f"chain{depth}{ext[1:]}")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+            top = make_chain(folder, ext, depth)[-1]
+            out = os.path.join(folder, "o.img")
+
+            def c():
+                rm(out)
+                return run([W2V, "disk", "convert", top, out, "--no-sync"])
+
+            t = med(alternate(runs, {"c": c})["c"])
+            first = first or (depth, t)
+            extra = f"{(t - first[1]) / (depth - first[0]) * 1000:+.1f} ms per level past {first[0]}" \
+                if depth > first[0] else "(start-up and the data: the fixed cost)"
+            line(f"{ext[1:]} chain of {depth}", t, extra)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="convert,apply,capture,scale")
+    ap.add_argument("--only", default="convert,chain,apply,capture,scale")
     ap.add_argument("--work", default=os.path.join(CACHE, "work"),
                     help="where the outputs go (e.g. a tmpfs, to leave the disk's writeback out)")
     args = ap.parse_args()
@@ -265,6 +291,8 @@ def main() -> None:
     print(f"wim2vhd bench on {os.uname().nodename}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, outputs in {work}")
     if "convert" in only:
         bench_convert(max(args.runs, 7), work)  # cheap, and the page cache is at its noisiest here
+    if "chain" in only:
+        bench_chain(args.runs, work)
     res = None
     if "apply" in only or "capture" in only:
         wim = tree_wim(os.path.join(CACHE, "usr-share.wim"), "/usr/share")

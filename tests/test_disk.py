@@ -1,4 +1,5 @@
 """The disk layer against readers nobody here wrote: qemu-img, qemu-io and vhdiinfo."""
+import json
 import os
 import random
 import struct
@@ -361,3 +362,22 @@ def test_no_sync_outputs_read_the_same(tmp, ext):
     if ext == ".vhdx":  # qemu-img checks VHDX, not VHD
         run("qemu-img", "check", "-f", "vhdx", tmp / f"empty{ext}")
     assert not leftovers(tmp)
+
+
+@pytest.mark.parametrize("ext,fmt", [(".vhd", "vpc"), (".vhdx", "vhdx")])
+def test_convert_of_a_raw_image_of_any_size_rounds_up(tmp, ext, fmt):
+    raw = tmp / "odd.img"
+    size = 5 * MiB + 7 * 512 + 100  # neither a whole MiB nor a whole sector
+    data = random.Random(5).randbytes(size)
+    raw.write_bytes(data)
+    p = w2v("disk", "convert", raw, tmp / f"o{ext}")
+    want = -(-size // MiB) * MiB if ext == ".vhd" else -(-size // 512) * 512
+    assert f"rounded up from the input's {size}" in p.stderr and f"the disk is {want} bytes" in p.stderr
+    info = json.loads(run("qemu-img", "info", "-f", fmt, "--output=json", tmp / f"o{ext}").stdout)
+    assert info["virtual-size"] == want
+    # Without -s, qemu-img compare takes the longer image's zero tail as equal: the data is the input's.
+    assert run("qemu-img", "compare", "-f", "raw", "-F", fmt, raw, tmp / f"o{ext}").returncode == 0
+    start = -(-size // 512) * 512
+    if want > start:  # the added sectors read as zeros
+        out = run("qemu-io", "-f", fmt, "-c", f"read -P 0 {start} {want - start}", tmp / f"o{ext}").stdout
+        assert "Pattern verification failed" not in out and f"read {want - start}/" in out, out

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, RawDisk, VhdDisk, create_disk, format_for_path, open_disk
 from wim2vhd.errors import UsageError
-from wim2vhd.units import parse_size
+from wim2vhd.units import MiB, align_up, parse_size
 
 if TYPE_CHECKING:
     from wim2vhd.options import ApplyOptions
@@ -109,9 +109,13 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
     bs = parse_size(block_size, what="block size") if block_size else None
     s = open_disk(src)
     try:
+        sector = s.sector_size if fmt is not VhdDisk else 512
+        # A VHD is a whole number of MiB (vhd.check_size), any disk a whole number of sectors: a raw
+        # image of another size becomes the next size up, zeros after its data, as qemu-img does.
+        size = align_up(s.size, MiB if fmt is VhdDisk else sector)
         with AtomicOutput(out, force=force, inputs=(src,), sync=sync) as ao:
-            dst = create_disk(ao.temp, s.size, fmt=fmt, dynamic=_disk_type(type), block_size=bs,
-                              sector_size=s.sector_size if fmt is not VhdDisk else 512)
+            dst = create_disk(ao.temp, size, fmt=fmt, dynamic=_disk_type(type), block_size=bs,
+                              sector_size=sector)
             try:
                 dst.set_cache(0)  # each byte is written once: nothing for a cache to absorb
                 if sync:
@@ -144,6 +148,11 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
     info["path"] = os.path.abspath(out)
     info["seconds"] = round(time.monotonic() - t0, 3)
     info["data_bytes_read"] = total
+    if size != s.size:
+        info["rounded_up_from"] = s.size
+        what = "a VHD's size is a whole number of MiB" if fmt is VhdDisk else f"{sector}-byte sectors"
+        info["note"] = (f"the disk is {size} bytes, rounded up from the input's {s.size} ({what}); "
+                        f"its last {size - s.size} bytes are zeros")
     return info
 
 

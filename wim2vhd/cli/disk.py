@@ -1,6 +1,7 @@
-"""`wim2vhd disk ...`: create, diff, info, convert."""
+"""`wim2vhd disk ...`: create, diff, info, convert, check."""
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 import typer
@@ -100,3 +101,33 @@ def convert(
     else:
         _print_info(i)
         print(f"converted {format_size(i['data_bytes_read'])} of data in {i['seconds']} s")
+    if i.get("note"):
+        print(f"wim2vhd: note: {i['note']}", file=sys.stderr)
+
+
+@disk_app.command("check")
+def check(
+    disk: str = typer.Argument(..., help="A VHD or VHDX file (its parents are checked too)."),
+    repair: bool = typer.Option(False, "--repair", help="Rewrite a damaged redundant copy (VHD footer copy, "
+                                "VHDX header or region table) from its sound twin, in the disk and its parents; "
+                                "refused when neither copy is sound."),
+    json: bool = JsonOpt,
+) -> None:
+    """Check every structure of a disk and its parent chain: one line per problem; exit 0 sound, 3 damaged."""
+    from wim2vhd.disk.check import check as run_check
+    r = run_check(disk, repair=repair)
+    problems = r["problems"]
+    if json:
+        emit_json([p.to_dict() for p in problems])
+    else:
+        for p in problems:
+            print(p.line())
+        if r["sound"]:
+            chain = f", a chain of {len(r['chain'])} disks" if len(r["chain"]) > 1 else ""
+            print(f"{disk}: sound ({r['format']} {r['type']}{chain})")
+    if not r["sound"]:
+        left = sum(not p.repaired for p in problems)
+        print(f"wim2vhd: error: {disk} is damaged: {left} problem{'s' if left != 1 else ''}"
+              + ("" if repair or not any(p.fix for p in problems) else " (--repair can fix some)"),
+              file=sys.stderr)
+        raise typer.Exit(3)

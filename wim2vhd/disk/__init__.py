@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from wim2vhd.disk.base import Disk
+from wim2vhd.disk.base import Disk, file_size, open_input
 from wim2vhd.disk.raw import RawDisk
 from wim2vhd.disk.vhd import VhdDisk
 from wim2vhd.disk.vhdx import VhdxDisk
-from wim2vhd.errors import CorruptInput, InputError, OutputExists, UsageError
+from wim2vhd.errors import CorruptInput, OutputExists, UsageError
 
 FORMATS: tuple[type[Disk], ...] = (VhdxDisk, VhdDisk, RawDisk)  # probe order: raw accepts anything
 
@@ -34,20 +34,13 @@ def format_by_name(name: str) -> type[Disk]:
 
 def probe(path: str) -> type[Disk]:
     """The format of an existing file, by its content."""
+    fd = open_input(path)  # refuses a FIFO or a socket before reading can block
     try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-            size = os.fstat(f.fileno()).st_size
-            tail = b""
-            if size >= 512:
-                f.seek(size - 512)
-                tail = f.read(512)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a disk image") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        size = file_size(fd)
+        head = os.pread(fd, 512, 0)
+        tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
+    finally:
+        os.close(fd)
     if VhdxDisk.probe(head, size):
         return VhdxDisk
     if VhdDisk.probe(head, size) or VhdDisk.probe_tail(tail):

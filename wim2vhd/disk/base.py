@@ -9,6 +9,7 @@ per-I/O work happens in C (native/w2v_block.c) on the tables Python fills.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, ClassVar, Iterator
 
 from wim2vhd._lib import ffi, lib
@@ -60,9 +61,25 @@ class Disk:
 
     @classmethod
     def open(cls, path: str, *, writable: bool = False, _parent: "Disk | None" = None) -> "Disk":
-        fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        """Open the disk at path and, for a differencing disk, its chain of parents (or link _parent)."""
+        d = cls.open_one(path, writable=writable)
         try:
-            return cls._open_fd(path, fd, writable, _parent)
+            if d.disk_type == "differencing":
+                if _parent is not None:
+                    d._link_parent(_parent)
+                else:
+                    d._open_chain()
+        except BaseException:
+            d.abandon()
+            raise
+        return d
+
+    @classmethod
+    def open_one(cls, path: str, *, writable: bool = False) -> "Disk":
+        """Open this file alone: a differencing disk comes back with no parent linked."""
+        fd = open_input(path, writable)
+        try:
+            return cls._open_fd(path, fd, writable, None)
         except BaseException:
             os.close(fd)
             raise
@@ -70,6 +87,12 @@ class Disk:
     @classmethod
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: "Disk | None") -> "Disk":
         """Parse the file open on fd (which the caller closes if this raises)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, path: str, fd: int) -> Any:
+        """Every structure of the file open on fd, read on its own and past what is damaged: a
+        check.Facts with each problem, and how to repair those that have a sound copy."""
         raise NotImplementedError
 
     def _flush_metadata(self) -> None:
@@ -133,22 +156,21 @@ class Disk:
             if self.writable:
                 self.flush()
         finally:
-            self._closed = True
-            lib.w2v_disk_free(self._h)
-            self._h = ffi.NULL
-            os.close(self.fd)
-            if self.parent is not None:
-                self.parent.close()
+            self._release()
+            _release_chain(self.parent, Disk.close)
 
     def abandon(self) -> None:
         """Close without writing anything more (the file is about to be deleted)."""
         if self._closed:
             return
+        self._release()
+        _release_chain(self.parent, Disk.abandon)
+
+    def _release(self) -> None:
         self._closed = True
         lib.w2v_disk_free(self._h)
+        self._h = ffi.NULL
         os.close(self.fd)
-        if self.parent is not None:
-            self.parent.abandon()
 
     def __enter__(self) -> "Disk":
         return self
@@ -167,21 +189,56 @@ class Disk:
         """Where this differencing disk's parent may be, most likely first."""
         return []
 
-    def _find_parent(self, key: str, accepted: tuple[str, ...], show=str) -> "Disk":
-        """Open the first existing candidate from parent_paths(); its identity()[key] must be one of accepted."""
-        from wim2vhd.disk import open_disk
+    def parent_mismatch(self, parent: "Disk") -> str | None:
+        """Why parent is not the disk this child was made from (IDs, size), or None."""
+        return None
+
+    def find_parent_path(self) -> str:
+        """The first existing candidate from parent_paths()."""
         from wim2vhd.errors import ParentError
         tried = self.parent_paths()
         for p in tried:
             if os.path.exists(p):
-                parent = open_disk(p)
-                got = parent.identity().get(key)
-                if accepted and got not in accepted:
-                    parent.close()
-                    raise ParentError(f"{self.path}: parent {p} has {key} {show(got)}, expected {show(accepted[0])}: "
-                                      "it was changed or is not the disk this child was made from")
-                return parent
-        raise ParentError(f"{self.path}: parent disk not found (looked for: {', '.join(tried) or 'nothing recorded'})")
+                return p
+        looked = ", ".join(map(repr, tried)) or "nothing recorded"
+        raise ParentError(f"{self.path}: parent disk not found (looked for: {looked})")
+
+    def _link_parent(self, parent: "Disk") -> None:
+        """Check that parent is the disk this child was made from, and read through it."""
+        from wim2vhd.errors import ParentError
+        why = self.parent_mismatch(parent)
+        if why:
+            raise ParentError(f"{self.path}: parent {parent.path!r} {why}: "
+                              "it was changed or is not the disk this child was made from")
+        self.set_parent(parent)
+
+    def _open_chain(self) -> None:
+        """Open the parents one level at a time (no recursion): a cycle, or a chain deeper than
+        MAX_CHAIN_DEPTH, is an input error, not a RecursionError or a deadlock in the native layer."""
+        from wim2vhd.disk import probe
+        from wim2vhd.errors import ParentError
+        seen = {_file_key(self.fd): self.path}
+        d: Disk = self
+        depth = 0
+        while d.disk_type == "differencing":
+            depth += 1
+            if depth > MAX_CHAIN_DEPTH:
+                raise ParentError(f"{self.path}: the parent chain is more than {MAX_CHAIN_DEPTH} disks deep "
+                                  "(a loop of parents, or merge some of them first)")
+            p = d.find_parent_path()
+            parent = probe(p).open_one(p)
+            key = _file_key(parent.fd)
+            if key in seen:
+                parent.close()
+                raise ParentError(f"{d.path}: the parent chain loops: its parent {p!r} is {seen[key]!r}, "
+                                  "already in the chain")
+            seen[key] = parent.path
+            try:
+                d._link_parent(parent)
+            except BaseException:
+                parent.close()
+                raise
+            d = parent
 
     def set_parent(self, parent: "Disk") -> None:
         self.parent = parent
@@ -260,7 +317,7 @@ class Disk:
             "format": self.format_name,
             "type": self.disk_type,
             "virtual_size": self.size,
-            "file_size": st.st_size,
+            "file_size": file_size(self.fd),
             "allocated_on_host": st.st_blocks * 512,
             "allocated_bytes": self.allocated_bytes(),
             "block_size": self.block_size or None,
@@ -299,9 +356,69 @@ class Disk:
         return sorted(set(out))
 
 
-def read_exact(fd: int, n: int, offset: int, what: str, path: str) -> bytes:
-    """pread that treats a short read as a truncated file."""
+#: The deepest parent chain opened.  Hyper-V keeps at most 50 checkpoints of a VM, each a level.
+MAX_CHAIN_DEPTH = 128
+
+
+def _release_chain(d: "Disk | None", how) -> None:
+    """close or abandon each parent in turn (a loop, not recursion: chains can be deep)."""
+    while d is not None:
+        nxt, d.parent = d.parent, None
+        how(d)
+        d = nxt
+
+
+def _file_key(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def open_input(path: str, writable: bool = False) -> int:
+    """Open a disk file, refusing anything that is not a regular file or a block device before it
+    can block (a FIFO, a terminal, a socket): O_NONBLOCK for the open, cleared once it is known."""
+    from wim2vhd.errors import InputError
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a disk image") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    except OSError as e:
+        from wim2vhd.errors import from_oserror
+        raise from_oserror(e, str(path)) from None
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        os.close(fd)
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise InputError(f"{path}: is {kind}, not a disk image (give a regular file or a block device)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def file_size(fd: int) -> int:
+    """Bytes in the file open on fd (a block device's st_size is 0: ask its end instead)."""
+    st = os.fstat(fd)
+    if stat.S_ISBLK(st.st_mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return st.st_size
+
+
+def check_range(offset: int, n: int, size: int, what: str, path: str) -> None:
+    """The one check of an offset and length read from a header, before they are used."""
     from wim2vhd.errors import CorruptInput
+    if offset < 0 or n < 0 or offset > size or n > size - offset:
+        raise CorruptInput(f"{path}: truncated or damaged file: {what} at offset {offset} ({n} bytes) "
+                           f"is past the end of the {size}-byte file")
+
+
+def read_exact(fd: int, n: int, offset: int, what: str, path: str, size: int | None = None) -> bytes:
+    """pread of a range named by the file's own headers: checked against the file first (so that
+    no offset of 2^64-1 or length of 16 GiB reaches os.pread), a short read is a truncated file."""
+    from wim2vhd.errors import CorruptInput
+    check_range(offset, n, file_size(fd) if size is None else size, what, path)
     data = os.pread(fd, n, offset)
     if len(data) != n:
         raise CorruptInput(f"{path}: truncated file: {what} at offset {offset} is past the end")
@@ -314,3 +431,23 @@ def write_all(fd: int, data: bytes, offset: int) -> None:
         n = os.pwrite(fd, view, offset)
         view = view[n:]
         offset += n
+
+
+def overlaps(ranges: list[tuple[int, int, str]]) -> list[str]:
+    """Each (start, end, name) range that overlaps one before it, in words ("X points into Y", "X and Y
+    overlap").  Names of fixed structures start with "the " (the BAT, the dynamic header)."""
+    out: list[str] = []
+    ordered = sorted(r for r in ranges if r[1] > r[0])
+    far: tuple[int, int, str] | None = None  # of those seen, the one that ends last
+    for r in ordered:
+        if far is not None and r[0] < far[1]:
+            fixed_far, fixed_r = far[2].startswith("the "), r[2].startswith("the ")
+            if fixed_far and not fixed_r:
+                out.append(f"{r[2]} points into {far[2]} (offset {r[0]})")
+            elif fixed_r and not fixed_far:
+                out.append(f"{far[2]} points into {r[2]} (offset {far[0]})")
+            else:
+                out.append(f"{far[2]} and {r[2]} overlap (at offset {r[0]})")
+        if far is None or r[1] > far[1]:
+            far = r
+    return out

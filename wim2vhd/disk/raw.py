@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from wim2vhd.disk.base import Disk
+from wim2vhd.disk.base import Disk, file_size
 from wim2vhd.errors import UsageError
 
 
@@ -16,6 +16,11 @@ class RawDisk(Disk):
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
         return True  # anything is a raw image; tried last
+
+    @classmethod
+    def check(cls, path: str, fd: int):
+        from wim2vhd.disk.check import Facts
+        return Facts(path, "raw", "fixed")  # a raw image has no structures of its own
 
     @classmethod
     def create(cls, path: str, size: int, *, sector_size: int = 512, **options: Any) -> "RawDisk":
@@ -31,7 +36,7 @@ class RawDisk(Disk):
 
     @classmethod
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "RawDisk":
-        return cls(path, fd, {"virtual_size": os.fstat(fd).st_size, "sector_size": 512}, writable=writable)
+        return cls(path, fd, {"virtual_size": file_size(fd), "sector_size": 512}, writable=writable)
 
     def allocated_bytes(self) -> int:
         return os.fstat(self.fd).st_blocks * 512

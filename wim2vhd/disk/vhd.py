@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from wim2vhd import repro
+from wim2vhd.disk import base
 from wim2vhd.disk import geometry as geo
 from wim2vhd.disk.base import ABSENT, PARTIAL, PRESENT, Disk, read_exact, write_all
 from wim2vhd.disk.vhd_layout import (
@@ -45,6 +46,100 @@ def _check_footer(raw: bytes, path: str, where: str) -> dict[str, Any]:
     if f["checksum"] != want:
         raise CorruptInput(f"{path}: VHD footer checksum mismatch {where} (stored {f['checksum']:#010x}, computed {want:#010x})")
     return f
+
+
+def read_dynamic_header(fd: int, footer: dict[str, Any], path: str, file_size: int) -> dict[str, Any]:
+    """The dynamic header the footer points to, its cookie, checksum and block size checked."""
+    hraw = read_exact(fd, 1024, footer["data_offset"], "dynamic header", path, file_size)
+    hdr = DYNAMIC_HEADER.parse(hraw)
+    if hdr["cookie"] != DYNHDR_COOKIE:
+        raise CorruptInput(f"{path}: bad VHD dynamic header cookie")
+    want = geo.vhd_checksum(hraw, DYNAMIC_HEADER.offset_of("checksum"))
+    if hdr["checksum"] != want:
+        raise CorruptInput(f"{path}: VHD dynamic header checksum mismatch")
+    bs = hdr["block_size"]
+    if bs < 512 * 1024 or bs & (bs - 1) or bs > 256 * MiB:
+        raise UnsupportedInput(f"{path}: unsupported VHD block size {bs}")
+    if hdr["max_table_entries"] < -(-footer["current_size"] // bs):
+        raise CorruptInput(f"{path}: VHD BAT has {hdr['max_table_entries']} entries, "
+                           f"too few for {footer['current_size']} bytes")
+    return hdr
+
+
+def fixed_ranges(hdr: dict[str, Any], footer: dict[str, Any], file_size: int) -> list[tuple[int, int, str]]:
+    """Where a dynamic VHD's own structures are in the file: no block may point into them."""
+    entries = -(-footer["current_size"] // hdr["block_size"])
+    out = [(0, 512, "the footer copy"), (footer["data_offset"], footer["data_offset"] + 1024, "the dynamic header"),
+           (hdr["table_offset"], hdr["table_offset"] + -(-entries * 4 // 512) * 512, "the BAT"),
+           (file_size - 512, file_size, "the footer")]
+    for k in range(8):
+        loc = PARENT_LOCATOR.parse(hdr["parent_locators"], k * PARENT_LOCATOR.size)
+        off, n = loc["data_offset"], loc["data_length"]
+        if loc["platform_code"] != b"\0" * 4 and n and off + n <= file_size:
+            out.append((off, off + n, f"the parent locator {k + 1}"))
+    return out
+
+
+def bat_problems(bat: tuple[int, ...], hdr: dict[str, Any], footer: dict[str, Any], file_size: int) -> list[str]:
+    """What is wrong with the BAT's entries: past the end of the file, into the headers, BAT or
+    locators, or into each other (two blocks that share bytes would corrupt each other's data)."""
+    bs = hdr["block_size"]
+    span = geo.vhd_bitmap_bytes(bs) + bs
+    limit = file_size - 512
+    out, blocks = [], []
+    for i, sec in enumerate(bat):
+        if sec == BAT_UNUSED:
+            continue
+        start = sec * 512
+        if start + span > limit:
+            out.append(f"BAT entry {i} points past the end of the file (sector {sec}; the block would end at "
+                       f"{start + span}, the data at {limit})")
+        else:
+            blocks.append((start, start + span, f"BAT entry {i}"))
+    return out + base.overlaps(fixed_ranges(hdr, footer, file_size) + blocks)
+
+
+MAX_LOCATOR_BYTES = 64 * 1024  # a path; Windows' longest is 32767 UTF-16 code units
+
+
+def locator_problems(fd: int, hdr: dict[str, Any], file_size: int) -> list[tuple[str | None, Any]]:
+    """Each of the 8 parent locators of a header: (problem, None) or (None, (platform code, text)),
+    every offset and length checked against the file before it is read."""
+    out: list[tuple[str | None, Any]] = []
+    for k in range(8):
+        loc = PARENT_LOCATOR.parse(hdr["parent_locators"], k * PARENT_LOCATOR.size)
+        code, off, n = loc["platform_code"], loc["data_offset"], loc["data_length"]
+        if code == b"\0" * 4 or not n:
+            continue
+        if code not in (PLAT_W2RU, PLAT_W2KU, b"Wi2r", b"Wi2k", b"Mac ", b"MacX"):
+            out.append((f"parent locator {k + 1} has an unknown platform code {code!r}", None))
+            continue
+        if n > MAX_LOCATOR_BYTES or off > file_size or n > file_size - off:
+            out.append((f"parent locator {k + 1} at offset {off} ({n} bytes) is past the end of the file", None))
+            continue
+        if code in (PLAT_W2RU, PLAT_W2KU):
+            text = os.pread(fd, n, off).decode("utf-16-le", "replace").rstrip("\0")
+            out.append((None, (code, text)))
+    return out
+
+
+def parent_candidates(path: str, fd: int, hdr: dict[str, Any], file_size: int) -> list[str]:
+    """Where the parent may be, most likely first (relative locator, absolute, name beside us)."""
+    out = []
+    here = os.path.dirname(os.path.abspath(path))
+    for _, found in locator_problems(fd, hdr, file_size):
+        if found is None:
+            continue
+        code, text = found
+        if code == PLAT_W2RU:
+            out.insert(0, os.path.normpath(os.path.join(here, text.replace("\\", "/"))))
+        else:
+            out.append(text.replace("\\", "/") if text.startswith("\\") or text[1:2] != ":" else text)
+            out.append(os.path.join(here, ntpath.basename(text)))
+    name = hdr["parent_unicode_name"].decode("utf-16-be", "replace").rstrip("\0")
+    if name:
+        out.append(os.path.join(here, ntpath.basename(name)))
+    return list(dict.fromkeys(out))
 
 
 def _pack_with_checksum(record, values: dict[str, Any]) -> bytes:
@@ -89,6 +184,11 @@ def check_size(size: int) -> None:
 class VhdDisk(Disk):
     format_name = "vhd"
     extensions = (".vhd",)
+
+    @classmethod
+    def check(cls, path: str, fd: int):
+        from wim2vhd.disk import vhd_check
+        return vhd_check.check(path, fd)
 
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
@@ -188,11 +288,11 @@ class VhdDisk(Disk):
     # -- open ------------------------------------------------------------------
     @classmethod
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "VhdDisk":
-        file_size = os.fstat(fd).st_size
+        file_size = base.file_size(fd)
         if file_size < 512:
             raise CorruptInput(f"{path}: truncated file: {file_size} bytes is too small for a VHD")
-        tail = read_exact(fd, 512, file_size - 512, "footer", path)
-        head = read_exact(fd, 512, 0, "footer copy", path)
+        tail = read_exact(fd, 512, file_size - 512, "footer", path, file_size)
+        head = read_exact(fd, 512, 0, "footer copy", path, file_size)
         if tail[:8] == FOOTER_COOKIE:
             footer = _check_footer(tail, path, "at the end of the file")
         elif head[:8] == FOOTER_COOKIE:
@@ -218,22 +318,16 @@ class VhdDisk(Disk):
             d._footer, d._hdr = footer, None
             return d
 
-        hraw = read_exact(fd, 1024, footer["data_offset"], "dynamic header", path)
-        hdr = DYNAMIC_HEADER.parse(hraw)
-        if hdr["cookie"] != DYNHDR_COOKIE:
-            raise CorruptInput(f"{path}: bad VHD dynamic header cookie")
-        want = geo.vhd_checksum(hraw, DYNAMIC_HEADER.offset_of("checksum"))
-        if hdr["checksum"] != want:
-            raise CorruptInput(f"{path}: VHD dynamic header checksum mismatch")
+        hdr = read_dynamic_header(fd, footer, path, file_size)
         bs = hdr["block_size"]
-        if bs < 512 * 1024 or bs & (bs - 1) or bs > 256 * MiB:
-            raise UnsupportedInput(f"{path}: unsupported VHD block size {bs}")
-        entries = hdr["max_table_entries"]
-        if entries < -(-size // bs):
-            raise CorruptInput(f"{path}: VHD BAT has {entries} entries, too few for {size} bytes")
-        bitmap_bytes = geo.vhd_bitmap_bytes(bs)
-        bat_raw = read_exact(fd, entries * 4, hdr["table_offset"], "BAT", path)
+        entries = -(-size // bs)  # the entries in use: any more the table declares are never read
+        bat_raw = read_exact(fd, entries * 4, hdr["table_offset"], "BAT", path, file_size)
         bat = struct.unpack(f">{entries}I", bat_raw)
+        bitmap_bytes = geo.vhd_bitmap_bytes(bs)
+        problems = bat_problems(bat, hdr, footer, file_size)
+        problems += [p for p, _ in locator_problems(fd, hdr, file_size) if p]
+        if problems:
+            raise CorruptInput(f"{path}: {problems[0]}")
         limit = file_size - 512  # where the footer is, and where the next block will go
         differencing = dtype == TYPE_DIFFERENCING
         d = cls(path, fd, {
@@ -244,52 +338,30 @@ class VhdDisk(Disk):
         d.disk_type = TYPE_NAMES[dtype]
         d._footer, d._hdr = footer, hdr
         data_off, state = d._tables()
-        try:
-            for i, sec in enumerate(bat):
-                if sec == BAT_UNUSED:
-                    continue
-                start = sec * 512
-                if i * bs >= size:
-                    continue  # entries past the virtual size are never used
-                if start + bitmap_bytes + bs > limit:
-                    raise CorruptInput(f"{path}: BAT entry {i} points past the end of the file (sector {sec})")
-                data_off[i] = start + bitmap_bytes
+        for i, sec in enumerate(bat):
+            if sec != BAT_UNUSED:
+                data_off[i] = sec * 512 + bitmap_bytes
                 # Blocks of a differencing disk are read sector by sector through their bitmaps.
                 state[i] = PARTIAL if differencing else PRESENT
-            if differencing:
-                d.set_parent(parent if parent is not None else d._parent())
-        except BaseException:
-            d._free_native()
-            raise
         return d
 
     # -- parent ----------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
-        return {"unique_id": self._footer["unique_id"], "timestamp": self._footer["timestamp"]}
+        return {"unique_id": self._footer["unique_id"], "timestamp": self._footer["timestamp"],
+                "size": self.size}
 
     def parent_paths(self) -> list[str]:
-        """Where the parent may be, most likely first (relative locator, absolute, name beside us)."""
-        hdr, out = self._hdr, []
-        here = os.path.dirname(os.path.abspath(self.path))
-        for k in range(8):
-            loc = PARENT_LOCATOR.parse(hdr["parent_locators"], k * PARENT_LOCATOR.size)
-            if loc["platform_code"] not in (PLAT_W2RU, PLAT_W2KU) or not loc["data_length"]:
-                continue
-            raw = os.pread(self.fd, loc["data_length"], loc["data_offset"])
-            text = raw.decode("utf-16-le", "replace").rstrip("\0")
-            if loc["platform_code"] == PLAT_W2RU:
-                out.insert(0, os.path.normpath(os.path.join(here, text.replace("\\", "/"))))
-            else:
-                out.append(text.replace("\\", "/") if text.startswith("\\") or text[1:2] != ":" else text)
-                out.append(os.path.join(here, ntpath.basename(text)))
-        name = hdr["parent_unicode_name"].decode("utf-16-be", "replace").rstrip("\0")
-        if name:
-            out.append(os.path.join(here, ntpath.basename(name)))
-        return list(dict.fromkeys(out))
+        return parent_candidates(self.path, self.fd, self._hdr, base.file_size(self.fd))
 
-    def _parent(self) -> Disk:
-        return self._find_parent("unique_id", (self._hdr["parent_unique_id"],),
-                                 show=lambda b: uuid.UUID(bytes=b) if b else None)
+    def parent_mismatch(self, parent: Disk) -> str | None:
+        want = self._hdr["parent_unique_id"]
+        got = parent.identity()
+        if got.get("unique_id") != want:
+            shown = uuid.UUID(bytes=got["unique_id"]) if got.get("unique_id") else None
+            return f"has unique ID {shown}, expected {uuid.UUID(bytes=want)}"
+        if parent.size != self.size:
+            return f"is {parent.size} bytes, the child {self.size}"
+        return None
 
     # -- flush -----------------------------------------------------------------
     def _flush_metadata(self) -> None:

@@ -1,8 +1,10 @@
 """VHDX: fixed, dynamic and differencing disks ([MS-VHDX]).
 
 wim2vhd never writes the log: it keeps LogGuid zero, so there is nothing to
-replay.  Headers change only in flush(), safely: the older of the two header
-slots is written first with the next sequence number, then the other.
+replay.  An existing file's headers change once per open, before its first
+write (new FileWriteGuid and DataWriteGuid), a new file's in flush(); either
+way the older of the two header slots is written first with the next sequence
+number, then the other.  Parsing and validation are in vhdx_parse.py.
 """
 from __future__ import annotations
 
@@ -13,9 +15,14 @@ import uuid
 from typing import Any
 
 from wim2vhd import repro
+from wim2vhd.disk import base
 from wim2vhd.disk import geometry as geo
 from wim2vhd.disk import vhdx_layout as L
 from wim2vhd.disk.base import ABSENT, PARTIAL, PRESENT, ZERO, Disk, read_exact, write_all
+from wim2vhd.disk.vhdx_parse import (
+    _STATE_IN, _guid, _with_crc, bat_problems, disk_params, fixed_ranges, header_status, linkage,
+    metadata_items, parent_candidates, parse_parent_locator, region_status,
+)
 from wim2vhd.errors import CorruptInput, UnsupportedInput, UsageError
 from wim2vhd.units import MiB, align_up
 
@@ -23,33 +30,12 @@ DEFAULT_BLOCK_SIZE = 32 * MiB      # what Hyper-V uses for dynamic VHDX
 DEFAULT_DIFF_BLOCK_SIZE = 2 * MiB  # what Hyper-V uses for differencing VHDX
 CREATOR = "wim2vhd"
 
-_STATE_IN = {
-    L.PAYLOAD_BLOCK_NOT_PRESENT: ABSENT,
-    L.PAYLOAD_BLOCK_UNDEFINED: ABSENT,
-    L.PAYLOAD_BLOCK_ZERO: ZERO,
-    L.PAYLOAD_BLOCK_UNMAPPED: ZERO,
-    L.PAYLOAD_BLOCK_FULLY_PRESENT: PRESENT,
-    L.PAYLOAD_BLOCK_PARTIALLY_PRESENT: PARTIAL,
-}
 _STATE_OUT = {
     ABSENT: L.PAYLOAD_BLOCK_NOT_PRESENT,
     ZERO: L.PAYLOAD_BLOCK_ZERO,
     PRESENT: L.PAYLOAD_BLOCK_FULLY_PRESENT,
     PARTIAL: L.PAYLOAD_BLOCK_PARTIALLY_PRESENT,
 }
-
-
-def _guid(b: bytes) -> uuid.UUID:
-    return uuid.UUID(bytes_le=bytes(b))
-
-
-def _with_crc(raw: bytes) -> bytes:
-    crc = geo.crc32c_with_zero_field(raw, 4)
-    return raw[:4] + crc.to_bytes(4, "little") + raw[8:]
-
-
-def _crc_ok(raw: bytes) -> bool:
-    return int.from_bytes(raw[4:8], "little") == geo.crc32c_with_zero_field(raw, 4)
 
 
 def check_params(size: int, block_size: int, sector_size: int) -> None:
@@ -112,23 +98,15 @@ def relative_win_path(target: str, child_path: str) -> str:
     return rel if rel.startswith("..") else ".\\" + rel
 
 
-def _parse_parent_locator(raw: bytes, path: str) -> dict[str, str]:
-    h = L.PARENT_LOCATOR_HEADER.parse(raw)
-    if _guid(h["locator_type"]) != L.PARENT_LOCATOR_TYPE_VHDX:
-        raise UnsupportedInput(f"{path}: unknown parent locator type {_guid(h['locator_type'])}")
-    out = {}
-    for i in range(h["key_value_count"]):
-        e = L.PARENT_LOCATOR_ENTRY.parse(raw, L.PARENT_LOCATOR_HEADER.size + i * L.PARENT_LOCATOR_ENTRY.size)
-        k = raw[e["key_offset"]:e["key_offset"] + e["key_length"]].decode("utf-16-le", "replace")
-        v = raw[e["value_offset"]:e["value_offset"] + e["value_length"]].decode("utf-16-le", "replace")
-        out[k] = v
-    return out
-
-
 class VhdxDisk(Disk):
     format_name = "vhdx"
     extensions = (".vhdx",)
     _fresh = False  # made by create(), not yet in use (see there)
+
+    @classmethod
+    def check(cls, path: str, fd: int):
+        from wim2vhd.disk import vhdx_check
+        return vhdx_check.check(path, fd)
 
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
@@ -209,108 +187,87 @@ class VhdxDisk(Disk):
             os.unlink(path)
             raise
         os.close(fd)
-        d = cls.open(path, writable=True, _parent=parent)
+        d = cls.open_one(path, writable=True, _new=True)
         # A new file is not a disk anyone uses until it is complete (atomic.py syncs it, then renames
         # it into place), so its header updates need no ordering against its data.
         d._fresh = True
+        if parent is not None:
+            try:
+                d._link_parent(parent)
+            except BaseException:
+                d.abandon()
+                raise
         return d
 
     # -- open ------------------------------------------------------------------
     @classmethod
-    def _read_header(cls, fd: int, path: str) -> tuple[dict[str, Any], int]:
+    def _read_header(cls, fd: int, path: str, size: int) -> tuple[dict[str, Any], int]:
         best, slot = None, -1
         bad = []
         for i, off in enumerate(L.HEADER_OFFSETS):
-            raw = read_exact(fd, L.HEADER_SIZE, off, f"header {i + 1}", path)
-            h = L.HEADER.parse(raw)
-            if h["signature"] != L.HEADER_SIGNATURE:
-                bad.append(f"header {i + 1} has a bad signature")
-                continue
-            if not _crc_ok(raw):
-                bad.append(f"header {i + 1} CRC-32C mismatch")
-                continue
-            if best is None or h["sequence_number"] > best["sequence_number"]:
+            h, why = header_status(read_exact(fd, L.HEADER_SIZE, off, f"header {i + 1}", path, size))
+            if why:
+                bad.append(f"header {i + 1} {why}")
+            elif best is None or h["sequence_number"] > best["sequence_number"]:
                 best, slot = h, i
         if best is None:
             raise CorruptInput(f"{path}: no valid VHDX header ({'; '.join(bad)})")
         return best, slot
 
     @classmethod
-    def _read_regions(cls, fd: int, path: str) -> dict[uuid.UUID, tuple[int, int]]:
+    def _read_regions(cls, fd: int, path: str, size: int) -> dict[uuid.UUID, tuple[int, int]]:
         for i, off in enumerate(L.REGION_OFFSETS):
-            raw = read_exact(fd, L.REGION_SIZE, off, f"region table {i + 1}", path)
-            h = L.REGION_TABLE_HEADER.parse(raw)
-            if h["signature"] != L.REGION_SIGNATURE or not _crc_ok(raw) or h["entry_count"] > 2047:
+            regions, why = region_status(read_exact(fd, L.REGION_SIZE, off, f"region table {i + 1}", path, size))
+            if why:
                 continue
-            regions = {}
-            for k in range(h["entry_count"]):
-                e = L.REGION_TABLE_ENTRY.parse(raw, L.REGION_TABLE_HEADER.size + k * L.REGION_TABLE_ENTRY.size)
-                g = _guid(e["guid"])
-                if g not in (L.BAT_REGION, L.METADATA_REGION) and e["required"] & 1:
+            for g, (o, n, required) in regions.items():
+                if g not in L.REGION_NAMES and required:
                     raise UnsupportedInput(f"{path}: VHDX requires an unknown region {g}")
-                regions[g] = (e["file_offset"], e["length"])
             if L.BAT_REGION not in regions or L.METADATA_REGION not in regions:
                 raise CorruptInput(f"{path}: VHDX region table lacks the BAT or metadata region")
-            return regions
+            return {g: (o, n) for g, (o, n, _) in regions.items()}
         raise CorruptInput(f"{path}: both VHDX region tables are damaged (bad signature or CRC-32C mismatch)")
 
     @classmethod
-    def _read_metadata(cls, fd: int, path: str, off: int, length: int) -> dict[uuid.UUID, bytes]:
-        raw = read_exact(fd, length, off, "metadata region", path)
-        h = L.METADATA_TABLE_HEADER.parse(raw)
-        if h["signature"] != L.METADATA_SIGNATURE:
-            raise CorruptInput(f"{path}: bad VHDX metadata table signature")
-        items = {}
-        for k in range(h["entry_count"]):
-            e = L.METADATA_TABLE_ENTRY.parse(raw, L.METADATA_TABLE_HEADER.size + k * L.METADATA_TABLE_ENTRY.size)
-            g = _guid(e["item_id"])
-            if g not in L.KNOWN_METADATA and e["flags"] & L.META_IS_REQUIRED:
-                raise UnsupportedInput(f"{path}: VHDX requires unknown metadata {g}")
-            if e["offset"] + e["length"] > length:
-                raise CorruptInput(f"{path}: VHDX metadata item {g} lies outside its region")
-            items[g] = raw[e["offset"]:e["offset"] + e["length"]]
-        for need in (L.META_FILE_PARAMETERS, L.META_VIRTUAL_DISK_SIZE, L.META_LOGICAL_SECTOR_SIZE):
-            if need not in items:
-                raise CorruptInput(f"{path}: VHDX metadata lacks {need}")
-        return items
+    def _read_metadata(cls, fd: int, path: str, off: int, length: int, size: int) -> dict[uuid.UUID, bytes]:
+        raw = read_exact(fd, length, off, "metadata region", path, size)
+        items, problems = metadata_items(raw)
+        if problems:
+            raise (UnsupportedInput if "unknown" in problems[0] else CorruptInput)(f"{path}: {problems[0]}")
+        return {g: data for g, (data, _) in items.items()}
 
     @classmethod
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "VhdxDisk":
-        file_size = os.fstat(fd).st_size
-        ident = read_exact(fd, 8, 0, "file identifier", path)
+        file_size = base.file_size(fd)
+        ident = read_exact(fd, 8, 0, "file identifier", path, file_size)
         if ident != L.FILE_ID_SIGNATURE:
             raise CorruptInput(f"{path}: not a VHDX: bad file identifier signature")
-        hdr, slot = cls._read_header(fd, path)
+        hdr, slot = cls._read_header(fd, path, file_size)
         if hdr["version"] != 1:
             raise UnsupportedInput(f"{path}: VHDX version {hdr['version']} is not supported")
         if any(hdr["log_guid"]):
             # Someone crashed mid-update; replaying the log is not implemented.
-            raise UnsupportedInput(f"{path}: the VHDX has a log to replay; open it once in Hyper-V or run "
-                                   "`qemu-img check -r all` on it first")
-        regions = cls._read_regions(fd, path)
-        meta = cls._read_metadata(fd, path, *regions[L.METADATA_REGION])
-        fp = L.FILE_PARAMETERS.parse(meta[L.META_FILE_PARAMETERS])
-        size = int.from_bytes(meta[L.META_VIRTUAL_DISK_SIZE][:8], "little")
-        lss = int.from_bytes(meta[L.META_LOGICAL_SECTOR_SIZE][:4], "little")
-        pss = int.from_bytes(meta.get(L.META_PHYSICAL_SECTOR_SIZE, b"\0\x10\0\0")[:4], "little")
-        bs = fp["block_size"]
-        differencing = bool(fp["flags"] & L.FP_HAS_PARENT)
-        if lss not in (512, 4096):
-            raise UnsupportedInput(f"{path}: unsupported VHDX logical sector size {lss}")
-        if bs & (bs - 1) or not MiB <= bs <= 256 * MiB:
-            raise UnsupportedInput(f"{path}: unsupported VHDX block size {bs}")
-        if size == 0 or size > geo.VHDX_MAX_SIZE or size % lss:
-            raise CorruptInput(f"{path}: bad VHDX virtual size {size}")
+            raise UnsupportedInput(f"{path}: the VHDX has a log to replay (`wim2vhd disk check` says what it "
+                                   "holds); open it once in Hyper-V or run `qemu-img check -r all` on it first")
+        regions = cls._read_regions(fd, path, file_size)
+        meta = cls._read_metadata(fd, path, *regions[L.METADATA_REGION], file_size)
+        p = disk_params(meta, path)
+        size, lss, bs, differencing = p["size"], p["lss"], p["block_size"], p["differencing"]
         ratio = geo.vhdx_chunk_ratio(lss, bs)
         entries = geo.vhdx_bat_entries(size, bs, lss, differencing)
         bat_off, bat_len = regions[L.BAT_REGION]
         if bat_len < entries * 8:
             raise CorruptInput(f"{path}: VHDX BAT region holds {bat_len // 8} entries, {entries} needed")
-        raw = read_exact(fd, entries * 8, bat_off, "BAT", path)
+        raw = read_exact(fd, entries * 8, bat_off, "BAT", path, file_size)
         bat = array.array("Q")
         bat.frombytes(raw)
         if sys.byteorder != "little":
             bat.byteswap()
+        n_blocks = -(-size // bs)
+        problems = bat_problems(bat, ratio, n_blocks, bs, differencing, file_size, fixed_ranges(hdr, regions))
+        if problems:
+            raise CorruptInput(f"{path}: {problems[0]}")
+        locator = parse_parent_locator(meta[L.META_PARENT_LOCATOR], path) if differencing else {}
 
         d = cls(path, fd, {
             "virtual_size": size, "sector_size": lss, "block_size": bs,
@@ -318,47 +275,62 @@ class VhdxDisk(Disk):
             "group_bytes": L.SECTOR_BITMAP_BLOCK, "alloc_align": MiB,
             "file_end": align_up(file_size, MiB),
         }, writable=writable)
-        d.disk_type = "differencing" if differencing else ("dynamic" if not fp["flags"] & L.FP_LEAVE_BLOCKS_ALLOCATED else "fixed")
+        d.disk_type = "differencing" if differencing else ("fixed" if p["leave_allocated"] else "dynamic")
         d._hdr, d._hdr_slot, d._meta, d._bat_off = hdr, slot, meta, bat_off
-        d._ratio, d._physical_sector_size = ratio, pss
+        d._ratio, d._physical_sector_size = ratio, p["pss"]
+        d._locator = locator
         d._writes_seen = 0
+        d._next_hdr = None
         try:
             data_off, state = d._tables()
             group_off = d._group_table()
-            n_blocks = -(-size // bs)
             for j in (i for i, v in enumerate(bat) if v):
                 v = bat[j]
                 st, off = v & L.BAT_STATE_MASK, (v >> L.BAT_OFFSET_SHIFT) << 20
                 chunk, r = divmod(j, ratio + 1)
                 if r == ratio:  # a sector bitmap entry
-                    if st == L.SB_BLOCK_PRESENT:
-                        if off + L.SECTOR_BITMAP_BLOCK > file_size:
-                            raise CorruptInput(f"{path}: BAT entry {j} points past the end of the file")
-                        if chunk < len(group_off):
-                            group_off[chunk] = off
+                    if st == L.SB_BLOCK_PRESENT and chunk < len(group_off):
+                        group_off[chunk] = off
                     continue
                 blk = chunk * ratio + r
                 if blk >= n_blocks:
                     continue
-                if st not in _STATE_IN:
-                    raise CorruptInput(f"{path}: BAT entry {j} has an invalid state {st}")
                 s = _STATE_IN[st]
                 if s in (PRESENT, PARTIAL):
-                    if off < L.BAT_OFFSET or off + bs > file_size:
-                        raise CorruptInput(f"{path}: BAT entry {j} points past the end of the file "
-                                           f"(offset {off}, file is {file_size} bytes)")
-                    if s == PARTIAL and not differencing:
-                        raise CorruptInput(f"{path}: partially present block {blk} in a disk with no parent")
                     data_off[blk] = off
                 state[blk] = s
-            if differencing:
-                d._locator = _parse_parent_locator(meta[L.META_PARENT_LOCATOR], path) \
-                    if L.META_PARENT_LOCATOR in meta else {}
-                d.set_parent(parent if parent is not None else d._parent())
         except BaseException:
             d._free_native()
             raise
         return d
+
+    @classmethod
+    def open_one(cls, path: str, *, writable: bool = False, _new: bool = False) -> "VhdxDisk":
+        d = super().open_one(path, writable=writable)
+        if writable and not _new:
+            try:
+                d._arm_first_write()
+            except BaseException:
+                d.abandon()
+                raise
+        return d
+
+    def _arm_first_write(self) -> None:
+        """Before the first write of this open changes the file, both headers get a new FileWriteGuid and
+        DataWriteGuid ([MS-VHDX] 2.2.2: "before the first modification"; every write through the block
+        layer is to user-visible data), the stale slot first, each durable before the next."""
+        from wim2vhd._lib import lib
+        h = dict(self._hdr)
+        h["file_write_guid"] = repro.uuid_for("vhdx-file-write").bytes_le
+        h["data_write_guid"] = repro.uuid_for("vhdx-data-write").bytes_le
+        pieces = []
+        for slot in (1 - self._hdr_slot, self._hdr_slot):
+            h["sequence_number"] += 1
+            pieces += [_with_crc(L.HEADER.pack(h)), L.HEADER_OFFSETS[slot]]
+        r = lib.w2v_set_first_write(self._h, pieces[0], pieces[1], pieces[2], pieces[3], L.HEADER_SIZE, 1)
+        if r < 0:
+            raise base.from_errno(r, f"{self.path}: header update")
+        self._next_hdr = h
 
     def _group_table(self) -> "_GroupView":
         from wim2vhd._lib import lib
@@ -370,23 +342,21 @@ class VhdxDisk(Disk):
                 "disk_id": str(_guid(self._meta.get(L.META_VIRTUAL_DISK_ID, b"\0" * 16)))}
 
     def parent_paths(self) -> list[str]:
-        here = os.path.dirname(os.path.abspath(self.path))
-        out = []
-        for key in ("relative_path", "absolute_win32_path", "volume_path"):
-            v = self._locator.get(key)
-            if not v:
-                continue
-            if key == "relative_path":
-                out.append(os.path.normpath(os.path.join(here, v.replace("\\", "/"))))
-            elif v.startswith("\\") and not v.startswith("\\\\"):
-                out.append(v.replace("\\", "/"))
-            out.append(os.path.join(here, v.replace("\\", "/").rsplit("/", 1)[-1]))
-        return list(dict.fromkeys(out))
+        return parent_candidates(self.path, self._locator)
 
-    def _parent(self) -> Disk:
-        want = tuple(g for g in (self._locator.get(k, "").strip("{}").upper()
-                                 for k in ("parent_linkage", "parent_linkage2")) if g)
-        return self._find_parent("data_write_guid", want)
+    def parent_linkage(self) -> tuple[str, ...]:
+        return linkage(self._locator)
+
+    def parent_mismatch(self, parent: Disk) -> str | None:
+        want = linkage(self._locator)
+        got = parent.identity().get("data_write_guid")
+        if got not in want:
+            return f"has DataWriteGuid {got}, expected {want[0] if want else 'one recorded in parent_linkage'}"
+        if parent.size != self.size:
+            return f"is {parent.size} bytes, the child {self.size}"
+        if parent.sector_size != self.sector_size:
+            return f"has {parent.sector_size}-byte sectors, the child {self.sector_size}-byte ones"
+        return None
 
     # -- flush -----------------------------------------------------------------
     def _flush_metadata(self) -> None:
@@ -402,13 +372,19 @@ class VhdxDisk(Disk):
             entries.append((geo.vhdx_bitmap_entry(c, ratio), (groups[c] >> 20 << L.BAT_OFFSET_SHIFT) | L.SB_BLOCK_PRESENT))
         for j, v in entries:
             write_all(self.fd, v.to_bytes(8, "little"), self._bat_off + 8 * j)
+        if self._next_hdr is not None:
+            from wim2vhd._lib import lib
+            if not lib.w2v_first_write_pending(self._h):
+                self._hdr, self._next_hdr = self._next_hdr, None  # written before the first write
+            return
         writes = self.stats()["writes"]
-        if entries or writes != self._writes_seen:
+        if self._fresh and (entries or writes != self._writes_seen):
             self._update_headers(data_changed=writes != self._writes_seen)
             self._writes_seen = writes
 
     def _update_headers(self, data_changed: bool) -> None:
-        """Write both headers with new sequence numbers, the stale slot first (MS-VHDX 2.2.2.1)."""
+        """A new file's headers, with new sequence numbers, the stale slot first ([MS-VHDX] 2.2.2.1).
+        (An existing file's are written before its first write: _arm_first_write.)"""
         h = dict(self._hdr)
         h["file_write_guid"] = repro.uuid_for("vhdx-file-write").bytes_le
         if data_changed:
@@ -416,8 +392,6 @@ class VhdxDisk(Disk):
         for slot in (1 - self._hdr_slot, self._hdr_slot):
             h["sequence_number"] += 1
             write_all(self.fd, _with_crc(L.HEADER.pack(h)), L.HEADER_OFFSETS[slot])
-            if not self._fresh:
-                os.fdatasync(self.fd)  # an existing disk: each header durable before the next
         self._hdr = h
 
     def _info(self) -> dict[str, Any]:

@@ -32,13 +32,14 @@ def data_extents(path_or_fd: str | os.PathLike | int) -> list[tuple[int, int]]:
         while off < size:
             try:
                 start = os.lseek(fd, off, os.SEEK_DATA)
+                end = os.lseek(fd, start, os.SEEK_HOLE)
             except OSError as e:
                 if e.errno == errno.ENXIO:  # no more data
                     break
-                if e.errno == errno.EINVAL:  # SEEK_DATA unsupported: all data
-                    return [(0, size)] if size else []
-                raise
-            end = os.lseek(fd, start, os.SEEK_HOLE)
+                # Any other answer (EINVAL or EOPNOTSUPP where SEEK_DATA is unsupported, or a failure
+                # here) says nothing about holes: the rest of the file is data.
+                out.append((off, size - off))
+                break
             out.append((start, end - start))
             off = end
         return out
