@@ -385,3 +385,10 @@ def capture(disk_path: str, out: str, *, partition_number: int | None = None, na
     return {"output": os.path.abspath(out), "source": os.path.abspath(disk_path), "partition": part.number,
             "compression": compress, "appended": append, "images_in_output": total,
             "image": img.to_dict(), "seconds": round(time.monotonic() - t0, 3)}
+
+
+def verify(disk_path: str) -> dict[str, Any]:
+    """Is the disk bootable, as far as can be known without Windows?  Every check and its result
+    (wim2vhd.verify); "sound" is False when any check found a problem.  The disk is only read."""
+    from wim2vhd.verify import verify_disk
+    return verify_disk(disk_path)

@@ -1,0 +1,380 @@
+"""`wim2vhd verify`: is this disk bootable, as far as can be known without Windows?
+
+Works on raw images, VHD, VHDX and differencing children (through wim2vhd.disk), and on every
+layout apply makes (wim2vhd.partition.plan_layout), told apart by what the disk holds:
+
+* uefi:   GPT with an EFI system partition; the store is \\EFI\\Microsoft\\Boot\\BCD on the ESP;
+* bios:   MBR with an active partition; the store is \\Boot\\BCD on it, \\bootmgr at its root;
+* native: anything else (GPT without an ESP, MBR with nothing active).  A host's store starts
+  such a disk (`wim2vhd bcd add-vhd`), so there is no store on it to check, only the loaders.
+
+The checks, in order: the partition table (GPT: both headers and entry arrays with their
+CRCs; MBR: signature, entries inside the disk, no overlaps); every file system (NTFS: boot
+sector, that libntfs-3g opens it, the $Volume dirty flag; FAT: `fsck.fat -n` on an exported
+copy); the Windows partition and its SYSTEM and SOFTWARE hives; the store, {bootmgr}, its
+default loader, and for each of their devices the partition of this disk it resolves to
+(partition devices by GPT GUIDs or MBR signature and offset, `boot` as the system partition,
+locate devices by searching the partitions for the path), and that every file they name is
+there; the removable-media fallback loader \\EFI\\Boot\\boot*.efi for the image's architecture
+(from the PE machine field of its loader).
+
+A check that depends on one that failed is skipped, not failed again: each problem is reported
+once, where it starts.  Entries a default boot does not use (other menu entries, tools, the
+resume object) give warnings, which do not make a disk unsound.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from wim2vhd import partition
+from wim2vhd.errors import CorruptInput, Wim2VhdError
+from wim2vhd.verify_fs import (FALLBACK_LOADERS, PE_HEAD, PE_MACHINES, VOLUME_IS_DIRTY, FatView, NtfsView,
+                               hive_state, ntfs_boot_problem, ntfs_volume_flags, pe_machine)
+
+OK, PROBLEM, WARNING, SKIPPED = "ok", "problem", "warning", "skipped"
+
+UEFI_STORE = "\\EFI\\Microsoft\\Boot\\BCD"
+BIOS_STORE = "\\Boot\\BCD"
+BIOS_BOOTMGR = "\\bootmgr"
+FALLBACK_DIR = "\\EFI\\Boot"
+WINDOWS = "\\Windows"
+HIVES = ("\\Windows\\System32\\config\\SYSTEM", "\\Windows\\System32\\config\\SOFTWARE")
+KERNEL = "\\Windows\\System32\\ntoskrnl.exe"
+# Partition types that hold NTFS in the layouts apply makes: a damaged one is reported as such.
+NTFS_GPT_TYPES = (partition.TYPE_BASIC_DATA, partition.TYPE_WINRE)
+NTFS_MBR_TYPES = (partition.MBR_TYPE_NTFS,)
+MBR_BOOT_CODE = partition.MBR_BOOT_CODE_SIZE
+
+
+@dataclass
+class Check:
+    name: str
+    result: str          # ok | problem | warning | skipped
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"check": self.name, "result": self.result, "detail": self.detail}
+
+
+@dataclass
+class _Found:
+    """Where a device resolves: a partition, a problem, or undetermined (a partition it may be on
+    cannot be read)."""
+
+    part: partition.Partition | None = None
+    problem: str | None = None
+    undetermined: str | None = None
+    located: str | None = None   # a locate device: the path it found
+
+
+def _pname(p: partition.Partition) -> str:
+    return f"partition {p.number}"
+
+
+class Verifier:
+    def __init__(self, disk, tmp_dir: str):
+        self.disk, self.tmp = disk, tmp_dir
+        self.checks: list[Check] = []
+        self.table: partition.DiskLayout | None = None
+        self.layout: str | None = None
+        self.views: dict[int, NtfsView | FatView] = {}
+        self.unreadable: dict[int, str] = {}     # partitions whose file system cannot be read
+        self.windows: NtfsView | None = None
+        self.system: partition.Partition | None = None
+        self.architecture: str | None = None
+        self.machine: int | None = None
+
+    # -- results
+    def add(self, name: str, result: str, detail: str = "") -> None:
+        self.checks.append(Check(name, result, detail))
+
+    def close(self) -> None:
+        for v in self.views.values():
+            v.close()
+
+    # -- the run
+    def run(self) -> None:
+        if not self._check_table():
+            self.add("file systems", SKIPPED, "no partition table to find them by")
+            return
+        self._open_volumes()
+        self._find_windows()
+        if self.windows is not None:
+            self._check_hives()
+            self._find_architecture()
+        if self.layout == "native":
+            self._check_native()
+        else:
+            self._check_store()
+        if self.layout == "uefi":
+            self._check_fallback()
+
+    # -- the partition table
+    def _check_table(self) -> bool:
+        try:
+            t = partition.read_table(self.disk)
+        except CorruptInput as e:
+            self.add("partition table", PROBLEM, f"the partition table is damaged: {e.message}")
+            return False
+        if t is None:
+            self.add("partition table", PROBLEM, "there is no partition table (no MBR signature 0x55AA in sector 0)")
+            return False
+        self.table = t
+        bad = list(t.warnings)
+        spans = sorted((p.start, p.end, p.number) for p in t.partitions)
+        for (s1, e1, n1), (s2, _e2, n2) in zip(spans, spans[1:]):
+            if s2 < e1:
+                bad.append(f"partitions {n1} and {n2} overlap")
+        if t.scheme == "gpt":
+            bad += [f"partition {p.number} ends past the end of the disk" for p in t.partitions if p.end > t.disk_size]
+        if not t.partitions:
+            bad.append("the partition table has no partitions")
+        for b in bad:
+            self.add("partition table", PROBLEM, b)
+        if not bad:
+            n = len(t.partitions)
+            self.add("partition table", OK, f"{t.scheme.upper()}, {n} partition{'s' if n != 1 else ''}"
+                     + (", both copies intact" if t.scheme == "gpt" else ""))
+        if not t.partitions:
+            return False
+        if t.scheme == "gpt" and t.role("esp") is not None:
+            self.layout, self.system = "uefi", t.role("esp")
+        elif t.scheme == "mbr" and any(p.active for p in t.partitions):
+            self.layout, self.system = "bios", next(p for p in t.partitions if p.active)
+        else:
+            self.layout = "native"
+        return True
+
+    # -- file systems
+    def _expects_ntfs(self, p: partition.Partition) -> bool:
+        return p.type_guid in NTFS_GPT_TYPES if p.type_guid is not None else p.mbr_type in NTFS_MBR_TYPES
+
+    def _open_volumes(self) -> None:
+        from wim2vhd.fsformat import read_fat32_boot
+        for p in self.table.partitions:
+            if p.end > self.disk.size or p.size < 512:
+                continue
+            head = self.disk.read(p.start, 512)
+            if head[3:11] == b"NTFS    " or self._expects_ntfs(p):
+                self._open_ntfs(p, head)
+            elif p.role == "esp" or read_fat32_boot(self.disk, p.start) is not None:
+                self._open_fat(p)
+
+    def _open_ntfs(self, p: partition.Partition, head: bytes) -> None:
+        name = f"{_pname(p)} NTFS"
+        why = ntfs_boot_problem(head, p.size, self.disk.sector_size)
+        if why is None and self.layout == "bios" and p is self.system:
+            hidden = int.from_bytes(head[0x1C:0x20], "little")
+            if hidden != p.start // self.disk.sector_size:
+                why = (f"the NTFS boot sector's hidden-sector count is {hidden}, not the partition's start "
+                       f"{p.start // self.disk.sector_size}: BIOS boot code cannot find the volume")
+        if why is not None:
+            self.unreadable[p.number] = why
+            self.add(name, PROBLEM, f"{_pname(p)}: {why}")
+            return
+        view = NtfsView(self.disk, p)
+        if view.error:
+            self.unreadable[p.number] = view.error
+            self.add(name, PROBLEM, f"{_pname(p)}: the NTFS volume cannot be opened: {view.error}")
+            return
+        self.views[p.number] = view
+        try:
+            flags = ntfs_volume_flags(lambda off, n: self.disk.read(p.start + off, n), p.size)
+        except CorruptInput as e:
+            self.add(name, PROBLEM, f"{_pname(p)}: {e.message}")
+            return
+        if flags & VOLUME_IS_DIRTY:
+            self.add(name, PROBLEM, f"{_pname(p)}: the NTFS volume is dirty (marked for chkdsk): it was not "
+                                    "closed cleanly")
+        else:
+            self.add(name, OK, "boot sector sound, opens, not dirty")
+
+    def _open_fat(self, p: partition.Partition) -> None:
+        from wim2vhd.fsformat import read_fat32_boot
+        name = f"{_pname(p)} FAT"
+        if read_fat32_boot(self.disk, p.start) is None:
+            self.unreadable[p.number] = "no FAT32 boot sector"
+            self.add(name, PROBLEM, f"{_pname(p)} (the ESP) holds no FAT32 file system (no FAT32 boot sector)")
+            return
+        view = FatView(self.disk, p, self.tmp)
+        self.views[p.number] = view
+        why = view.fsck()
+        if why is not None:
+            self.add(name, PROBLEM, f"{_pname(p)}: fsck.fat -n finds the FAT damaged: {why}")
+        else:
+            self.add(name, OK, "fsck.fat -n finds it clean")
+
+    def _find_windows(self) -> None:
+        for n, v in self.views.items():
+            if v.kind == "ntfs" and v.is_dir(WINDOWS):
+                self.windows = v
+                self.add("Windows partition", OK, f"{_pname(v.part)} holds \\Windows")
+                return
+        if self.unreadable:
+            self.add("Windows partition", SKIPPED, "a partition that may hold it cannot be read")
+        else:
+            self.add("Windows partition", PROBLEM, "no partition of this disk holds \\Windows")
+
+    def _check_hives(self) -> None:
+        for h in HIVES:
+            name = f"hive {h}"
+            if not self.windows.exists(h):
+                self.add(name, PROBLEM, f"{h} is missing from {_pname(self.windows.part)}")
+                continue
+            why = hive_state(self.windows.read(h, 4096))
+            self.add(name, PROBLEM if why else OK, f"{h}: {why}" if why else "written cleanly")
+
+    def _find_architecture(self) -> None:
+        from wim2vhd.boot.bcd import LOADER_PATH
+        for path in (LOADER_PATH["uefi"], LOADER_PATH["bios"], KERNEL):
+            if self.windows.exists(path):
+                m = pe_machine(self.windows.read(path, PE_HEAD))
+                if m is not None:
+                    self.machine, self.architecture = m, PE_MACHINES.get(m, f"machine 0x{m:04x}")
+                    return
+
+    # -- native boot
+    def _check_native(self) -> None:
+        from wim2vhd.boot.bcd import LOADER_PATH
+        self.add("BCD store", SKIPPED, "native layout: a host's store starts this disk (wim2vhd bcd add-vhd)")
+        if self.windows is None:
+            self.add("loader", SKIPPED, "the Windows partition cannot be read")
+            return
+        have = [p for p in LOADER_PATH.values() if self.windows.exists(p)]
+        if have:
+            self.add("loader", OK, ", ".join(have))
+        else:
+            self.add("loader", PROBLEM, f"{LOADER_PATH['uefi']} and {LOADER_PATH['bios']} are both missing "
+                                        f"from {_pname(self.windows.part)}")
+
+    # -- the store
+    def _check_store(self) -> None:
+        from wim2vhd.boot.bcd import BcdStore
+        path = UEFI_STORE if self.layout == "uefi" else BIOS_STORE
+        sysp = self.system
+        view = self.views.get(sysp.number)
+        if view is None:
+            self.add("BCD store", SKIPPED, f"the system {_pname(sysp)} cannot be read")
+            return
+        if self.layout == "bios":
+            self._check_bios_boot(view)
+        if not view.exists(path):
+            self.add("BCD store", PROBLEM, f"there is no BCD store: {path} is missing from the system {_pname(sysp)}")
+            return
+        try:
+            store = BcdStore.from_bytes(view.read(path), name=f"{path} on {_pname(sysp)}")
+        except Wim2VhdError as e:
+            self.add("BCD store", PROBLEM, f"the BCD store cannot be read: {e.message}")
+            return
+        try:
+            self.add("BCD store", OK, f"{path} on {_pname(sysp)}")
+            from wim2vhd.verify_bcd import check_store
+            check_store(self, store)
+        finally:
+            store.close()
+
+    def _check_bios_boot(self, view) -> None:
+        code = self.disk.read(0, MBR_BOOT_CODE)
+        if not any(code):
+            self.add("MBR boot code", PROBLEM, "the MBR has no boot code: BIOS cannot start the disk")
+        else:
+            self.add("MBR boot code", OK)
+        if view.exists(BIOS_BOOTMGR):
+            self.add("boot manager", OK, f"{BIOS_BOOTMGR} on {_pname(view.part)}")
+        else:
+            self.add("boot manager", PROBLEM, f"the boot manager {BIOS_BOOTMGR} is missing from the system "
+                                              f"{_pname(view.part)}")
+
+    # -- the removable-media fallback
+    def _check_fallback(self) -> None:
+        esp = self.views.get(self.system.number)
+        arch = self.architecture
+        if esp is None or arch is None:
+            self.add("fallback loader", SKIPPED, "the ESP cannot be read" if esp is None else
+                     "the image's architecture is unknown (no loader or kernel with a PE header)")
+            return
+        want = FALLBACK_LOADERS.get(arch)
+        if want is None:
+            self.add("fallback loader", PROBLEM, f"UEFI defines no fallback loader for the image's {arch}")
+            return
+        path = f"{FALLBACK_DIR}\\{want}"
+        names = esp.names_in(FALLBACK_DIR) if esp.is_dir(FALLBACK_DIR) else []
+        if want not in [n.lower() for n in names]:
+            others = [n for n in names if n.lower().startswith("boot") and n.lower().endswith(".efi")]
+            self.add("fallback loader", PROBLEM, f"the fallback loader {path} for the {arch} image is missing "
+                     f"from the ESP" + (f" (it has {', '.join(others)})" if others else ""))
+            return
+        m = pe_machine(esp.read(path, PE_HEAD))
+        if m is not None and m != self.machine:
+            self.add("fallback loader", PROBLEM, f"the fallback loader {path} is a {PE_MACHINES.get(m, hex(m))} "
+                     f"program, but the image is {arch}")
+        else:
+            self.add("fallback loader", OK, f"{path} for the {arch} image")
+
+    # -- devices (used by wim2vhd.verify_bcd)
+    def locate(self, path: str) -> _Found:
+        """The first partition (in table order) whose file system holds path."""
+        for p in self.table.partitions:
+            v = self.views.get(p.number)
+            if v is not None and v.exists(path):
+                return _Found(p, located=path)
+        if self.unreadable:
+            nums = ", ".join(str(n) for n in sorted(self.unreadable))
+            return _Found(undetermined=f"partition {nums} cannot be read")
+        return _Found(problem=f"no partition of this disk holds {path}")
+
+    def partition_of(self, *, gpt: tuple[uuid.UUID, uuid.UUID] | None = None,
+                     mbr: tuple[int, int] | None = None) -> _Found:
+        t = self.table
+        if gpt is not None:
+            disk_id, part_id = gpt
+            if t.scheme != "gpt" or uuid.UUID(t.disk_guid) != disk_id:
+                return _Found(problem=f"it names GPT disk {disk_id}, not this disk"
+                              + (f" ({t.disk_guid})" if t.scheme == "gpt" else " (an MBR disk)"))
+            p = next((p for p in t.partitions if p.guid and uuid.UUID(p.guid) == part_id), None)
+            return _Found(p) if p else _Found(problem=f"this disk has no partition {part_id}")
+        sig, offset = mbr
+        if t.scheme != "mbr" or t.disk_signature != sig:
+            return _Found(problem=f"it names MBR disk 0x{sig:08x}, not this disk"
+                          + (f" (0x{t.disk_signature:08x})" if t.scheme == "mbr" else " (a GPT disk)"))
+        p = next((p for p in t.partitions if p.start == offset), None)
+        return _Found(p) if p else _Found(problem=f"this disk has no partition at offset {offset}")
+
+    def view_of(self, p: partition.Partition):
+        return self.views.get(p.number)
+
+
+def verify_disk(path: str) -> dict[str, Any]:
+    """Every check on the disk at `path` (opened read-only): the summary `verify --json` prints."""
+    from wim2vhd.disk import open_disk
+    d = open_disk(path)
+    try:
+        with tempfile.TemporaryDirectory(prefix="wim2vhd-verify-") as tmp:
+            v = Verifier(d, tmp)
+            try:
+                v.run()
+            finally:
+                v.close()
+        fmt = d.info().get("format")
+    finally:
+        d.close()
+    problems = [c.detail for c in v.checks if c.result == PROBLEM]
+    return {
+        "path": os.path.abspath(path),
+        "format": fmt,
+        "layout": v.layout,
+        "scheme": v.table.scheme if v.table else None,
+        "windows_partition": v.windows.part.number if v.windows else None,
+        "architecture": v.architecture,
+        "sound": not problems,
+        "problems": problems,
+        "warnings": [c.detail for c in v.checks if c.result == WARNING],
+        "checks": [c.to_dict() for c in v.checks],
+    }
+
+
+__all__ = ["verify_disk", "Check", "Verifier", "FALLBACK_LOADERS"]
