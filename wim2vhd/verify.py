@@ -101,17 +101,22 @@ class Verifier:
         if not self._check_table():
             self.add("file systems", SKIPPED, "no partition table to find them by")
             return
-        self._open_volumes()
-        self._find_windows()
+        self._step("file systems", self._open_volumes)
+        self._step("Windows partition", self._find_windows)
         if self.windows is not None:
-            self._check_hives()
-            self._find_architecture()
-        if self.layout == "native":
-            self._check_native()
-        else:
-            self._check_store()
+            self._step("hives", self._check_hives)
+            self._step("architecture", self._find_architecture)
+        self._step("BCD store", self._check_native if self.layout == "native" else self._check_store)
         if self.layout == "uefi":
-            self._check_fallback()
+            self._step("fallback loader", self._check_fallback)
+
+    def _step(self, name: str, fn) -> None:
+        # A file system that reads back damaged half-way (libntfs-3g or mtools refusing) is a
+        # problem of this step; the other steps still run.
+        try:
+            fn()
+        except Wim2VhdError as e:
+            self.add(name, PROBLEM, e.message)
 
     # -- the partition table
     def _check_table(self) -> bool:
@@ -201,11 +206,13 @@ class Verifier:
             self.add(name, PROBLEM, f"{_pname(p)} (the ESP) holds no FAT32 file system (no FAT32 boot sector)")
             return
         view = FatView(self.disk, p, self.tmp)
-        self.views[p.number] = view
         why = view.fsck()
         if why is not None:
+            # What is on a damaged FAT is not looked at: its problems start here.
+            self.unreadable[p.number] = "its FAT is damaged"
             self.add(name, PROBLEM, f"{_pname(p)}: fsck.fat -n finds the FAT damaged: {why}")
         else:
+            self.views[p.number] = view
             self.add(name, OK, "fsck.fat -n finds it clean")
 
     def _find_windows(self) -> None:
