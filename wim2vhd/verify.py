@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,18 +59,7 @@ class Check:
         return {"check": self.name, "result": self.result, "detail": self.detail}
 
 
-@dataclass
-class _Found:
-    """Where a device resolves: a partition, a problem, or undetermined (a partition it may be on
-    cannot be read)."""
-
-    part: partition.Partition | None = None
-    problem: str | None = None
-    undetermined: str | None = None
-    located: str | None = None   # a locate device: the path it found
-
-
-def _pname(p: partition.Partition) -> str:
+def pname(p: partition.Partition) -> str:
     return f"partition {p.number}"
 
 
@@ -170,7 +158,7 @@ class Verifier:
                 self._open_fat(p)
 
     def _open_ntfs(self, p: partition.Partition, head: bytes) -> None:
-        name = f"{_pname(p)} NTFS"
+        name = f"{pname(p)} NTFS"
         why = ntfs_boot_problem(head, p.size, self.disk.sector_size)
         if why is None and self.layout == "bios" and p is self.system:
             hidden = int.from_bytes(head[0x1C:0x20], "little")
@@ -179,38 +167,38 @@ class Verifier:
                        f"{p.start // self.disk.sector_size}: BIOS boot code cannot find the volume")
         if why is not None:
             self.unreadable[p.number] = why
-            self.add(name, PROBLEM, f"{_pname(p)}: {why}")
+            self.add(name, PROBLEM, f"{pname(p)}: {why}")
             return
         view = NtfsView(self.disk, p)
         if view.error:
             self.unreadable[p.number] = view.error
-            self.add(name, PROBLEM, f"{_pname(p)}: the NTFS volume cannot be opened: {view.error}")
+            self.add(name, PROBLEM, f"{pname(p)}: the NTFS volume cannot be opened: {view.error}")
             return
         self.views[p.number] = view
         try:
             flags = ntfs_volume_flags(lambda off, n: self.disk.read(p.start + off, n), p.size)
         except CorruptInput as e:
-            self.add(name, PROBLEM, f"{_pname(p)}: {e.message}")
+            self.add(name, PROBLEM, f"{pname(p)}: {e.message}")
             return
         if flags & VOLUME_IS_DIRTY:
-            self.add(name, PROBLEM, f"{_pname(p)}: the NTFS volume is dirty (marked for chkdsk): it was not "
+            self.add(name, PROBLEM, f"{pname(p)}: the NTFS volume is dirty (marked for chkdsk): it was not "
                                     "closed cleanly")
         else:
             self.add(name, OK, "boot sector sound, opens, not dirty")
 
     def _open_fat(self, p: partition.Partition) -> None:
         from wim2vhd.fsformat import read_fat32_boot
-        name = f"{_pname(p)} FAT"
+        name = f"{pname(p)} FAT"
         if read_fat32_boot(self.disk, p.start) is None:
             self.unreadable[p.number] = "no FAT32 boot sector"
-            self.add(name, PROBLEM, f"{_pname(p)} (the ESP) holds no FAT32 file system (no FAT32 boot sector)")
+            self.add(name, PROBLEM, f"{pname(p)} (the ESP) holds no FAT32 file system (no FAT32 boot sector)")
             return
         view = FatView(self.disk, p, self.tmp)
         why = view.fsck()
         if why is not None:
             # What is on a damaged FAT is not looked at: its problems start here.
             self.unreadable[p.number] = "its FAT is damaged"
-            self.add(name, PROBLEM, f"{_pname(p)}: fsck.fat -n finds the FAT damaged: {why}")
+            self.add(name, PROBLEM, f"{pname(p)}: fsck.fat -n finds the FAT damaged: {why}")
         else:
             self.views[p.number] = view
             self.add(name, OK, "fsck.fat -n finds it clean")
@@ -219,7 +207,7 @@ class Verifier:
         for n, v in self.views.items():
             if v.kind == "ntfs" and v.is_dir(WINDOWS):
                 self.windows = v
-                self.add("Windows partition", OK, f"{_pname(v.part)} holds \\Windows")
+                self.add("Windows partition", OK, f"{pname(v.part)} holds \\Windows")
                 return
         if self.unreadable:
             self.add("Windows partition", SKIPPED, "a partition that may hold it cannot be read")
@@ -230,7 +218,7 @@ class Verifier:
         for h in HIVES:
             name = f"hive {h}"
             if not self.windows.exists(h):
-                self.add(name, PROBLEM, f"{h} is missing from {_pname(self.windows.part)}")
+                self.add(name, PROBLEM, f"{h} is missing from {pname(self.windows.part)}")
                 continue
             why = hive_state(self.windows.read(h, 4096))
             self.add(name, PROBLEM if why else OK, f"{h}: {why}" if why else "written cleanly")
@@ -256,7 +244,7 @@ class Verifier:
             self.add("loader", OK, ", ".join(have))
         else:
             self.add("loader", PROBLEM, f"{LOADER_PATH['uefi']} and {LOADER_PATH['bios']} are both missing "
-                                        f"from {_pname(self.windows.part)}")
+                                        f"from {pname(self.windows.part)}")
 
     # -- the store
     def _check_store(self) -> None:
@@ -265,20 +253,20 @@ class Verifier:
         sysp = self.system
         view = self.views.get(sysp.number)
         if view is None:
-            self.add("BCD store", SKIPPED, f"the system {_pname(sysp)} cannot be read")
+            self.add("BCD store", SKIPPED, f"the system {pname(sysp)} cannot be read")
             return
         if self.layout == "bios":
             self._check_bios_boot(view)
         if not view.exists(path):
-            self.add("BCD store", PROBLEM, f"there is no BCD store: {path} is missing from the system {_pname(sysp)}")
+            self.add("BCD store", PROBLEM, f"there is no BCD store: {path} is missing from the system {pname(sysp)}")
             return
         try:
-            store = BcdStore.from_bytes(view.read(path), name=f"{path} on {_pname(sysp)}")
+            store = BcdStore.from_bytes(view.read(path), name=f"{path} on {pname(sysp)}")
         except Wim2VhdError as e:
             self.add("BCD store", PROBLEM, f"the BCD store cannot be read: {e.message}")
             return
         try:
-            self.add("BCD store", OK, f"{path} on {_pname(sysp)}")
+            self.add("BCD store", OK, f"{path} on {pname(sysp)}")
             from wim2vhd.verify_bcd import check_store
             check_store(self, store)
         finally:
@@ -291,10 +279,10 @@ class Verifier:
         else:
             self.add("MBR boot code", OK)
         if view.exists(BIOS_BOOTMGR):
-            self.add("boot manager", OK, f"{BIOS_BOOTMGR} on {_pname(view.part)}")
+            self.add("boot manager", OK, f"{BIOS_BOOTMGR} on {pname(view.part)}")
         else:
             self.add("boot manager", PROBLEM, f"the boot manager {BIOS_BOOTMGR} is missing from the system "
-                                              f"{_pname(view.part)}")
+                                              f"{pname(view.part)}")
 
     # -- the removable-media fallback
     def _check_fallback(self) -> None:
@@ -321,39 +309,6 @@ class Verifier:
                      f"program, but the image is {arch}")
         else:
             self.add("fallback loader", OK, f"{path} for the {arch} image")
-
-    # -- devices (used by wim2vhd.verify_bcd)
-    def locate(self, path: str) -> _Found:
-        """The first partition (in table order) whose file system holds path."""
-        for p in self.table.partitions:
-            v = self.views.get(p.number)
-            if v is not None and v.exists(path):
-                return _Found(p, located=path)
-        if self.unreadable:
-            nums = ", ".join(str(n) for n in sorted(self.unreadable))
-            return _Found(undetermined=f"partition {nums} cannot be read")
-        return _Found(problem=f"no partition of this disk holds {path}")
-
-    def partition_of(self, *, gpt: tuple[uuid.UUID, uuid.UUID] | None = None,
-                     mbr: tuple[int, int] | None = None) -> _Found:
-        t = self.table
-        if gpt is not None:
-            disk_id, part_id = gpt
-            if t.scheme != "gpt" or uuid.UUID(t.disk_guid) != disk_id:
-                return _Found(problem=f"it names GPT disk {disk_id}, not this disk"
-                              + (f" ({t.disk_guid})" if t.scheme == "gpt" else " (an MBR disk)"))
-            p = next((p for p in t.partitions if p.guid and uuid.UUID(p.guid) == part_id), None)
-            return _Found(p) if p else _Found(problem=f"this disk has no partition {part_id}")
-        sig, offset = mbr
-        if t.scheme != "mbr" or t.disk_signature != sig:
-            return _Found(problem=f"it names MBR disk 0x{sig:08x}, not this disk"
-                          + (f" (0x{t.disk_signature:08x})" if t.scheme == "mbr" else " (a GPT disk)"))
-        p = next((p for p in t.partitions if p.start == offset), None)
-        return _Found(p) if p else _Found(problem=f"this disk has no partition at offset {offset}")
-
-    def view_of(self, p: partition.Partition):
-        return self.views.get(p.number)
-
 
 def verify_disk(path: str) -> dict[str, Any]:
     """Every check on the disk at `path` (opened read-only): the summary `verify --json` prints."""
@@ -384,4 +339,4 @@ def verify_disk(path: str) -> dict[str, Any]:
     }
 
 
-__all__ = ["verify_disk", "Check", "Verifier", "FALLBACK_LOADERS"]
+__all__ = ["verify_disk", "Check", "Verifier", "pname"]

@@ -8,11 +8,52 @@ nowhere is one fact, reported once: the file is missing.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from wim2vhd.boot import elements as el
 from wim2vhd.boot.devices import Boot, GptPartition, Locate, LOCATE_BY_ELEMENT, MbrPartition
 from wim2vhd.boot.elements import E, ObjectType
-from wim2vhd.verify import OK, PROBLEM, SKIPPED, WARNING, _Found, _pname
+from wim2vhd.partition import Partition
+from wim2vhd.verify import OK, PROBLEM, SKIPPED, WARNING, pname
+
+
+@dataclass
+class Found:
+    """Where a device resolves: a partition, a problem, or undetermined (a partition it may be on
+    cannot be read)."""
+
+    part: Partition | None = None
+    problem: str | None = None
+    undetermined: str | None = None
+
+
+def locate(v, path: str) -> Found:
+    """What a locate device finds: the first partition (in table order) whose file system holds path."""
+    for p in v.table.partitions:
+        view = v.views.get(p.number)
+        if view is not None and view.exists(path):
+            return Found(p)
+    if v.unreadable:
+        return Found(undetermined=f"partition {', '.join(str(n) for n in sorted(v.unreadable))} cannot be read")
+    return Found(problem=f"no partition of this disk holds {path}")
+
+
+def gpt_partition(v, disk_id: uuid.UUID, part_id: uuid.UUID) -> Found:
+    t = v.table
+    if t.scheme != "gpt" or uuid.UUID(t.disk_guid) != disk_id:
+        return Found(problem=f"it names GPT disk {disk_id}, not this disk"
+                     + (f" ({t.disk_guid})" if t.scheme == "gpt" else " (an MBR disk)"))
+    p = next((p for p in t.partitions if p.guid and uuid.UUID(p.guid) == part_id), None)
+    return Found(p) if p else Found(problem=f"this disk has no partition {part_id}")
+
+
+def mbr_partition(v, signature: int, offset: int) -> Found:
+    t = v.table
+    if t.scheme != "mbr" or t.disk_signature != signature:
+        return Found(problem=f"it names MBR disk 0x{signature:08x}, not this disk"
+                     + (f" (0x{t.disk_signature:08x})" if t.scheme == "mbr" else " (a GPT disk)"))
+    p = next((p for p in t.partitions if p.start == offset), None)
+    return Found(p) if p else Found(problem=f"this disk has no partition at offset {offset}")
 
 
 def _label(obj, default: uuid.UUID | None) -> str:
@@ -25,28 +66,28 @@ def _name(obj, element: int) -> str:
     return el.element_name(element, obj.type)
 
 
-def _resolve(v, obj, dev, label: str) -> tuple[_Found, str | None]:
+def _resolve(v, obj, dev, label: str) -> tuple[Found, str | None]:
     """(where the device is, the path a locate device searched for, if any)."""
     if isinstance(dev, Boot):
         if v.system is None:
-            return _Found(problem="`boot` is the system partition, and this disk has none"), None
-        return _Found(v.system), None
+            return Found(problem="`boot` is the system partition, and this disk has none"), None
+        return Found(v.system), None
     if isinstance(dev, GptPartition):
-        return v.partition_of(gpt=(dev.disk, dev.partition)), None
+        return gpt_partition(v, dev.disk, dev.partition), None
     if isinstance(dev, MbrPartition):
-        return v.partition_of(mbr=(dev.signature, dev.offset)), None
+        return mbr_partition(v, dev.signature, dev.offset), None
     if isinstance(dev, Locate):
         if dev.parent is not None:
-            return _Found(problem=f"it searches inside {dev.parent.text()}, not this disk's partitions"), None
+            return Found(problem=f"it searches inside {dev.parent.text()}, not this disk's partitions"), None
         if dev.kind == LOCATE_BY_ELEMENT:
             target = obj.get(dev.element)
             if not isinstance(target, str) or not target:
-                return _Found(problem=f"it searches for the path in {_name(obj, dev.element)}, which {label} "
+                return Found(problem=f"it searches for the path in {_name(obj, dev.element)}, which {label} "
                                       "does not have"), None
         else:
             target = dev.path
-        return v.locate(target), target
-    return _Found(problem="it is not a partition of this disk"), None
+        return locate(v, target), target
+    return Found(problem="it is not a partition of this disk"), None
 
 
 def device_file(v, obj, label: str, dev_el: int, path_el: int | None, severity: str, *,
@@ -77,20 +118,20 @@ def device_file(v, obj, label: str, dev_el: int, path_el: int | None, severity: 
         return
     p = found.part
     if path is None:
-        v.add(name, OK, f"{dev.text()}: {_pname(p)}")
+        v.add(name, OK, f"{dev.text()}: {pname(p)}")
         return
-    view = v.view_of(p)
+    view = v.views.get(p.number)
     if view is None:
         if p.number in v.unreadable:
-            v.add(name, SKIPPED, f"{_pname(p)} cannot be read")
+            v.add(name, SKIPPED, f"{pname(p)} cannot be read")
         else:
-            v.add(name, severity, f"{label} {dn} is {_pname(p)}, which holds no file system, so no {path}")
+            v.add(name, severity, f"{label} {dn} is {pname(p)}, which holds no file system, so no {path}")
         return
     there = view.is_dir(path) if want_dir else (view.exists(path) and not view.is_dir(path))
     if not there:
-        v.add(name, severity, f"{path} is missing from {_pname(p)} ({label} {pn})")
+        v.add(name, severity, f"{path} is missing from {pname(p)} ({label} {pn})")
     else:
-        v.add(name, OK, f"{path} on {_pname(p)}")
+        v.add(name, OK, f"{path} on {pname(p)}")
 
 
 def _check_loader(v, store, obj, label: str, severity: str) -> None:

@@ -222,8 +222,11 @@ class FatView:
                 if ln.startswith("::/"):
                     p = ln[2:].rstrip()
                     names[p.lower()] = p
-            if cp.returncode != 0 and not names and "No files" not in cp.stdout + cp.stderr:
-                raise CorruptInput(f"mdir cannot read the FAT volume: {(cp.stderr or cp.stdout).strip()[:200]}")
+            if cp.returncode != 0 and not names:
+                # mdir -/ fails on an empty root; a plain listing of the root tells empty from unreadable
+                root = _tool("mdir", ["-b", "-a", "-i", self.path, "::/"])
+                if root.returncode != 0 or root.stdout.strip():
+                    raise CorruptInput(f"mdir cannot read the FAT volume: {(cp.stderr or cp.stdout).strip()[:200]}")
             self._names = names
         return self._names
 
