@@ -132,10 +132,23 @@ def test_sound_disks_pass(disks, name):
         assert results["BCD store"] == "skipped" and results["loader"] == "ok"
 
 
-def test_the_disk_is_only_read(disks):
+def test_the_disk_is_only_read_and_nothing_is_left(disks, tmp):
+    """The disk keeps its bytes; the exported ESP and the files read from it go with verify."""
     before = disks["uefi"].read_bytes()
-    verify(disks["uefi"])
+    p = w2v("verify", disks["uefi"], env={**os.environ, "TMPDIR": str(tmp)})
+    assert "sound" in p.stdout
     assert disks["uefi"].read_bytes() == before
+    assert os.listdir(tmp) == []
+
+
+def test_no_boot_disk(fixture_wim, tmp):
+    """apply --no-boot leaves the ESP empty: no store and no fallback loader, one line each."""
+    out = tmp / "nb.vhdx"
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "1G", "--no-boot")
+    p = verify(out)
+    assert p.returncode == 3
+    lines = p.stdout.splitlines()
+    assert len(lines) == 2 and "BCD is missing" in lines[0] and "bootx64.efi" in lines[1], lines
 
 
 def test_raw_and_differencing_child(disks, uefi_raw, tmp):
