@@ -31,8 +31,8 @@ from typing import Any
 
 from wim2vhd import partition
 from wim2vhd.errors import CorruptInput, Wim2VhdError
-from wim2vhd.verify_fs import (FALLBACK_LOADERS, PE_HEAD, PE_MACHINES, VOLUME_IS_DIRTY, FatView, NtfsView,
-                               hive_state, ntfs_boot_problem, ntfs_volume_flags, pe_machine)
+from wim2vhd.verify_fs import (FALLBACK_LOADERS, NTFS_GEOMETRY, PE_HEAD, PE_MACHINES, VOLUME_IS_DIRTY, FatView,
+                               NtfsView, hive_state, ntfs_boot_problem, ntfs_volume_flags, pe_machine)
 
 OK, PROBLEM, WARNING, SKIPPED = "ok", "problem", "warning", "skipped"
 
@@ -123,7 +123,14 @@ class Verifier:
             if s2 < e1:
                 bad.append(f"partitions {n1} and {n2} overlap")
         if t.scheme == "gpt":
-            bad += [f"partition {p.number} ends past the end of the disk" for p in t.partitions if p.end > t.disk_size]
+            # The usable area of a GPT with the standard 128 entries of 128 bytes, the only kind apply writes.
+            head, tail = partition.gpt_reserved_lbas(t.sector_size)
+            lo, hi = head * t.sector_size, (t.disk_size // t.sector_size - tail) * t.sector_size
+            for p in t.partitions:
+                if p.end > t.disk_size:
+                    bad.append(f"partition {p.number} ends past the end of the disk")
+                elif p.start < lo or p.end > hi:
+                    bad.append(f"partition {p.number} overlaps the GPT's own headers or entries")
         if not t.partitions:
             bad.append("the partition table has no partitions")
         for b in bad:
@@ -161,7 +168,7 @@ class Verifier:
         name = f"{pname(p)} NTFS"
         why = ntfs_boot_problem(head, p.size, self.disk.sector_size)
         if why is None and self.layout == "bios" and p is self.system:
-            hidden = int.from_bytes(head[0x1C:0x20], "little")
+            hidden = NTFS_GEOMETRY.parse(head)["hidden_sectors"]
             if hidden != p.start // self.disk.sector_size:
                 why = (f"the NTFS boot sector's hidden-sector count is {hidden}, not the partition's start "
                        f"{p.start // self.disk.sector_size}: BIOS boot code cannot find the volume")
@@ -191,7 +198,8 @@ class Verifier:
         name = f"{pname(p)} FAT"
         if read_fat32_boot(self.disk, p.start) is None:
             self.unreadable[p.number] = "no FAT32 boot sector"
-            self.add(name, PROBLEM, f"{pname(p)} (the ESP) holds no FAT32 file system (no FAT32 boot sector)")
+            what = " (the ESP)" if p.role == "esp" else ""
+            self.add(name, PROBLEM, f"{pname(p)}{what} holds no FAT32 file system (no FAT32 boot sector)")
             return
         view = FatView(self.disk, p, self.tmp)
         why = view.fsck()
@@ -204,7 +212,7 @@ class Verifier:
             self.add(name, OK, "fsck.fat -n finds it clean")
 
     def _find_windows(self) -> None:
-        for n, v in self.views.items():
+        for v in self.views.values():
             if v.kind == "ntfs" and v.is_dir(WINDOWS):
                 self.windows = v
                 self.add("Windows partition", OK, f"{pname(v.part)} holds \\Windows")
@@ -309,6 +317,7 @@ class Verifier:
                      f"program, but the image is {arch}")
         else:
             self.add("fallback loader", OK, f"{path} for the {arch} image")
+
 
 def verify_disk(path: str) -> dict[str, Any]:
     """Every check on the disk at `path` (opened read-only): the summary `verify --json` prints."""
