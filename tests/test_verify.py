@@ -183,9 +183,13 @@ def test_deleted_bcd(uefi_raw, tmp):
     raw = raw_copy(uefi_raw, tmp)
     run("mdel", "-i", f"{raw}@@1M", "::/EFI/Microsoft/Boot/BCD", env=MTOOLS)
     assert "BCD" not in run("mdir", "-b", "-i", f"{raw}@@1M", "::/EFI/Microsoft/Boot", env=MTOOLS).stdout
-    one_problem(verify(to_vhdx(raw, tmp)), "\\EFI\\Microsoft\\Boot\\BCD", "missing")
+    vhdx = to_vhdx(raw, tmp)
+    line = one_problem(verify(vhdx), "\\EFI\\Microsoft\\Boot\\BCD", "missing")
     res = json.loads(verify(raw, "--json").stdout)
     assert not res["sound"] and [c["result"] for c in res["checks"] if c["check"] == "BCD store"] == ["problem"]
+    assert res["problems"] == [line[len(f"{vhdx}: "):]]
+    # what depends on the store is not reported again
+    assert not any(c["check"].startswith(("{bootmgr}", "{default}")) for c in res["checks"])
 
 
 def test_deleted_bios_bcd(disks, tmp):
@@ -309,3 +313,25 @@ def test_damaged_fat(uefi_raw, tmp):
 def test_not_a_disk(tmp):
     p = verify(tmp / "missing.vhdx")
     assert p.returncode == 3 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_architecture_from_the_loaders_pe_machine(tmp):
+    """An image whose loaders are ARM64 PE images (machine 0xAA64) needs \\EFI\\Boot\\bootaa64.efi.
+    verify's verdict must agree with what mdir finds in the ESP's \\EFI\\Boot, whichever file apply
+    put there."""
+    from fixtures.build import build_fixture_wim
+    from fixtures.layout import placeholder
+    arm = {p: placeholder(p, machine=0xAA64) for p in ("Windows\\System32\\winload.efi",
+                                                       "Windows\\System32\\winload.exe")}
+    wim = build_fixture_wim(tmp / "arm.wim", bootmgfw_efi=placeholder("bootmgfw.efi", machine=0xAA64),
+                            overrides=arm)
+    out = tmp / "arm.vhdx"
+    w2v("apply", wim, out, "--index", "1", "--size", "1G")
+    res = json.loads(verify(out, "--json").stdout)
+    assert res["architecture"] == "arm64"
+    raw = to_raw(out, tmp)
+    listing = run("mdir", "-b", "-i", f"{raw}@@1M", "::/EFI/Boot", env=MTOOLS).stdout.lower()
+    if "bootaa64.efi" in listing:
+        assert res["sound"], res["problems"]
+    else:
+        one_problem(verify(out), "\\EFI\\Boot\\bootaa64.efi", "missing", "arm64")
