@@ -183,21 +183,25 @@ def _tool(name: str, args: list[str]) -> subprocess.CompletedProcess:
 
 
 class FatView:
-    """A FAT partition copied into a sparse temporary file under `tmp_dir` (only its non-zero
-    chunks are written), read with fsck.fat and mtools."""
+    """A FAT partition copied into a sparse temporary file under `tmp_dir`, read with fsck.fat and
+    mtools."""
 
     kind = "fat"
 
     def __init__(self, disk, part, tmp_dir: str):
         self.part, self.error = part, None
         self.path = os.path.join(tmp_dir, f"partition{part.number}.img")
+        zero = bytes(EXPORT_CHUNK)
         with open(self.path, "wb") as f:
             f.truncate(part.size)
-            for off in range(0, part.size, EXPORT_CHUNK):
-                data = disk.read(part.start + off, min(EXPORT_CHUNK, part.size - off))
-                if data.count(0) != len(data):
-                    f.seek(off)
-                    f.write(data)
+            # only the ranges the disk holds data for (the rest reads as zeros), and of those only the
+            # chunks that are not zero
+            for start, length in disk.extents(part.start, part.end):
+                for off in range(start, start + length, EXPORT_CHUNK):
+                    data = disk.read(off, min(EXPORT_CHUNK, start + length - off))
+                    if data != zero[:len(data)]:
+                        f.seek(off - part.start)
+                        f.write(data)
         self._names: dict[str, str] | None = None
 
     def close(self) -> None:
