@@ -163,7 +163,7 @@ def test_bios_layout_refuses_arm64_up_front(fixture_wim, tmp):
 
 def test_fallback_loader_without_arch_reads_the_pe_machine():
     """No WINDOWS/ARCH: the name follows bootmgfw.efi's PE/COFF machine (0xAA64 is ARM64 in the PE spec)."""
-    from wim2vhd.boot.bcdboot import fallback_loader
+    from wim2vhd.boot.arch import fallback_loader
 
     def pe(machine):
         head = bytearray(0x80)

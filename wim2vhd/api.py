@@ -392,6 +392,13 @@ def capture(disk_path: str, out: str, *, partition_number: int | None = None, na
             "image": img.to_dict(), "seconds": round(time.monotonic() - t0, 3)}
 
 
+def verify(disk_path: str) -> dict[str, Any]:
+    """Is the disk bootable, as far as can be known without Windows?  Every check and its result
+    (wim2vhd.verify); "sound" is False when any check found a problem.  The disk is only read."""
+    from wim2vhd.verify import verify_disk
+    return verify_disk(disk_path)
+
+
 # -- BCD stores (the `wim2vhd bcd` commands) ------------------------------------------------------
 def bcd_create(path: str, *, firmware: str = "uefi", force: bool = False, locale: str = "en-US") -> dict[str, Any]:
     """A new system store at path, as bcdboot writes one: {bootmgr}, {memdiag} and the settings."""

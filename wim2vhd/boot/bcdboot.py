@@ -24,18 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from wim2vhd.boot import devices as dv
+from wim2vhd.boot.arch import fallback_loader
 from wim2vhd.boot.store import BcdStore
 from wim2vhd.boot.elements import E
 from wim2vhd.registry.hive import Value
 from wim2vhd.errors import InputError
-
-# The removable-media boot file per architecture (UEFI specification, 3.5.1.1 "Removable Media Boot
-# Behavior"); keys are wim.ImageInfo.architecture, from the image's WINDOWS/ARCH.
-FALLBACK_LOADER = {"x64": "bootx64.efi", "arm64": "bootaa64.efi", "x86": "bootia32.efi",
-                   "ia64": "bootia64.efi", "arm": "bootarm.efi"}
-# The same names by the PE/COFF machine type of bootmgfw.efi, for an image whose XML has no ARCH.
-PE_MACHINE = {0x8664: "x64", 0xAA64: "arm64", 0x014C: "x86", 0x0200: "ia64", 0x01C4: "arm"}
-
 
 
 @dataclass(frozen=True)
@@ -76,20 +69,6 @@ def _find(tree: dict[str, bytes], name: str) -> str | None:
 def _pop(tree: dict[str, bytes], name: str) -> bytes | None:
     key = _find(tree, name)
     return tree.pop(key) if key is not None else None
-
-
-def fallback_loader(architecture: str | None, bootmgfw: bytes) -> str:
-    """The file name of \\EFI\\Boot\\boot*.efi for an image: by its WINDOWS/ARCH, else (no
-    ARCH, or one without a UEFI name) by bootmgfw.efi's PE machine type, else x64's."""
-    if architecture in FALLBACK_LOADER:
-        return FALLBACK_LOADER[architecture]
-    if bootmgfw[:2] == b"MZ" and len(bootmgfw) >= 0x40:
-        pe = int.from_bytes(bootmgfw[0x3C:0x40], "little")
-        if bootmgfw[pe:pe + 4] == b"PE\0\0":
-            machine = int.from_bytes(bootmgfw[pe + 4:pe + 6], "little")
-            if PE_MACHINE.get(machine) in FALLBACK_LOADER:
-                return FALLBACK_LOADER[PE_MACHINE[machine]]
-    return FALLBACK_LOADER["x64"]
 
 
 def _devices(bcd_devices: str, plan, firmware: str) -> dict[str, dv.Device]:

@@ -26,6 +26,7 @@ NTFS_BOOT = Record("NTFS boot sector", "<", [
     ("total_sectors", 0x28, "Q"),
     ("mft_lcn", 0x30, "Q"),
     ("mftmirr_lcn", 0x38, "Q"),
+    ("clusters_per_mft_record", 0x40, "b"),  # negative: 2 ** -value bytes
     ("serial", 0x48, "Q"),
     ("end_marker", 0x1FE, "H"),
 ], size=512)
