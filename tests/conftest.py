@@ -105,3 +105,12 @@ def extract_partition(raw, part, tmp, name):
 
 def sfdisk(raw):
     return json.loads(run("sfdisk", "--json", raw).stdout)["partitiontable"]
+
+
+@pytest.fixture(scope="session")
+def fault_shim(tmp_path_factory):
+    """The LD_PRELOAD shim of tests/faults/w2v_fault.c, built with gcc (see tests/faults/shim.py)."""
+    if not have("gcc"):
+        pytest.skip("gcc missing")
+    from tests.faults.shim import Shim
+    return Shim.build(tmp_path_factory.mktemp("faults"))
