@@ -68,6 +68,15 @@ void w2v_set_parent(w2v_disk *d, w2v_disk *parent);
 int64_t w2v_pread(w2v_disk *d, void *buf, uint64_t count, uint64_t offset);
 int64_t w2v_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t offset);
 
+/*
+ * The first errno with which a system call on the disk's own file failed (a read, a write, by the
+ * writer threads too, or a resize), or 0.  It stays set.  Errors that are no host error (a write
+ * past the virtual size: ENOSPC; a read-only disk: EROFS) leave it alone, so that a caller told
+ * only "NTFS-3G failed" (wimlib) or ENOSPC can say whether the host file system or the virtual
+ * disk is at fault.
+ */
+int w2v_host_error(w2v_disk *d);
+
 /* Write dirty cached data and bitmaps to the file (no fsync).  0 or -errno. */
 int w2v_flush(w2v_disk *d);
 

@@ -18,7 +18,7 @@ from wim2vhd import fsformat, partition, repro
 from wim2vhd._lib import lib
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
-from wim2vhd.errors import InputError, NoSpace, UsageError, from_errno
+from wim2vhd.errors import InputError, NoSpace, UsageError, Wim2VhdError, from_errno, host_error
 from wim2vhd.units import GiB, MiB, align_up, format_size
 from wim2vhd.wim import ImageInfo, Wim
 
@@ -105,6 +105,11 @@ class NtfsWindow:
         # Contiguous allocation keeps dynamic disks small; where it cannot be installed,
         # libntfs-3g's own allocator is used and only the file size differs.
         self.compact = bool(compact) and lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
+
+    @property
+    def full(self) -> bool:
+        """Whether the volume ran out of room (native/w2v_ntfsdev.c), as opposed to the host."""
+        return bool(lib.w2v_ntfsdev_full(self.id))
 
     def __enter__(self) -> str:
         return self.name
@@ -230,8 +235,17 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                 formatted = fsformat.format_layout(disk, plan, windows_label=o.label, seed=o.seed,
                                                    tmp_dir=os.path.dirname(ao.temp), target_zeroed=True)
             with rep.stage("apply", progress):
-                with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
-                    rep.data["readahead"] = wim.extract_ntfs(index, dev, progress, readahead=ra)
+                window = NtfsWindow(disk, win.start, win.size, compact=True)
+                with window as dev:
+                    try:
+                        rep.data["readahead"] = wim.extract_ntfs(index, dev, progress, readahead=ra)
+                    except Wim2VhdError:
+                        # wimlib says only that NTFS-3G failed; the device layer saw why.  A host
+                        # error wins (below): a volume cannot fill while its writes fail.
+                        if window.full and not lib.w2v_host_error(disk.handle):
+                            raise NoSpace(f"applying image {index} of {o.image}: the Windows partition is full",
+                                          hint="choose a larger --size") from None
+                        raise
                 if o.customize is not None:
                     o.customize.apply_to_volume(disk, win)
             if o.boot:
@@ -241,14 +255,19 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
                                                              tmp_dir=os.path.dirname(ao.temp))
             with rep.stage("finalize", progress):
                 disk.flush()  # ao.commit() fsyncs the file (unless --no-sync)
+                # A write that failed where libntfs-3g did not pass the error on still fails the run.
+                host = lib.w2v_host_error(disk.handle)
+                if host:
+                    raise host_error(host, ao.target)
                 stats = disk.stats()
                 info = disk.info()
                 disk.close()
                 disk = None
                 ao.commit()
-        except BaseException:
-            if disk is not None:
-                disk.abandon()
+        except BaseException as e:
+            # What the block layer saw of the host (EIO, a full file system) is the cause, whatever
+            # wimlib or libntfs-3g said of it: read before the disk goes.
+            ao.abandon(e, disk)
             raise
         finally:
             ra.close()   # after extract_ntfs has closed it, a no-op

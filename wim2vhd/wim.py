@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 
 from wim2vhd._lib import ffi, lib
 from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, InputError, InternalError, NoSpace,
-                            UnsupportedInput, UsageError)
+                            UnsupportedInput, UsageError, from_errno)
 
 Progress = Callable[[str, int, int], None]
 
@@ -141,8 +141,9 @@ def _check(ret: int, what: str, *, hint: str | None = None) -> None:
         if e == 28:
             raise NoSpace(f"{what}: the Windows partition is full", hint="choose a larger --size")
         raise EnvironmentFault(f"{msg} ({os.strerror(e) if e else 'libntfs-3g error'})")
-    if name == "WIMLIB_ERR_WRITE" and ffi.errno == 28:
-        raise NoSpace(f"{what}: no space left on the device")
+    if name == "WIMLIB_ERR_WRITE" and ffi.errno:
+        # wimlib failed to write a file of ours (a new or appended WIM): the errno is the host's.
+        raise from_errno(ffi.errno, what, output=True, host=True)
     raise EnvironmentFault(msg, hint=hint)
 
 
