@@ -229,3 +229,79 @@ def test_bcd_add_vhd_write_faults(fault_shim, tmp, errno, ops):
         # (unchanged) store instead of the one before it.
         assert sha(d / "BCD.bak") in (before["BCD.bak"], before["BCD"])
 
+
+# -- two runs at once ------------------------------------------------------------------------------------
+def _apply_racing(fixture_wim, out, *, force=False, other=b"the other run's disk"):
+    """Apply in this process, with OUT made by "another run" when the finalize stage starts."""
+    from wim2vhd import api
+
+    def hook(stage, done, total):
+        if stage == "finalize" and not os.path.exists(out):
+            with open(out, "wb") as f:
+                f.write(other)
+    return api.apply_image(str(fixture_wim), str(out), index=1, size="2G", force=force, progress=hook)
+
+
+def test_output_that_appears_meanwhile_is_not_replaced(fixture_wim, tmp):
+    from wim2vhd.errors import OutputExists
+    out = tmp / "o.vhdx"
+    with pytest.raises(OutputExists) as e:
+        _apply_racing(fixture_wim, out)
+    assert e.value.exit_code == 4 and "--force" in str(e.value) and str(out) in str(e.value)
+    assert out.read_bytes() == b"the other run's disk"  # the winner's output is left alone
+    assert leftovers(tmp) == []
+    # with --force, replacing it is what was asked
+    out.unlink()
+    _apply_racing(fixture_wim, out, force=True)
+    run("qemu-img", "check", out)  # qemu-img reads the replaced file as our VHDX
+
+
+@pytest.mark.parametrize("fallback", ["link", "check"])
+def test_no_replace_without_renameat2(fixture_wim, tmp, monkeypatch, fallback):
+    """Where renameat2 is missing (old glibc) or refused (EINVAL on some file systems), a hard link
+    refuses the existing name instead; without hard links (FAT), a check before the rename."""
+    import ctypes
+
+    from wim2vhd import atomic
+    from wim2vhd.errors import OutputExists
+
+    def refused(*args):
+        ctypes.set_errno(22)  # EINVAL
+        return -1
+    monkeypatch.setattr(atomic, "_renameat2", refused)
+    if fallback == "check":
+        def no_link(src, dst):
+            raise OSError(1, "Operation not permitted")  # EPERM: what vfat says
+        monkeypatch.setattr(atomic.os, "link", no_link)
+    out = tmp / "o.vhdx"
+    with pytest.raises(OutputExists):
+        _apply_racing(fixture_wim, out)
+    assert out.read_bytes() == b"the other run's disk" and leftovers(tmp) == []
+    out.unlink()
+    res = api_apply(fixture_wim, out)
+    assert res["output"] == str(out) and leftovers(tmp) == []
+    run("qemu-img", "check", out)
+
+
+def api_apply(fixture_wim, out):
+    from wim2vhd import api
+    return api.apply_image(str(fixture_wim), str(out), index=1, size="2G")
+
+
+def test_two_applies_at_once_one_wins(fixture_wim, tmp):
+    """Two processes apply to the same OUT at once: exit 0 for one, 4 for the other, whichever order
+    the scheduler gives them (both pass the existence check at the start before either finishes)."""
+    import subprocess
+    out = tmp / "o.vhdx"
+    procs = [subprocess.Popen([W2V, "apply", fixture_wim, out, *APPLY], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    codes = sorted(c for c, _ in results)
+    assert codes in ([0, 4],), results
+    loser = next(err for c, err in results if c == 4)
+    assert "exists" in loser or "appeared" in loser, loser
+    assert leftovers(tmp) == [] and sorted(os.listdir(tmp)) == ["o.vhdx"]
+    run("qemu-img", "check", out)

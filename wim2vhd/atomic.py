@@ -1,7 +1,9 @@
 """Atomic outputs: write beside the target under a temporary name, then sync and rename.
 
 An error, Ctrl-C or SIGTERM leaves nothing under the target's name and no
-temporary file.  Replacing an existing target needs force=True.  With
+temporary file.  Replacing an existing target needs force=True; without it the
+final rename does not replace a target that appeared meanwhile (another run's
+output): of two runs at once exactly one wins, and the other is refused.  With
 sync=False (--no-sync) the rename is still atomic for every other process, but
 nothing waits for the data to reach the device: a crash soon after may leave a
 damaged file under the target's name.
@@ -46,6 +48,55 @@ def install_signal_handlers() -> None:
             pass
 
 
+_RENAME_NOREPLACE = 1  # linux/fs.h
+_renameat2 = None
+
+
+def _renameat2_fn():
+    global _renameat2
+    if _renameat2 is None:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = getattr(libc, "renameat2", None)  # glibc 2.28 and later
+        if fn is not None:
+            fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+            fn.restype = ctypes.c_int
+        _renameat2 = fn or False
+    return _renameat2
+
+
+def rename_noreplace(src: str, dst: str) -> bool:
+    """Rename src to dst unless dst exists, atomically: True if renamed, False if dst exists.
+
+    renameat2(RENAME_NOREPLACE) where the kernel and the file system have it; else a hard link
+    (which fails on an existing name) and an unlink of src; else, on a file system without hard
+    links either (FAT, some FUSE), a check and a rename, which is not atomic."""
+    fn = _renameat2_fn()
+    if fn:
+        import ctypes
+        at_fdcwd = -100
+        if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return True
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            return False
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), src)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EINVAL):
+            raise
+        if os.path.lexists(dst):
+            return False
+        os.rename(src, dst)
+        return True
+    os.unlink(src)
+    return True
+
+
 class AtomicOutput:
     """with AtomicOutput(target, force=...) as out: write out.temp; out.commit()"""
 
@@ -83,7 +134,12 @@ class AtomicOutput:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.replace(self.temp, self.target)
+        if self.force:
+            os.replace(self.temp, self.target)
+        elif not rename_noreplace(self.temp, self.target):
+            # Another run (or anyone) made the target while this one wrote: it is not ours to replace.
+            raise OutputExists(f"{self.target} appeared while wim2vhd wrote it (another run?): it was left as it is; "
+                               f"use --force to replace it")
         with _lock:
             _live.discard(self.temp)
         self.committed = True
