@@ -305,3 +305,48 @@ def test_two_applies_at_once_one_wins(fixture_wim, tmp):
     assert "exists" in loser or "appeared" in loser, loser
     assert leftovers(tmp) == [] and sorted(os.listdir(tmp)) == ["o.vhdx"]
     run("qemu-img", "check", out)
+
+
+# -- errno: an input's or an output's --------------------------------------------------------------------
+def test_errno_mapping_knows_inputs_from_outputs():
+    import errno as E
+
+    from wim2vhd.errors import HostIOError, InputError, NoSpace, OutputError, from_errno
+    for code in (E.EACCES, E.EPERM, E.EROFS, E.ENOENT, E.EISDIR):
+        assert type(from_errno(code, "f")) is InputError and from_errno(code, "f").exit_code == 3
+        assert type(from_errno(code, "f", output=True)) is OutputError and from_errno(code, "f", output=True).exit_code == 4
+    for output in (False, True):  # the host's storage or room, whoever's file it was
+        assert type(from_errno(E.EIO, "f", output=output)) is HostIOError
+        assert type(from_errno(E.ENOSPC, "f", output=output)) is NoSpace
+        assert from_errno(E.EIO, "f", output=output).exit_code == 4
+
+
+def test_store_backup_that_cannot_be_replaced_is_an_output_error(tmp):
+    """STORE.bak is a folder: the edit cannot keep the old store, so it is refused as an output error
+    (exit 4; it was exit 3, a bad input), and the store is unchanged."""
+    store = tmp / "BCD"
+    w2v("bcd", "create", store)
+    (tmp / "BCD.bak").mkdir()
+    (tmp / "BCD.bak" / "x").write_text("")
+    before = sha(store)
+    p = w2v("bcd", "add-vhd", store, "--vhd-path", "\\a.vhdx", check=False)
+    assert p.returncode == 4 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert sha(store) == before and leftovers(tmp) == []
+
+
+def test_store_in_a_sticky_folder_as_nobody(nobody):
+    """nobody edits its store in a sticky folder where root owns STORE.bak: the rename over the backup
+    is refused (EPERM), which is an output error, exit 4, with the store unchanged."""
+    d = nobody.dir
+    r = nobody("bcd", "create", os.path.join(d, "BCD"))
+    assert r.returncode == 0, r.stderr
+    store = os.path.join(d, "BCD")
+    with open(store + ".bak", "wb") as f:  # root's
+        f.write(b"root's backup")
+    os.chmod(d, 0o1777)
+    before = sha(store)
+    r = nobody("bcd", "add-vhd", store, "--vhd-path", "\\a.vhdx")
+    assert r.returncode == 4 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert sha(store) == before and leftovers(d) == []
+    with open(store + ".bak", "rb") as f:
+        assert f.read() == b"root's backup"

@@ -153,6 +153,8 @@ def _from_errno(code: int, what: str, output: bool) -> Wim2VhdError:
 
 def from_oserror(e: OSError, what: str | None = None, *, output: bool = False) -> Wim2VhdError:
     name = what or (e.filename and str(e.filename)) or "I/O"
+    if e.filename2:  # a rename or a link: the new name is the one at fault more often
+        name = f"{name}: {e.filename2}"
     return from_errno(e.errno or _errno.EIO, name, output=output, host=True)
 
 

@@ -350,7 +350,7 @@ class _TempVolume:
                 os.close(fd)
         except OSError as e:
             self._remove()
-            raise from_oserror(e, f"temporary {self.kind} volume in {self.tmp_dir}") from None
+            raise from_oserror(e, f"temporary {self.kind} volume in {self.tmp_dir}", output=True) from None
         return self
 
     def _remove(self) -> None:
@@ -393,7 +393,7 @@ def _copy_volume(target: Target, vol: _TempVolume, part_offset: int, target_zero
     try:
         return copy_extents(target, vol.path, extents, part_offset, target_zeroed=target_zeroed, progress=progress)
     except OSError as e:
-        raise from_oserror(e, "writing the volume into the disk") from None
+        raise from_oserror(e, "writing the volume into the disk", output=True) from None
 
 
 def _check_geometry_fields(kind: str, bs: dict[str, Any], ss: int, hidden: int) -> None:
@@ -698,7 +698,7 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
         try:
             staged = _stage(files, stage)
         except OSError as e:
-            raise from_oserror(e, "staging the ESP files") from None
+            raise from_oserror(e, "staging the ESP files", output=True) from None
         # --invariant (fixed timestamps) must come first: it resets the volume id that -i sets.
         args = ["--invariant"] if seed is not None else []
         args += ["-F", "32", "-S", str(ss), "-h", str(start_sector),

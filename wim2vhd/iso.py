@@ -524,7 +524,7 @@ def install_image(iso_path: str, *, temp_dir: str | None = None, metadata_only: 
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise NoSpace(f"copying {f.path} out of {iso_path} to {directory}: {os.strerror(e.errno)}") from None
-            raise from_oserror(e, tmp) from None
+            raise from_oserror(e, f"copying {f.path} out of {iso_path} to {directory}", output=True) from None
         yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):

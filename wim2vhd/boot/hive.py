@@ -428,7 +428,7 @@ class Hive:
         if lib.hivex_commit(self._handle(), p.encode("utf-8", "surrogateescape"), 0) == -1:
             err = ffi.errno
             if err in (_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG):
-                raise from_errno(err, p)
+                raise from_errno(err, p, output=True, host=True)
             raise OutputError(f"cannot write {p}: {os.strerror(err) if err else 'hivex_commit failed'}")
 
     def close(self) -> None:
