@@ -228,7 +228,7 @@ def apply_image(image: str, out: str, *, index: str | int | None = None, name: s
     if customize is not None:
         customize.validate()
     common = dict(
-        refs=refs, size=parse_size(size) if size else None, disk_type=type, layout=layout, mbr=mbr,
+        refs=refs, size=parse_size(size) if size is not None else None, disk_type=type, layout=layout, mbr=mbr,
         recovery_size=parse_size(recovery, what="recovery size") if recovery else 0, label=label, seed=seed,
         sector_size=sector_size, block_size=parse_size(block_size, what="block size") if block_size else None,
         cache_size=parse_size(cache_size, what="cache size"), locale=locale, bcd_devices=bcd_devices,

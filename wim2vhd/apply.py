@@ -119,6 +119,10 @@ class NtfsWindow:
 
 
 def _check_options(o: ApplyOptions) -> None:
+    if o.size is not None and o.size <= 0:
+        # 0 is no size, not "the default": leave out --size for that.
+        raise UsageError(f"--size must be more than 0 (leave it out for the default: {format_size(DEFAULT_MIN_SIZE)} "
+                         "or more, by the image)")
     if o.layout not in LAYOUTS:
         raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {o.layout!r}")
     if o.disk_type not in ("fixed", "dynamic"):
@@ -192,7 +196,7 @@ def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None 
     with contextlib.nullcontext(wim) if wim is not None else Wim(o.image, refs=o.refs) as wim:
         index = wim.resolve(o.index, o.name)
         img = wim.image(index)
-        size = o.size or default_size(img)
+        size = o.size if o.size is not None else default_size(img)
         # Everything is checked before anything is written.
         plan = partition.plan_layout(size, o.sector_size, o.layout, recovery_size=o.recovery_size,
                                      mbr=o.mbr, seed=o.seed)
