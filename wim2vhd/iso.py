@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from wim2vhd import atomic
-from wim2vhd.errors import CorruptInput, InputError, NoSpace, UnsupportedInput, from_oserror
+from wim2vhd.errors import CorruptInput, InputError, NoSpace, UnsupportedInput, Wim2VhdError, from_oserror
 from wim2vhd.units import format_size
 
 SECTOR = 2048
@@ -525,7 +525,13 @@ def install_image(iso_path: str, *, temp_dir: str | None = None, metadata_only: 
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise NoSpace(f"copying {f.path} out of {iso_path} to {directory}: {os.strerror(e.errno)}") from None
             raise from_oserror(e, f"copying {f.path} out of {iso_path} to {directory}", output=True) from None
-        yield tmp
+        try:
+            yield tmp
+        except Wim2VhdError as e:
+            if tmp not in str(e):
+                raise
+            # The temporary copy is gone when the user reads this: name the ISO and the file in it.
+            raise e.renamed(tmp, f"{iso_path} ({f.path})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
