@@ -350,3 +350,20 @@ def test_store_in_a_sticky_folder_as_nobody(nobody):
     assert sha(store) == before and leftovers(d) == []
     with open(store + ".bak", "rb") as f:
         assert f.read() == b"root's backup"
+
+
+@pytest.mark.parametrize("errno", ["EIO", "ENOSPC"])
+def test_apply_from_an_iso_with_write_faults(fault_shim, fixture_wim, tmp, errno):
+    """The ISO's WIM is copied beside OUT first; then the disk's writes fail. A full host was reported
+    as a full Windows partition, whose advice (a larger --size) is wrong."""
+    from tests.test_sources import udf_iso
+    src = udf_iso(tmp / "win.iso", {"sources/install.wim": open(fixture_wim, "rb").read()})
+    out_dir = tmp / "out"
+    out_dir.mkdir()
+    out = out_dir / "o.vhdx"
+    # Writes to the disk's temporary file only: of the fixture's 53, the format stage makes the 6th
+    # to the 15th, the apply stage the 15th to the 35th (tests/faults/stages.py counts them).
+    for after in (10, 20, 30):
+        r = fault_shim.run([W2V, "apply", src, out, *APPLY], prefix=f"{out_dir}/.o.vhdx.", after=after, errno=errno)
+        assert_refused(r, out, expect=EXPECT[errno])
+        assert "Windows partition" not in r.errors[0]

@@ -80,3 +80,4 @@ def test_convert_and_capture_on_a_full_file_system(fixture_wim, tmp):
         assert f"no space left on the host file system for {tmp}/m/{name}" in e, e
     assert sorted(p.stdout.split("--\n")[-1].split()) == ["fill", "out.raw"] and "keep" in p.stdout
     run("qemu-img", "check", disk)  # the input is untouched and sound
+

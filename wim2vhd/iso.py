@@ -445,9 +445,11 @@ def _space_check(directory: str, need: int, what: str) -> None:
     except OSError:
         return
     free = st.f_bavail * st.f_frsize
-    if free < need + (64 << 20):
-        raise NoSpace(f"copying {what} out of the ISO needs {format_size(need)} in {directory}, which has "
-                      f"{format_size(free)} free", hint="free some space, or extract it yourself (7z x) and apply that")
+    spare = 64 << 20  # for the disk written beside it
+    if free < need + spare:
+        raise NoSpace(f"copying {what} out of the ISO needs {format_size(need)} in {directory}, and "
+                      f"{format_size(spare)} to spare, but it has {format_size(free)} free",
+                      hint="free some space, or extract it yourself (7z x) and apply that")
 
 
 def copy_out(f: IsoFile, dst: str, *, metadata_only: bool = False) -> None:
