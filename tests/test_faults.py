@@ -89,12 +89,12 @@ def points(first: int, end: int) -> list[int]:
     return sorted({first, (first + end) // 2, end - 1}) if end > first else []
 
 
+# Not "partition": its writes reach the file only in the format stage (they wait in the cache, and
+# without it in the writer thread's queue), so they fail there.
 @pytest.mark.parametrize("errno", ["EIO", "ENOSPC"])
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", [s for s in STAGES if s != "partition"])
 def test_apply_write_fault_in_each_stage(fault_shim, fixture_wim, tmp, apply_marks, stage, errno):
     first, end = apply_marks[stage]
-    if end <= first:
-        pytest.skip(f"the {stage} stage writes nothing to the file itself (the cache holds it)")
     out_dir = tmp / "out"
     out_dir.mkdir()
     out = out_dir / "o.vhdx"

@@ -119,6 +119,7 @@ class AtomicOutput:
         base = os.path.basename(self.target)
         self.temp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.w2v-tmp")
         self.committed = False
+        self._said: BaseException | None = None  # the error abandon() raised
 
     def __enter__(self) -> "AtomicOutput":
         with _lock:
@@ -214,6 +215,7 @@ class AtomicOutput:
         if disk is not None:
             disk.abandon()
         if fault is not None:
+            self._said = fault  # __exit__ passes it on as it is
             raise fault from None
 
     def _names_temp(self, exc: BaseException) -> bool:
@@ -227,7 +229,7 @@ class AtomicOutput:
                 pass
             with _lock:
                 _live.discard(self.temp)
-            if exc is not None and not isinstance(exc, (KeyboardInterrupt, Interrupted)):
+            if exc is not None and exc is not self._said and not isinstance(exc, (KeyboardInterrupt, Interrupted)):
                 f = self.fault(exc)
                 if f is not None:
                     raise f from None
