@@ -42,6 +42,6 @@ ffibuilder.set_source(
     + "".join(f'#include "{h}"\n' for h in PUBLIC_HEADERS),
     sources=[str(p.relative_to(HERE.parent)) for p in sorted(HERE.glob("*.c"))],
     include_dirs=[str(HERE)],
-    libraries=["wim", "ntfs-3g", "hivex", "pthread"],
+    libraries=["wim", "ntfs-3g", "hivex", "pthread", "dl"],
     extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
 )

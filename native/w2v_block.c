@@ -70,7 +70,23 @@ static int64_t disk_pread(w2v_disk *d, void *buf, uint64_t count, uint64_t off)
 		if (r < 0)
 			return r;
 	}
-	return file_pread_raw(d->p.fd, buf, count, off);
+	int64_t r = file_pread_raw(d->p.fd, buf, count, off);
+	if (r < 0)
+		w2v_note_host_error(&d->host_errno, (int)-r);
+	return r;
+}
+
+int w2v_host_error(w2v_disk *d)
+{
+	return __atomic_load_n(&d->host_errno, __ATOMIC_SEQ_CST);
+}
+
+/* A failed system call on d's file: kept as its host error, and returned as -errno. */
+static int host_fail(w2v_disk *d)
+{
+	int e = errno;
+	w2v_note_host_error(&d->host_errno, e);
+	return -e;
 }
 
 w2v_disk *w2v_disk_new(const struct w2v_params *p)
@@ -350,7 +366,7 @@ static int64_t alloc_file(w2v_disk *d, uint64_t size, uint64_t lead)
 	if (d->p.trailer_at_end) {
 		/* Cut the VHD footer off first: the new block must read as zeros where it lies. */
 		if (ftruncate(d->p.fd, d->p.file_end) < 0)
-			return -errno;
+			return host_fail(d);
 		d->p.trailer_at_end = 0;
 	}
 	/* lead bytes (an inline bitmap) go before the aligned data. */
@@ -597,9 +613,9 @@ static int extend_file(w2v_disk *d)
 	if (!d->p.writable)
 		return 0;
 	if (fstat(d->p.fd, &st) < 0)
-		return -errno;
+		return host_fail(d);
 	if ((uint64_t)st.st_size < d->p.file_end && ftruncate(d->p.fd, (off_t)d->p.file_end) < 0)
-		return -errno;
+		return host_fail(d);
 	return 0;
 }
 

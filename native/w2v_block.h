@@ -77,6 +77,15 @@ int w2v_set_first_write(w2v_disk *d, const void *a, uint64_t a_off, const void *
 			uint32_t len, int sync);
 int w2v_first_write_pending(w2v_disk *d);
 
+/*
+ * The first errno with which a system call on the disk's own file failed (a read, a write, by the
+ * writer threads too, or a resize), or 0.  It stays set.  Errors that are no host error (a write
+ * past the virtual size: ENOSPC; a read-only disk: EROFS) leave it alone, so that a caller told
+ * only "NTFS-3G failed" (wimlib) or ENOSPC can say whether the host file system or the virtual
+ * disk is at fault.
+ */
+int w2v_host_error(w2v_disk *d);
+
 /* Write dirty cached data and bitmaps to the file (no fsync).  0 or -errno. */
 int w2v_flush(w2v_disk *d);
 

@@ -32,7 +32,16 @@ struct w2v_disk {
 	uint64_t first_off[2];
 	uint32_t first_len;
 	int first_sync;
+	int host_errno;            /* the first errno of a failed read, write or resize of the file (sticky) */
 };
+
+/* Keep the first host error of d's file (any thread; see w2v_host_error). */
+static inline void w2v_note_host_error(int *slot, int err)
+{
+	int none = 0;
+	if (err > 0)
+		__atomic_compare_exchange_n(slot, &none, err, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
 
 /* Translation without the cache (w2v_block.c); the cache calls these. */
 int64_t w2v_xlate_read(w2v_disk *d, void *buf, uint64_t count, uint64_t offset);

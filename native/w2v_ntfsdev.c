@@ -41,6 +41,7 @@ struct w2v_window {
 	int64_t next_lcn; /* where the next new file's clusters should start, or -1 */
 	int64_t next_mft_lcn; /* the same for allocations in the MFT zone */
 	int in_use;
+	int full;         /* the volume ran out of room: no free clusters, or a write past the window */
 };
 
 struct w2v_open {
@@ -184,6 +185,7 @@ static s64 dev_pwrite(struct ntfs_device *dev, const void *buf, s64 count, s64 o
 		return -1;
 	}
 	if ((uint64_t)offset >= w->length || (uint64_t)count > w->length - offset) {
+		__atomic_store_n(&w->full, 1, __ATOMIC_RELAXED);
 		errno = ENOSPC;
 		return -1;
 	}
@@ -282,7 +284,7 @@ int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint3
 	for (int i = 0; i < MAX_DEVS; i++) {
 		if (!windows[i].in_use) {
 			windows[i] = (struct w2v_window){ disk, offset, length, sector_size ? sector_size : 512, writable,
-							  0, -1, -1, 1 };
+							  0, -1, -1, 1, 0 };
 			id = i;
 			break;
 		}
@@ -327,6 +329,8 @@ static runlist *compact_cluster_alloc(ntfs_volume *vol, VCN start_vcn, s64 count
 			vol->mft_zone_pos = w->next_mft_lcn;
 	}
 	runlist *rl = orig_cluster_alloc(vol, start_vcn, count, start_lcn, zone);
+	if (w && !rl && errno == ENOSPC)
+		__atomic_store_n(&w->full, 1, __ATOMIC_RELAXED); /* the volume is full, not the host */
 	if (w && w->compact && rl) {
 		for (runlist *r = rl; r->length; r++) {
 			if (r->lcn < 0)
@@ -370,6 +374,13 @@ int w2v_ntfsdev_set_compact(int id, int on)
 	}
 	pthread_mutex_unlock(&reg_lock);
 	return r < 0 ? -ENOSYS : 0;
+}
+
+int w2v_ntfsdev_full(int id)
+{
+	if (id < 0 || id >= MAX_DEVS)
+		return 0;
+	return __atomic_load_n(&windows[id].full, __ATOMIC_RELAXED);
 }
 
 void w2v_ntfsdev_unregister(int id)

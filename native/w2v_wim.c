@@ -4,6 +4,8 @@
  * Python callback, which returns non-zero to abort: wimlib then stops with
  * WIMLIB_ERR_ABORTED_BY_PROGRESS and Python raises the saved exception.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <string.h>
 #include <wimlib.h>
 #include "w2v_wim.h"
@@ -54,4 +56,49 @@ static enum wimlib_progress_status on_progress(enum wimlib_progress_msg msg,
 void w2v_wim_set_progress(WIMStruct *wim, void *ctx)
 {
 	wimlib_register_progress_function(wim, ctx ? on_progress : NULL, ctx);
+}
+
+/*
+ * libxml2, which wimlib 1.13 parses a WIM's XML data with, prints its parser's
+ * complaints on stderr ("Entity: line 1: parser error : ...", three lines per
+ * error) before wimlib returns WIMLIB_ERR_XML.  We report that error in one line
+ * ourselves, so its handlers are set to drop them: for the calling thread (libxml2
+ * keeps them per thread) and as the default of threads started later.  The symbols
+ * are looked up at run time: a wimlib without libxml2 (1.14 has its own parser)
+ * leaves nothing to do.
+ */
+typedef void (*xml_generic_fn)(void *ctx, const char *msg, ...);
+typedef void (*xml_structured_fn)(void *ctx, void *error);
+
+static void drop_generic(void *ctx, const char *msg, ...)
+{
+	(void)ctx;
+	(void)msg;
+}
+
+static void drop_structured(void *ctx, void *error)
+{
+	(void)ctx;
+	(void)error;
+}
+
+int w2v_quiet_xml(void)
+{
+	static const char *const generic[] = { "xmlSetGenericErrorFunc", "xmlThrDefSetGenericErrorFunc" };
+	static const char *const structured[] = { "xmlSetStructuredErrorFunc", "xmlThrDefSetStructuredErrorFunc" };
+	int done = 0;
+	for (int i = 0; i < 2; i++) {
+		void (*g)(void *, xml_generic_fn) = (void (*)(void *, xml_generic_fn))dlsym(RTLD_DEFAULT, generic[i]);
+		void (*s)(void *, xml_structured_fn) =
+			(void (*)(void *, xml_structured_fn))dlsym(RTLD_DEFAULT, structured[i]);
+		if (g) {
+			g(NULL, drop_generic);
+			done++;
+		}
+		if (s) {
+			s(NULL, drop_structured);
+			done++;
+		}
+	}
+	return done;
 }

@@ -10,4 +10,7 @@ struct w2v_progress {
 };
 /* Route a WIM's progress messages to w2v_py_progress with ctx (NULL to stop). */
 void w2v_wim_set_progress(struct WIMStruct *wim, void *ctx);
+/* Drop libxml2's error messages (wimlib reports the error): for this thread and threads started
+ * later.  Returns how many of libxml2's handlers were set (0: libxml2 is not loaded). */
+int w2v_quiet_xml(void);
 #endif

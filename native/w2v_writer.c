@@ -84,6 +84,7 @@ struct w2v_writer {
 	int dfd;          /* the file opened O_DIRECT, or -1 */
 	int durable;      /* the file is to be synced: start the writeback of buffered megabytes early */
 	struct w2v_stats *stats; /* the disk's: direct writes are counted there (atomically) */
+	int *host_errno;  /* the disk's: a failed write is kept there too (w2v_host_error) */
 	struct job *pool; /* free pool buffers (struct job with POOL_BUF of data) */
 	uint64_t pooled_out, max_pooled; /* pool buffers queued or being written, and the most there may be */
 	int draining;     /* callers waiting for the queue to empty */
@@ -189,8 +190,10 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&w->lock);
 		int64_t r = w->error ? 0 : write_job(w, j);
 		pthread_mutex_lock(&w->lock);
-		if (r < 0 && !w->error)
+		if (r < 0 && !w->error) {
 			w->error = (int)-r;
+			w2v_note_host_error(w->host_errno, w->error);
+		}
 		w->pending -= j->len;
 		w->writing[id] = NULL;
 		release(w, j);
@@ -214,8 +217,12 @@ static void count_wait(struct w2v_writer *w, const struct timespec *a)
 int64_t w2v_file_pwrite(w2v_disk *d, const void *buf, uint64_t count, uint64_t off)
 {
 	struct w2v_writer *w = d->writer;
-	if (!w)
-		return w2v_file_pwrite_raw(d->p.fd, buf, count, off);
+	if (!w) {
+		int64_t r = w2v_file_pwrite_raw(d->p.fd, buf, count, off);
+		if (r < 0)
+			w2v_note_host_error(&d->host_errno, (int)-r);
+		return r;
+	}
 	if (count > POOL_BUF) {
 		for (uint64_t done = 0; done < count; done += POOL_BUF) {
 			int64_t r = w2v_file_pwrite(d, (const uint8_t *)buf + done, MIN(POOL_BUF, count - done), off + done);
@@ -385,6 +392,7 @@ int w2v_writer_configure(w2v_disk *d, uint64_t max_pending, int threads, int dir
 		w->dfd = direct ? open_direct(d->p.fd) : -1;
 		w->durable = direct;
 		w->stats = &d->stats;
+		w->host_errno = &d->host_errno;
 		w->max_pending = max_pending;
 		w->max_pooled = max_pending / POOL_BUF ? max_pending / POOL_BUF : 1;
 		pthread_mutex_init(&w->lock, NULL);

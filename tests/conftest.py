@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.support import NOBODY, W2V
+from tests.support import NOBODY, W2V, have
 
 @pytest.fixture
 def tmp(tmp_path):
@@ -53,3 +53,10 @@ def fixture_wim(tmp_path_factory):
         return str(build_fixture_wim(d / "fixture.wim", bootmgfw_efi=efi.read(), bootmgr_pcat=pcat.read()))
 
 
+@pytest.fixture(scope="session")
+def fault_shim(tmp_path_factory):
+    """The LD_PRELOAD shim of tests/faults/w2v_fault.c, built with gcc (see tests/faults/shim.py)."""
+    if not have("gcc"):
+        pytest.skip("gcc missing")
+    from tests.faults.shim import Shim
+    return Shim.build(tmp_path_factory.mktemp("faults"))

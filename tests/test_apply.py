@@ -120,6 +120,8 @@ def test_bad_inputs(fixture_wim, tmp):
     fails(["apply", fixture_wim, out, "--index", "7"], 3, "images: 1:", tmp, out)
     fails(["apply", fixture_wim, out, "--name", "nope"], 3, "no image named", tmp, out)
     fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 4, "", tmp, out)
+    for zero in ("0", "0G"):  # not the default size (it made a 25 GiB disk)
+        fails(["apply", fixture_wim, out, "--index", "1", "--size", zero], 2, "--size must be more than 0", tmp, out)
     data = open(fixture_wim, "rb").read()
     (tmp / "trunc.wim").write_bytes(data[:len(data) // 2])
     fails(["apply", tmp / "trunc.wim", out, "--index", "1", "--size", "2G"], 3, "trunc.wim", tmp, out)

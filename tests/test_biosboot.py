@@ -113,3 +113,20 @@ def test_missing_grub_images_name_the_package(tmp):
     with pytest.raises(UsageError, match="512-byte sectors"):
         biosboot.install_bios_boot(d, sector_size=4096)
     d.close()
+
+
+def test_bad_grub_images_and_misuse_are_typed_errors(tmp):
+    """What used to be bare ValueErrors (an "internal error: ValueError" to the user): a broken
+    grub-pc-bin is the environment's fault, a disk without its MBR yet a bug of the caller."""
+    from wim2vhd.disk import RawDisk
+    from wim2vhd.errors import EnvironmentFault, InternalError
+    with pytest.raises(EnvironmentFault, match="boot.img is 100 bytes"):
+        biosboot.boot_sector(bytes(100), bytes(512))
+    with pytest.raises(InternalError):
+        biosboot.boot_sector(bytes(512), bytes(100))
+    with pytest.raises(EnvironmentFault, match="core image of 500 bytes"):
+        biosboot.core_with_blocklist(bytes(500))
+    d = RawDisk.create(str(tmp / "blank.img"), 4 << 20)
+    with pytest.raises(InternalError, match="no MBR"):
+        biosboot.install_bios_boot(d)
+    d.close()

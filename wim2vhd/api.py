@@ -44,8 +44,10 @@ def disk_create(out: str, size: str | int, *, type: str | None = None, block_siz
         try:
             disk.flush()  # ao.commit() fsyncs the file (unless sync=False)
             info = disk.info()
-        finally:
-            disk.close()
+        except BaseException as e:
+            ao.abandon(e, disk)  # raises what a host error means for OUT
+            raise
+        disk.close()
         ao.commit()
     info["path"] = os.path.abspath(out)
     return info
@@ -69,8 +71,10 @@ def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True
             try:
                 c.flush()  # ao.commit() fsyncs the file (unless sync=False)
                 info = c.info()
-            finally:
-                c.close()
+            except BaseException as e:
+                ao.abandon(e, c)  # raises what a host error means for CHILD
+                raise
+            c.close()
             ao.commit()
     finally:
         if p is not None:
@@ -138,8 +142,8 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
                             progress("convert", done, total)
                 dst.flush()  # ao.commit() fsyncs the file (unless sync=False)
                 info = dst.info()
-            except BaseException:
-                dst.abandon()
+            except BaseException as e:
+                ao.abandon(e, dst)  # raises what a host error means for OUT
                 raise
             dst.close()
             ao.commit()

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 from wim2vhd import fs, partition, repro
 from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import RawDisk, VhdDisk, format_for_path
-from wim2vhd.errors import NoSpace, UsageError
+from wim2vhd._lib import lib
+from wim2vhd.errors import NoSpace, UsageError, Wim2VhdError, host_error
 from wim2vhd.ntfs import NtfsWindow, fixed_clock
 from wim2vhd.options import ApplyOptions
 from wim2vhd.units import GiB, MiB, align_up, format_size
@@ -121,7 +122,7 @@ def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *
     with contextlib.nullcontext(wim) if wim is not None else Wim(job.source, refs=opts.refs) as wim:
         img = wim.image(job.index)
         check_image_layout(opts.layout, job.index, img)
-        size = opts.size or default_size(img)
+        size = opts.size if opts.size is not None else default_size(img)
         pinned = reproducible_time(wim, job.index) if opts.seed is not None else None
         # With --seed every identifier and time the run makes up is derived (wim2vhd.repro), so the
         # same image, options and seed give the same bytes.
@@ -166,8 +167,17 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
                 formatted = fs.format_layout(disk, plan, windows_label=opts.label, tmp_dir=tmp_dir,
                                              target_zeroed=True)
             with rep.stage("apply", progress):
-                with NtfsWindow(disk, win.start, win.size, compact=True) as dev:
-                    rep.data["readahead"] = wim.extract_ntfs(job.index, dev, progress, readahead=ra)
+                window = NtfsWindow(disk, win.start, win.size, compact=True)
+                with window as dev:
+                    try:
+                        rep.data["readahead"] = wim.extract_ntfs(job.index, dev, progress, readahead=ra)
+                    except Wim2VhdError:
+                        # wimlib says only that NTFS-3G failed; the device layer saw why.  A host
+                        # error wins (below): a volume cannot fill while its writes fail.
+                        if window.full and not lib.w2v_host_error(disk.handle):
+                            raise NoSpace(f"applying image {job.index} of {job.source}: the Windows partition "
+                                          "is full", hint="choose a larger --size") from None
+                        raise
                 if opts.customize is not None:
                     opts.customize.apply_to_volume(disk, win)
             if opts.boot:
@@ -179,14 +189,19 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
                                                              tmp_dir=tmp_dir)
             with rep.stage("finalize", progress):
                 disk.flush()  # ao.commit() fsyncs the file (unless --no-sync)
+                # A write that failed where libntfs-3g did not pass the error on still fails the run.
+                host = lib.w2v_host_error(disk.handle)
+                if host:
+                    raise host_error(host, ao.target)
                 stats = disk.stats()
                 info = disk.info()
                 disk.close()
                 disk = None
                 ao.commit()
-        except BaseException:
-            if disk is not None:
-                disk.abandon()
+        except BaseException as e:
+            # What the block layer saw of the host (EIO, a full file system) is the cause, whatever
+            # wimlib or libntfs-3g said of it: read before the disk goes.
+            ao.abandon(e, disk)
             raise
         finally:
             ra.close()   # after extract_ntfs has closed it, a no-op

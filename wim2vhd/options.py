@@ -89,8 +89,9 @@ class ApplyOptions:
         if self.disk_type not in DISK_TYPES:
             raise UsageError(f"--type must be fixed or dynamic, not {self.disk_type!r}")
         if self.size is not None and self.size <= 0:
-            raise UsageError(f"--size must be more than 0, not {self.size}: give a size such as 64G, "
-                             "or leave it out for the default")
+            # 0 is no size, not "the default": leave out --size for that.
+            raise UsageError("--size must be more than 0 (leave it out for the default: 25 GiB or more, "
+                             "by the image)")
         if self.mbr and self.layout != "native":
             raise UsageError("--mbr goes with --layout native (bios is always MBR, uefi always GPT)")
         if self.recovery_size and self.layout != "uefi":

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 from functools import lru_cache
 
-from wim2vhd.errors import EnvironmentFault, NoSpace, UsageError
+from wim2vhd.errors import EnvironmentFault, InternalError, NoSpace, UsageError
 from wim2vhd.partition import MBR, MBR_BOOT_CODE_SIZE, MBR_SIGNATURE, read_table
 from wim2vhd.record import Record
 
@@ -78,8 +78,10 @@ CORE_LOAD_SEGMENT = 0x820
 
 def boot_sector(boot_img: bytes, mbr: bytes, core_lba: int = CORE_LBA) -> bytes:
     """Sector 0: boot.img's code, patched, with ``mbr``'s signature and partition table kept."""
-    if len(boot_img) != SECTOR or len(mbr) < SECTOR:
-        raise ValueError("boot_sector: need a 512-byte boot.img and MBR")
+    if len(boot_img) != SECTOR:
+        raise EnvironmentFault(f"GRUB's boot.img is {len(boot_img)} bytes, not 512: a broken grub-pc-bin?")
+    if len(mbr) < SECTOR:
+        raise InternalError(f"boot_sector: the MBR given is {len(mbr)} bytes, not 512")
     out = bytearray(boot_img[:MBR_BOOT_CODE_SIZE]) + bytearray(mbr[MBR_BOOT_CODE_SIZE:SECTOR])
     BOOT_IMG.pack_into(out, 0, kernel_sector=core_lba, boot_drive=BOOT_DRIVE_FROM_BIOS, drive_check=NOP_NOP)
     return bytes(out)
@@ -89,7 +91,8 @@ def core_with_blocklist(core: bytes, core_lba: int = CORE_LBA) -> bytes:
     """core.img padded to whole sectors, with diskboot's block list pointing at where it lies."""
     nsec = -(-len(core) // SECTOR)
     if nsec < 2:
-        raise ValueError("core.img is shorter than two sectors: not a GRUB i386-pc core image")
+        raise EnvironmentFault(f"grub-mkimage made a core image of {len(core)} bytes, shorter than two sectors: "
+                               "not a GRUB i386-pc core image (a broken grub-pc-bin?)")
     out = bytearray(core) + bytes(nsec * SECTOR - len(core))
     BLOCKLIST.pack_into(out, BLOCKLIST_OFFSET, start=core_lba + 1, len=nsec - 1, segment=CORE_LOAD_SEGMENT)
     return bytes(out)
@@ -165,7 +168,7 @@ def install_bios_boot(disk, *, sector_size: int = 512, mbr_code: bytes | None = 
         raise UsageError("BIOS boot needs 512-byte sectors: use --layout uefi for a 4096-byte-sector disk")
     mbr = disk.read(0, SECTOR)
     if MBR.parse(mbr)["boot_signature"] != MBR_SIGNATURE:
-        raise ValueError("install_bios_boot: the disk has no MBR partition table yet")
+        raise InternalError("install_bios_boot: the disk has no MBR partition table yet (write it first)")
     if mbr_code is not None:
         disk.write(0, mbr_with_code(mbr_code, mbr))
         return {"boot_code": "user", "bytes": min(len(mbr_code), MBR_BOOT_CODE_SIZE)}

@@ -518,7 +518,7 @@ class BcdStore:
                     _replace_backup(target)
                 out.commit()  # fsync, rename over the target, fsync the directory
         except OSError as e:
-            raise from_oserror(e, target) from None
+            raise from_oserror(e, target, output=True) from None
         if path is not None and self.path is None:
             self.path = target
         return target

@@ -270,7 +270,7 @@ def make_fat32(target: Target, part_offset: int, part_size: int, *, label: str =
         try:
             staged = _stage(files, stage)
         except OSError as e:
-            raise from_oserror(e, "staging the ESP files") from None
+            raise from_oserror(e, "staging the ESP files", output=True) from None
         # --invariant (fixed timestamps) must come first: it resets the volume id that -i sets.
         args = ["--invariant"] if repro.active() else []
         args += ["-F", "32", "-S", str(ss), "-h", str(start_sector),

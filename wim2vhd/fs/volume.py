@@ -118,7 +118,7 @@ class TempVolume:
                 os.close(fd)
         except OSError as e:
             self._remove()
-            raise from_oserror(e, f"temporary {self.kind} volume in {self.tmp_dir}") from None
+            raise from_oserror(e, f"temporary {self.kind} volume in {self.tmp_dir}", output=True) from None
         return self
 
     def _remove(self) -> None:
@@ -161,7 +161,7 @@ def copy_volume(target: Target, vol: TempVolume, part_offset: int, target_zeroed
     try:
         return copy_extents(target, vol.path, extents, part_offset, target_zeroed=target_zeroed, progress=progress)
     except OSError as e:
-        raise from_oserror(e, "writing the volume into the disk") from None
+        raise from_oserror(e, "writing the volume into the disk", output=True) from None
 
 
 def check_geometry_fields(kind: str, bs: dict[str, Any], ss: int, hidden: int) -> None:

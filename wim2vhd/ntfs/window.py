@@ -22,6 +22,11 @@ class NtfsWindow:
         # libntfs-3g's own allocator is used and only the file size differs.
         self.compact = bool(compact) and lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
 
+    @property
+    def full(self) -> bool:
+        """Whether the volume ran out of room (native/w2v_ntfsdev.c), as opposed to the host."""
+        return bool(lib.w2v_ntfsdev_full(self.id))
+
     def __enter__(self) -> str:
         return self.name
 

@@ -421,14 +421,14 @@ class Hive:
 
     def commit(self, path: str | os.PathLike) -> None:
         """Write the whole hive to `path` (created or truncated).  No fsync: see
-        wim2vhd.boot.bcd for the atomic replace of a user's file."""
+        wim2vhd.boot.store for the atomic replace of a user's file."""
         self._require_writable()
         p = os.fspath(path)
         ffi.errno = 0
         if lib.hivex_commit(self._handle(), p.encode("utf-8", "surrogateescape"), 0) == -1:
             err = ffi.errno
             if err in (_errno.ENOSPC, _errno.EDQUOT, _errno.EFBIG):
-                raise from_errno(err, p)
+                raise from_errno(err, p, output=True, host=True)
             raise OutputError(f"cannot write {p}: {os.strerror(err) if err else 'hivex_commit failed'}")
 
     def close(self) -> None:

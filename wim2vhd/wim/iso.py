@@ -32,7 +32,7 @@ from typing import BinaryIO, Iterator
 
 from wim2vhd import atomic
 from wim2vhd.wim import header
-from wim2vhd.errors import CorruptInput, InputError, NoSpace, UnsupportedInput, from_oserror
+from wim2vhd.errors import CorruptInput, InputError, NoSpace, UnsupportedInput, Wim2VhdError, from_oserror
 from wim2vhd.units import format_size
 
 SECTOR = 2048
@@ -402,9 +402,11 @@ def _space_check(directory: str, need: int, what: str) -> None:
     except OSError:
         return
     free = st.f_bavail * st.f_frsize
-    if free < need + (64 << 20):
-        raise NoSpace(f"copying {what} out of the ISO needs {format_size(need)} in {directory}, which has "
-                      f"{format_size(free)} free", hint="free some space, or extract it yourself (7z x) and apply that")
+    spare = 64 << 20  # for the disk written beside it
+    if free < need + spare:
+        raise NoSpace(f"copying {what} out of the ISO needs {format_size(need)} in {directory}, and "
+                      f"{format_size(spare)} to spare, but it has {format_size(free)} free",
+                      hint="free some space, or extract it yourself (7z x) and apply that")
 
 
 def copy_out(f: IsoFile, dst: str, *, metadata_only: bool = False) -> None:
@@ -480,8 +482,14 @@ def install_image(iso_path: str, *, temp_dir: str | None = None, metadata_only: 
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise NoSpace(f"copying {f.path} out of {iso_path} to {directory}: {os.strerror(e.errno)}") from None
-            raise from_oserror(e, tmp) from None
-        yield tmp
+            raise from_oserror(e, f"copying {f.path} out of {iso_path} to {directory}", output=True) from None
+        try:
+            yield tmp
+        except Wim2VhdError as e:
+            if tmp not in str(e):
+                raise
+            # The temporary copy is gone when the user reads this: name the ISO and the file in it.
+            raise e.renamed(tmp, f"{iso_path} ({f.path})") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -6,6 +6,7 @@ there aborts wimlib and is raised again, as itself, once wimlib has returned.
 """
 from __future__ import annotations
 
+import errno as _errno
 import glob
 import os
 import threading
@@ -14,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from wim2vhd._lib import ffi, lib
 from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, InputError, InternalError, NoSpace,
-                            UnsupportedInput, UsageError)
+                            UnsupportedInput, UsageError, Wim2VhdError, from_errno)
 
 Progress = Callable[[str, int, int], None]
 
@@ -100,67 +101,91 @@ def _init() -> None:
         if not _initialised:
             lib.wimlib_global_init(WIMLIB_INIT_FLAGS)
             lib.wimlib_set_print_errors(False)
+            lib.w2v_quiet_xml()  # libxml2's messages too, for threads started from now on
             # Before any WIM is read, so that wimlib's decompressors are all known to it.
             lib.w2v_readahead_install()
             _initialised = True
 
 
-_CORRUPT = {"WIMLIB_ERR_NOT_A_WIM_FILE", "WIMLIB_ERR_UNEXPECTED_END_OF_FILE", "WIMLIB_ERR_INVALID_HEADER",
-            "WIMLIB_ERR_DECOMPRESSION", "WIMLIB_ERR_INVALID_RESOURCE_HASH", "WIMLIB_ERR_INVALID_METADATA_RESOURCE",
-            "WIMLIB_ERR_INVALID_LOOKUP_TABLE_ENTRY", "WIMLIB_ERR_INVALID_CHUNK_SIZE",
-            "WIMLIB_ERR_INVALID_COMPRESSION_TYPE", "WIMLIB_ERR_INVALID_PART_NUMBER", "WIMLIB_ERR_READ",
-            "WIMLIB_ERR_SPLIT_INVALID"}
-_CODES = {getattr(lib, n): n for n in dir(lib) if n.startswith("WIMLIB_ERR_")}
-# Not declared in native/cdefs; wimlib.h's error numbers are part of its stable ABI.
-_CODES.setdefault(71, "WIMLIB_ERR_WIM_IS_READONLY")
+# ---- wimlib's error codes -------------------------------------------------------
+#
+# The one table of what wimlib's return codes mean here (the names are declared in
+# native/cdefs/10_wimlib.h, their values come from wimlib.h): the error class, the message
+# ({what}: the file or the operation, {why}: wimlib's own text) and a hint.  Codes it does not
+# list are the environment's fault, with wimlib's text.
+
+_DAMAGED = "{what}: the WIM is damaged or truncated ({why})"
+_E = lib
+_ERRORS: dict[int, tuple[type[Wim2VhdError], str, str | None]] = {
+    # a bad input: the file is not a WIM, or a part of it does not read as one
+    _E.WIMLIB_ERR_NOT_A_WIM_FILE: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_UNEXPECTED_END_OF_FILE: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_HEADER: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_DECOMPRESSION: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_RESOURCE_HASH: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_METADATA_RESOURCE: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_METADATA_NOT_FOUND: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_LOOKUP_TABLE_ENTRY: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_CHUNK_SIZE: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_COMPRESSION_TYPE: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_PART_NUMBER: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_INTEGRITY_TABLE: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INTEGRITY: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_PIPABLE_WIM: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_INVALID_REPARSE_DATA: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_READ: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_SPLIT_INVALID: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_XML: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_IMAGE_COUNT: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_WIM_IS_INCOMPLETE: (CorruptInput, _DAMAGED, None),
+    _E.WIMLIB_ERR_RESOURCE_NOT_FOUND: (InputError, "{what}: {why}",
+                                       "for a split WIM, pass the other parts with --ref 'install*.swm'"),
+    _E.WIMLIB_ERR_OPEN: (InputError, "{what}: {why}", None),
+    _E.WIMLIB_ERR_STAT: (InputError, "{what}: {why}", None),
+    _E.WIMLIB_ERR_INVALID_IMAGE: (ImageNotFound, "{what}: {why}", None),
+    # valid, but not something wimlib or wim2vhd handles
+    _E.WIMLIB_ERR_WIM_IS_ENCRYPTED: (UnsupportedInput, "{what}: {why}", None),
+    _E.WIMLIB_ERR_UNSUPPORTED: (UnsupportedInput, "{what}: {why}", None),
+    _E.WIMLIB_ERR_UNKNOWN_VERSION: (UnsupportedInput, "{what}: {why}", None),
+    _E.WIMLIB_ERR_WIM_IS_READONLY: (UnsupportedInput, "{what}: the WIM cannot be changed (it is part of a split "
+                                    "WIM, marked read-only in its header, or not writable)", None),
+    # the user's
+    _E.WIMLIB_ERR_IMAGE_NAME_COLLISION: (UsageError, "{what}: the WIM already has an image of that name: "
+                                         "choose another --name", None),
+    # ours
+    _E.WIMLIB_ERR_INVALID_PARAM: (InternalError, "{what}: {why}", None),
+    _E.WIMLIB_ERR_NOMEM: (EnvironmentFault, "{what}: {why}", None),
+}
 
 
 def _check(ret: int, what: str, *, hint: str | None = None) -> None:
-    """The one place where wimlib's return codes become exceptions."""
+    """The one place where wimlib's return codes become exceptions (see _ERRORS)."""
     if ret == 0:
         return
-    name = _CODES.get(ret, "")
-    msg = f"{what}: {ffi.string(lib.wimlib_get_error_string(ret)).decode()}"
-    if name in _CORRUPT:
-        raise CorruptInput(f"{what}: the WIM is damaged or truncated ({ffi.string(lib.wimlib_get_error_string(ret)).decode()})")
-    if name == "WIMLIB_ERR_RESOURCE_NOT_FOUND":
-        raise InputError(msg, hint=hint or "for a split WIM, pass the other parts with --ref 'install*.swm'")
-    if name in ("WIMLIB_ERR_OPEN", "WIMLIB_ERR_STAT"):
-        raise InputError(msg)
-    if name == "WIMLIB_ERR_INVALID_IMAGE" or name == "WIMLIB_ERR_IMAGE_COUNT":
-        raise ImageNotFound(msg)
-    if name in ("WIMLIB_ERR_WIM_IS_ENCRYPTED", "WIMLIB_ERR_UNSUPPORTED"):
-        raise UnsupportedInput(msg)
-    if name == "WIMLIB_ERR_WIM_IS_READONLY":
-        raise UnsupportedInput(f"{what}: the WIM cannot be changed (it is part of a split WIM, marked read-only "
-                               f"in its header, or not writable)")
-    if name == "WIMLIB_ERR_IMAGE_NAME_COLLISION":
-        raise UsageError(f"{what}: the WIM already has an image of that name: choose another --name")
-    if name == "WIMLIB_ERR_NOMEM":
-        raise EnvironmentFault(msg)
-    if name == "WIMLIB_ERR_INVALID_PARAM":
-        raise InternalError(msg)
-    if name == "WIMLIB_ERR_NTFS_3G":
-        e = ffi.errno
-        if e == 28:
+    why = ffi.string(lib.wimlib_get_error_string(ret)).decode()
+    err = ffi.errno  # what the system call that failed said, where one did
+    if ret == lib.WIMLIB_ERR_NTFS_3G:
+        # libntfs-3g failed; wimlib passes on its errno, when it still holds it (wim2vhd.apply asks
+        # the device layer, which knows better: the host's errno, or a volume out of clusters).
+        if err == _errno.ENOSPC:
             raise NoSpace(f"{what}: the Windows partition is full", hint="choose a larger --size")
-        raise EnvironmentFault(f"{msg} ({os.strerror(e) if e else 'libntfs-3g error'})")
-    if name == "WIMLIB_ERR_WRITE" and ffi.errno == 28:
-        raise NoSpace(f"{what}: no space left on the device")
-    raise EnvironmentFault(msg, hint=hint)
+        raise EnvironmentFault(f"{what}: {why} ({os.strerror(err) if err else 'libntfs-3g error'})")
+    if ret == lib.WIMLIB_ERR_WRITE and err:
+        # wimlib failed to write a file of ours (a new or appended WIM): the errno is the host's.
+        raise from_errno(err, what, output=True, host=True)
+    cls, text, default_hint = _ERRORS.get(ret, (EnvironmentFault, "{what}: {why}", None))
+    raise cls(text.format(what=what, why=why), hint=hint or default_hint)
 
 
 # ---- progress ----------------------------------------------------------------
 
 _MSG_STAGE = {
-    int(v): s for v, s in (
-        (4, "apply"),   # EXTRACT_STREAMS
-        (3, "apply"),   # EXTRACT_FILE_STRUCTURE
-        (6, "metadata"),  # EXTRACT_METADATA
-        (12, "write"),  # WRITE_STREAMS
-        (10, "scan"),   # SCAN_DENTRY
-        (29, "verify"),  # VERIFY_STREAMS
-    )
+    lib.WIMLIB_PROGRESS_MSG_EXTRACT_STREAMS: "apply",
+    lib.WIMLIB_PROGRESS_MSG_EXTRACT_FILE_STRUCTURE: "apply",
+    lib.WIMLIB_PROGRESS_MSG_EXTRACT_METADATA: "metadata",
+    lib.WIMLIB_PROGRESS_MSG_WRITE_STREAMS: "write",
+    lib.WIMLIB_PROGRESS_MSG_SCAN_DENTRY: "scan",
+    lib.WIMLIB_PROGRESS_MSG_VERIFY_STREAMS: "verify",
 }
 
 
@@ -248,6 +273,31 @@ class ImageInfo:
 _ARCH = {"0": "x86", "5": "arm", "6": "ia64", "9": "x64", "12": "arm64"}
 
 
+# The WIM header's resource headers: (offset in the header, what it holds).  A resource header
+# is 24 bytes: the size in the file (7 bytes) and flags (1), the offset (8), the original size (8).
+_HEADER_SIZE = 208
+_HEADER_RESOURCES = ((48, "lookup table"), (72, "XML data"), (96, "boot metadata"), (124, "integrity table"))
+
+
+def _check_header_sizes(path: str) -> None:
+    """After wimlib ran out of memory opening `path`: a CorruptInput if the header asks for more
+    memory for one of its tables than this machine has (a damaged field such as 2^64-1, which
+    wimlib tries to allocate), else nothing (the memory did run out)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER_SIZE)
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return
+    if len(head) < _HEADER_SIZE:
+        return
+    for off, name in _HEADER_RESOURCES:
+        original = int.from_bytes(head[off + 16:off + 24], "little")
+        if original > memory:
+            raise CorruptInput(f"{path}: the WIM is damaged: its header gives the {name} a size of {original} "
+                               f"bytes, more than this machine's memory")
+
+
 class Wim:
     """An open WIM (or ESD, or split WIM with refs)."""
 
@@ -260,7 +310,11 @@ class Wim:
             raise InputError(f"{self.path}: is a directory, not a WIM")
         pp = ffi.new("WIMStruct **")
         flags = lib.WIMLIB_OPEN_FLAG_WRITE_ACCESS if write else 0
-        _check(lib.wimlib_open_wim(self.path.encode(), flags, pp), self.path)
+        lib.w2v_quiet_xml()  # libxml2 keeps its handlers per thread: this one's too
+        ret = lib.wimlib_open_wim(self.path.encode(), flags, pp)
+        if ret == lib.WIMLIB_ERR_NOMEM:
+            _check_header_sizes(self.path)
+        _check(ret, self.path)
         self._wim = pp[0]
         try:
             info = ffi.new("struct wimlib_wim_info *")
@@ -425,6 +479,7 @@ def capture_ntfs(device: str, out: str, *, name: str | None, description: str | 
     wimlib found ("Windows 10 Enterprise"), or `fallback_name` when it found none, made unique in the WIM with " (2)", " (3)"...; `shown`: how
     the volume is named in messages (device names like w2v:0 mean nothing to people)."""
     _init()
+    lib.w2v_quiet_xml()
     shown = shown or device
     ctype = {"none": lib.WIMLIB_COMPRESSION_TYPE_NONE, "xpress": lib.WIMLIB_COMPRESSION_TYPE_XPRESS,
              "lzx": lib.WIMLIB_COMPRESSION_TYPE_LZX, "lzms": lib.WIMLIB_COMPRESSION_TYPE_LZMS}.get(compression)
