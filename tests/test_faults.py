@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, W2V, leftovers, run, w2v
+from tests.support import ROOT, W2V, leftovers, run, w2v
 
 EIO_TEXT = "Input/output error"
 FULL_TEXT = "no space left on the host file system for"

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from tests.conftest import leftovers, w2v
+from tests.support import leftovers, w2v
 
 XML_RESHDR = 72      # the WIM header's resource header of the XML data
 LOOKUP_RESHDR = 48   # ... of the lookup table
