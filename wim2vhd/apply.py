@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from wim2vhd import fs, partition, repro
 from wim2vhd.atomic import AtomicOutput
-from wim2vhd.disk import Disk, RawDisk, VhdDisk, format_for_path
+from wim2vhd.disk import Disk, Qcow2Disk, RawDisk, VhdDisk, format_for_path
 from wim2vhd.errors import InputError, NoSpace, UsageError
 from wim2vhd.ntfs import NtfsWindow, fixed_clock
 from wim2vhd.units import GiB, MiB, align_up, format_size
@@ -32,6 +32,7 @@ DEFAULT_MIN_SIZE = 25 * GiB
 # Block size of dynamic disks made by apply.  NTFS spreads its metadata over the volume ($MFT, $MFTMirr,
 # $LogFile, bitmaps), so large blocks (Hyper-V's 32 MiB) leave many mostly-empty blocks allocated;
 # 2 MiB (VHD's only common size, and fine for Hyper-V's VHDX) keeps a dynamic disk close to its data.
+# qcow2 keeps qemu's 64 KiB clusters (its own default, see disk/qcow2.py), smaller still.
 APPLY_BLOCK_SIZE = 2 * MiB
 # Measured on /usr/share (52k files): 16-32 MiB absorbs libntfs-3g's rewrites as well as 192 MiB
 # does (within noise), and keeps peak RSS near 125 MiB (docs/performance.md).
@@ -156,6 +157,8 @@ def apply(o: ApplyOptions, progress: Progress | None = None, *, wim: Wim | None 
     fmt = format_for_path(o.out)
     if fmt is VhdDisk and o.sector_size != 512:
         raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
+    if fmt is Qcow2Disk and o.sector_size != 512:
+        raise UsageError("qcow2 records no sector size, so its disks have 512-byte sectors; use .vhdx for 4096")
     rep = Report()
     t_start = time.monotonic()
     with contextlib.nullcontext(wim) if wim is not None else Wim(o.image, refs=o.refs) as wim:
@@ -193,7 +196,7 @@ def _write(o: ApplyOptions, fmt: type[Disk], progress: Progress | None, wim: Wim
         try:
             with rep.stage("create", progress):
                 disk = fmt.create(ao.temp, size, dynamic=o.disk_type == "dynamic",
-                                  block_size=o.block_size or (APPLY_BLOCK_SIZE if fmt is not RawDisk else None),
+                                  block_size=o.block_size or (APPLY_BLOCK_SIZE if fmt not in (RawDisk, Qcow2Disk) else None),
                                   sector_size=o.sector_size)
                 if o.cache_size:
                     disk.set_cache(o.cache_size)

@@ -36,7 +36,7 @@ def info(
 @app.command("apply")
 def apply_cmd(
     image: str = typer.Argument(..., help="A WIM, ESD, split WIM (first part) or Windows ISO."),
-    out: str = typer.Argument(..., help="The disk to write: .vhdx, .vhd, or .img/.raw."),
+    out: str = typer.Argument(..., help="The disk to write: .vhdx, .vhd, .qcow2, or .img/.raw."),
     index: Optional[str] = typer.Option(None, "--index", "-i",
                                         help="Image number (see `wim2vhd info`); several as 1,3,6 or all, one disk each: "
                                              "then OUT must hold {index} or {name}, e.g. 'win-{index}.vhdx'."),
@@ -55,7 +55,7 @@ def apply_cmd(
                                           "time stamp the run makes to SOURCE_DATE_EPOCH or else the image's time: the same "
                                           "image, options and seed give the same bytes."),
     sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (VHDX)."),
-    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M)."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M; qcow2: the cluster size, default 64K)."),
     cache_size: str = typer.Option("32M", "--cache-size", help="Write-back cache of the disk layer."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
                                           "wimlib (0: none). Default: one per CPU beyond the first, at most 4."),
@@ -117,7 +117,7 @@ def _print_applied(res) -> None:
 
 @app.command("capture")
 def capture_cmd(
-    disk: str = typer.Argument(..., help="A VHD, VHDX (differencing too) or raw disk holding Windows."),
+    disk: str = typer.Argument(..., help="A VHD, VHDX, qcow2 (differencing too) or raw disk holding Windows."),
     out: str = typer.Argument(..., help="The WIM to write."),
     partition: Optional[int] = typer.Option(None, "--partition", "-p",
                                             help="Partition number. Default: the NTFS partition that holds \\Windows."),
