@@ -47,7 +47,7 @@ def digest(path):
 
 # ---- what we write, read by qemu ---------------------------------------------------------------
 
-@pytest.mark.parametrize("kind,cluster", [("dynamic", None), ("fixed", None), ("dynamic", 4096),
+@pytest.mark.parametrize("kind,cluster", [("dynamic", None), ("fixed", None), ("dynamic", 4096), ("fixed", 4096),
                                           ("dynamic", 2 * MiB), ("dynamic", 512)])
 def test_qemu_checks_and_reads_ours(tmp, kind, cluster):
     size = 96 * MiB + 512 * 3  # not a whole number of clusters: the last one is partly past the end
@@ -280,6 +280,35 @@ def test_bad_inputs(tmp):
     _refused(tmp, tmp / "ext.qcow2", "extended L2 entries")
     run("qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={tmp / 'data.bin'}", tmp / "df.qcow2", "8M")
     _refused(tmp, tmp / "df.qcow2", "external data file")
+    run("qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc",
+        "-o", "encrypt.format=luks,encrypt.key-secret=s0", tmp / "enc.qcow2", "8M")
+    _refused(tmp, tmp / "enc.qcow2", "encrypted")
+    if run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", tmp / "zstd.qcow2", "8M",
+           check=False).returncode == 0:  # qemu built with zstd
+        _refused(tmp, tmp / "zstd.qcow2", "compression type")
+
+
+def test_snapshots_read_but_not_written(tmp):
+    """The active layer of an image with internal snapshots reads as qemu reads it; writing is refused."""
+    q = tmp / "s.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", q, "16M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x01 0 2M", q)
+    run("qemu-img", "snapshot", "-c", "before", q)
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0x02 1M 64k", q)
+    raw = tmp / "s.raw"
+    run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", q, raw)
+    d = open_disk(str(q))
+    assert d.read(0, d.size) == raw.read_bytes()
+    d.close()
+    from wim2vhd.errors import UnsupportedInput
+    before = digest(q)
+    with pytest.raises(UnsupportedInput, match="snapshots"):
+        open_disk(str(q), writable=True)
+    # an image qemu laid out (L2 tables allocated on demand) is read, not written
+    run("qemu-img", "create", "-q", "-f", "qcow2", tmp / "n.qcow2", "16M")
+    with pytest.raises(UnsupportedInput, match="laid out as it makes them"):
+        open_disk(str(tmp / "n.qcow2"), writable=True)
+    assert digest(q) == before
 
 
 # ---- apply and capture -------------------------------------------------------------------------

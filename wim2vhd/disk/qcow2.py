@@ -108,14 +108,20 @@ class Qcow2Disk(Disk):
             write_all(fd, first, 0)
             write_all(fd, _be(l1), plan["l1"] * cs)
             write_all(fd, _be(rt), plan["rt"] * cs)
-            # 16-bit refcounts (REFCOUNT_ORDER 4), in the refcount blocks that follow one another
-            write_all(fd, b"\0\1" * used, plan["rb"] * cs)
+            # 16-bit refcounts (REFCOUNT_ORDER 4) of 1, in the refcount blocks that follow one another
+            step = 4 * MiB
+            for c in range(0, used, step):
+                write_all(fd, b"\0\1" * min(step, used - c), plan["rb"] * cs + 2 * c)
             if fixed:
                 # Every cluster allocated, in order after the metadata (preallocation=metadata, as qemu
-                # calls it: the data clusters are holes that read as zeros).
-                l2 = array.array("Q", range((plan["data"] * cs) | L.OFLAG_COPIED,
-                                            ((plan["data"] + n_clusters) * cs) | L.OFLAG_COPIED, cs))
-                write_all(fd, _be(l2), plan["l2"] * cs)
+                # calls it: the data clusters are holes that read as zeros), one L2 table at a time.
+                per = cs // 8
+                for t in range(plan["l2_count"]):
+                    first_data = plan["data"] + t * per
+                    n = min(per, n_clusters - t * per)
+                    l2 = array.array("Q", range(first_data * cs | L.OFLAG_COPIED,
+                                                (first_data + n) * cs | L.OFLAG_COPIED, cs))
+                    write_all(fd, _be(l2), (plan["l2"] + t) * cs)
         except BaseException:
             os.close(fd)
             os.unlink(path)
@@ -171,7 +177,8 @@ class Qcow2Disk(Disk):
                  refcount_order=L.V2_REFCOUNT_ORDER, header_length=L.V2_HEADER_LENGTH, compression_type=0)
         if h["version"] == 3:
             raw = read_exact(fd, L.V3_MIN_HEADER_LENGTH, 0, "qcow2 header", path)
-            length = int.from_bytes(raw[100:104], "big")
+            at = L.HEADER_V3.offset_of("header_length")
+            length = int.from_bytes(raw[at:at + 4], "big")
             if length < L.V3_MIN_HEADER_LENGTH or length % 8:
                 raise CorruptInput(f"{path}: bad qcow2 header length {length}")
             raw = read_exact(fd, length, 0, "qcow2 header", path).ljust(L.HEADER_V3.size, b"\0")
@@ -183,6 +190,10 @@ class Qcow2Disk(Disk):
             raise CorruptInput(f"{path}: qcow2 refcount order {order} is out of range (0 to {L.MAX_REFCOUNT_ORDER})")
         if h["header_length"] > 1 << bits:
             raise CorruptInput(f"{path}: the qcow2 header is longer than its cluster")
+        if h["backing_file_offset"] and (h["backing_file_size"] > L.MAX_BACKING_FILE_SIZE or
+                                         h["backing_file_offset"] + h["backing_file_size"] > 1 << bits):
+            raise CorruptInput(f"{path}: the qcow2 backing file name lies outside the first cluster or is longer "
+                               f"than {L.MAX_BACKING_FILE_SIZE} bytes")
         return h
 
     @classmethod
@@ -201,7 +212,8 @@ class Qcow2Disk(Disk):
                 raise UnsupportedInput(f"{path}: the qcow2 image uses {what}, which wim2vhd does not support: "
                                        "`qemu-img convert -O qcow2` makes a plain copy")
         if h["crypt_method"] != L.CRYPT_NONE:
-            raise UnsupportedInput(f"{path}: the qcow2 image is encrypted, which wim2vhd does not support")
+            raise UnsupportedInput(f"{path}: the qcow2 image is encrypted, which wim2vhd does not support: "
+                                   "`qemu-img convert --object secret,... -O qcow2` makes a plain copy")
 
     @classmethod
     def _read_extensions(cls, fd: int, path: str, h: dict[str, Any], file_size: int) -> dict[int, bytes]:
