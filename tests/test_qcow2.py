@@ -339,3 +339,13 @@ def test_apply_to_qcow2_and_capture(fixture_wim, tmp):
     w2v("capture", tmp / "child.qcow2", tmp / "child.wim")
     a = run("wimdir", tmp / "back.wim", "1").stdout
     assert a == run("wimdir", tmp / "child.wim", "1").stdout and "/Windows/System32/ntoskrnl.exe" in a
+
+
+def test_a_backing_chain_that_loops(tmp):
+    w2v("disk", "create", tmp / "p.qcow2", "--size", "16M")
+    w2v("disk", "diff", tmp / "p.qcow2", tmp / "c.qcow2")
+    b = bytearray((tmp / "c.qcow2").read_bytes())
+    at = b.index(b"p.qcow2")  # the backing file name: now the child itself
+    b[at:at + 7] = b"c.qcow2"
+    (tmp / "c.qcow2").write_bytes(b)
+    _refused(tmp, tmp / "c.qcow2", "backing chain comes back")
