@@ -349,3 +349,22 @@ def test_a_backing_chain_that_loops(tmp):
     b[at:at + 7] = b"c.qcow2"
     (tmp / "c.qcow2").write_bytes(b)
     _refused(tmp, tmp / "c.qcow2", "backing chain comes back")
+
+
+def test_a_writer_clears_the_autoclear_bits(tmp):
+    """qemu-img adds a dirty bitmap to our image; we do not keep bitmaps, so writing clears the autoclear
+    bit (docs/interop/qcow2.txt) and qemu then calls the bitmaps inconsistent, not the data."""
+    q = tmp / "bm.qcow2"
+    w2v("disk", "create", q, "--size", "16M")
+    run("qemu-img", "bitmap", "--add", q, "b0")
+    assert struct.unpack_from(">Q", q.read_bytes(), 88)[0] & 1  # autoclear bit 0: bitmaps consistent
+    d = open_disk(str(q), writable=True)
+    d.write(4096, b"z" * 5000)
+    d.close()
+    assert struct.unpack_from(">Q", q.read_bytes(), 88)[0] == 0
+    p = run("qemu-img", "check", "--output=json", q, check=False)
+    assert json.loads(p.stdout).get("corruptions", 0) == 0 and "bitmaps are now considered inconsistent" in p.stderr
+    ref = bytearray(16 * MiB)
+    ref[4096:4096 + 5000] = b"z" * 5000
+    (tmp / "ref.img").write_bytes(ref)
+    same_as_raw(tmp / "ref.img", q)

@@ -27,9 +27,6 @@ INCOMPAT_COMPRESSION = 1 << 3  # compression_type is not zlib
 INCOMPAT_EXTL2 = 1 << 4        # extended L2 entries (subclusters)
 INCOMPAT_NAMES = {INCOMPAT_DIRTY: "dirty", INCOMPAT_CORRUPT: "corrupt", INCOMPAT_DATA_FILE: "external data file",
                   INCOMPAT_COMPRESSION: "compression type", INCOMPAT_EXTL2: "extended L2 entries"}
-# autoclear_features bits (a writer that does not keep them up to date clears them first)
-AUTOCLEAR_BITMAPS = 1 << 0
-AUTOCLEAR_DATA_FILE_RAW = 1 << 1
 
 # Header extension types
 EXT_END = 0x00000000
@@ -49,8 +46,6 @@ RT_OFFSET_MASK = 0xFFFFFFFFFFFFFE00    # bits 9-63: the refcount block
 OFLAG_COPIED = 1 << 63                 # refcount exactly one
 OFLAG_COMPRESSED = 1 << 62
 OFLAG_ZERO = 1 << 0                    # version 3: the cluster reads as zeros
-L1E_RESERVED = 0x7F000000000001FF
-L2E_RESERVED = 0x3F000000000001FE      # bits 1-8 and 56-61 of a standard cluster descriptor
 
 HEADER_V2 = Record("qcow2 header", ">", [
     ("magic", "4s"),
@@ -81,5 +76,5 @@ HEADER_V3 = Record("qcow2 header", ">", [
 
 EXTENSION = Record("qcow2 header extension", ">", [("type", "I"), ("length", "I")])  # data, padded to 8
 
+# type 0 incompatible, 1 compatible, 2 autoclear
 FEATURE_NAME = Record("qcow2 feature name", ">", [("type", "B"), ("bit", "B"), ("name", "46s")])
-FEATURE_TYPES = {0: "incompatible", 1: "compatible", 2: "autoclear"}
