@@ -440,21 +440,43 @@ static int fill_sector_from_below(w2v_disk *d, uint64_t blk, uint64_t sector)
 	return r < 0 ? (int)r : 0;
 }
 
+static int is_zero(const uint8_t *p, size_t n);
+
+/* Copy-on-write for a differencing format without sector bitmaps (qcow2 over its backing file):
+ * a block allocated over a parent holds all of its data, so the parts of it this write leaves out
+ * are copied up from below.  Zeros are not written: the new block reads as zeros where unwritten. */
+static int copy_up_around(w2v_disk *d, uint64_t blk, uint64_t in_off, uint64_t len)
+{
+	uint64_t bs = d->p.block_size, ranges[2][2] = {{0, in_off}, {in_off + len, bs}};
+	uint8_t *tmp = malloc(MAX(in_off, bs - in_off - len));
+	if (!tmp)
+		return -ENOMEM;
+	int64_t r = 0;
+	for (int i = 0; i < 2 && r >= 0; i++) {
+		uint64_t start = ranges[i][0], n = ranges[i][1] - start;
+		if (!n)
+			continue;
+		r = read_below(d, tmp, n, blk * bs + start);
+		if (r >= 0 && !is_zero(tmp, n))
+			r = w2v_file_pwrite(d, tmp, n, d->data_off[blk] + start);
+	}
+	free(tmp);
+	return r < 0 ? (int)r : 0;
+}
+
 static int64_t write_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, const uint8_t *buf, uint64_t len)
 {
 	int r;
 	if (d->state[blk] == W2V_ST_ABSENT || d->state[blk] == W2V_ST_ZERO) {
 		/* Over a parent, an absent block becomes partial: unwritten sectors still come from below.
 		 * A ZERO block, or one with no parent, reads as zeros where unwritten: the file's holes. */
-		int partial = d->parent && d->state[blk] == W2V_ST_ABSENT &&
-			!(in_off == 0 && len == d->p.block_size) && d->p.bitmap_mode != W2V_BM_NONE;
-		if (d->parent && d->state[blk] == W2V_ST_ABSENT && !partial &&
-		    !(in_off == 0 && len == d->p.block_size)) {
-			/* Differencing without bitmaps cannot happen: the formats all have them. */
-			return -EINVAL;
-		}
+		int whole = in_off == 0 && len == d->p.block_size;
+		int below = d->parent && d->state[blk] == W2V_ST_ABSENT && !whole;
+		int partial = below && d->p.bitmap_mode != W2V_BM_NONE;
 		r = alloc_block(d, blk, partial);
 		if (r < 0)
+			return r;
+		if (below && !partial && (r = copy_up_around(d, blk, in_off, len)) < 0)
 			return r;
 	}
 	if (d->state[blk] == W2V_ST_PARTIAL) {

@@ -25,7 +25,7 @@ enum {
 
 /* Where the per-sector bitmaps of a block live. */
 enum {
-	W2V_BM_NONE = 0,        /* no bitmaps (raw, fixed, non-differencing VHDX) */
+	W2V_BM_NONE = 0,        /* no bitmaps (raw, fixed, non-differencing VHDX; qcow2, whose children copy blocks up) */
 	W2V_BM_INLINE_MSB = 1,  /* bitmap_bytes just before the block's data; first sector = MSB (VHD) */
 	W2V_BM_GROUPED_LSB = 2, /* one group allocation per chunk_ratio blocks; first sector = LSB (VHDX) */
 };

@@ -31,8 +31,9 @@ TIMEOUT = float(os.environ.get("W2V_QEMU_TIMEOUT", "120"))
 
 # qemu's vpc and vhdx drivers cannot open differencing disks (vhdx: "VHDX
 # differencing disks are not supported", vpc: only fixed and dynamic), so the tests
-# boot a differencing child through its flattened raw image (`wim2vhd disk convert`).
-FORMATS = {".vhdx": "vhdx", ".vhd": "vpc", ".raw": "raw", ".img": "raw"}
+# boot a differencing child through its flattened raw image (`wim2vhd disk convert`); a qcow2 child
+# (whose backing file may be any of them) qemu boots itself.
+FORMATS = {".vhdx": "vhdx", ".vhd": "vpc", ".qcow2": "qcow2", ".raw": "raw", ".img": "raw"}
 
 _kvm_broken = False
 last_boot: dict = {}  # accelerator and seconds of the last boot, for reports

@@ -47,7 +47,7 @@ MiB = 1 << 20
 
 def to_raw(disk, tmp):
     raw = tmp / (os.path.basename(disk) + ".raw")
-    fmt = {".vhd": "vpc", ".vhdx": "vhdx"}.get(os.path.splitext(disk)[1], "raw")
+    fmt = {".vhd": "vpc", ".vhdx": "vhdx", ".qcow2": "qcow2"}.get(os.path.splitext(disk)[1], "raw")
     run("qemu-img", "convert", "-f", fmt, "-O", "raw", disk, raw)
     return raw
 

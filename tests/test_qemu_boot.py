@@ -142,6 +142,25 @@ def test_uefi_differencing_child(uefi_vhdx, uefi_dir):
 
 @needs_qemu
 @needs_ovmf
+def test_uefi_qcow2_booted_as_it_is(fixture_wim, uefi_dir):
+    """qemu boots the qcow2 apply writes itself: no conversion (qemu's qcow2 driver reads our file)."""
+    disk = apply(fixture_wim, uefi_dir / "dyn.qcow2", "--layout", "uefi")
+    text = qemu.boot(disk, "uefi", expect=efi_probe.END)
+    assert_uefi_probe(text, to_raw(disk, uefi_dir))
+
+
+@needs_qemu
+@needs_ovmf
+def test_uefi_qcow2_child_of_a_vhdx(uefi_vhdx, uefi_dir):
+    """A qcow2 child whose backing file is the VHDX: qemu follows the backing chain itself."""
+    child = uefi_dir / "child-of-vhdx.qcow2"
+    w2v("disk", "diff", uefi_vhdx, child)
+    text = qemu.boot(child, "uefi", expect=efi_probe.END)
+    assert_uefi_probe(text, to_raw(uefi_vhdx, uefi_dir))
+
+
+@needs_qemu
+@needs_ovmf
 def test_uefi_probe_reports_a_missing_store(uefi_vhdx, uefi_dir):
     """The probe does look: with the BCD store deleted from the ESP it says so."""
     raw = uefi_dir / "nobcd.raw"
@@ -156,7 +175,7 @@ def test_uefi_probe_reports_a_missing_store(uefi_vhdx, uefi_dir):
 
 # -- BIOS (SeaBIOS) -------------------------------------------------------------------
 @needs_qemu
-@pytest.mark.parametrize("name,kind", [("dyn.vhd", "dynamic"), ("fixed.vhdx", "fixed")])
+@pytest.mark.parametrize("name,kind", [("dyn.vhd", "dynamic"), ("fixed.vhdx", "fixed"), ("dyn.qcow2", "dynamic")])
 def test_bios_boot(fixture_wim, tmp_path, name, kind):
     disk = apply(fixture_wim, tmp_path / name, "--type", kind, "--layout", "bios")
     text = qemu.boot(disk, "bios", expect=bios_probe.END)

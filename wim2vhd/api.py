@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from wim2vhd.atomic import AtomicOutput
-from wim2vhd.disk import Disk, RawDisk, VhdDisk, create_disk, format_for_path, open_disk
+from wim2vhd.disk import Disk, Qcow2Disk, RawDisk, VhdDisk, create_disk, format_for_path, open_disk
 from wim2vhd.errors import UsageError
 from wim2vhd.units import MiB, align_up, parse_size
 
@@ -38,7 +38,7 @@ def disk_create(out: str, size: str | int, *, type: str | None = None, block_siz
     nbytes = parse_size(size)
     bs = parse_size(block_size, what="block size") if block_size else None
     if fmt is RawDisk and bs:
-        raise UsageError("--block-size applies to VHD and VHDX only")
+        raise UsageError("--block-size applies to VHD, VHDX and qcow2 only")
     with AtomicOutput(out, force=force, sync=sync) as ao:
         disk = create_disk(ao.temp, nbytes, fmt=fmt, dynamic=_disk_type(type), block_size=bs, sector_size=sector_size)
         try:
@@ -54,14 +54,19 @@ def disk_create(out: str, size: str | int, *, type: str | None = None, block_siz
 
 
 def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True) -> dict[str, Any]:
-    """A differencing child of PARENT (VHD or VHDX), in the same format."""
+    """A differencing child of PARENT: a VHD or VHDX child in the parent's format, or a qcow2 child
+    (CHILD named *.qcow2) with PARENT of any format as its backing file."""
     p = open_disk(parent)
     try:
         fmt = type(p)
-        if fmt is RawDisk:
-            raise UsageError(f"{parent} is a raw image: differencing disks need a VHD or VHDX parent")
-        if format_for_path(child) is not fmt:
-            raise UsageError(f"the child must have the parent's format: name it *{fmt.extensions[0]}")
+        if format_for_path(child) is Qcow2Disk:
+            fmt = Qcow2Disk  # a qcow2 backing file may be raw, VHD, VHDX or qcow2, as qemu reads them
+        elif fmt is RawDisk:
+            raise UsageError(f"{parent} is a raw image: differencing disks need a VHD or VHDX parent "
+                             "(or a .qcow2 child)")
+        elif format_for_path(child) is not fmt:
+            raise UsageError(f"the child must have the parent's format: name it *{fmt.extensions[0]} "
+                             "(or *.qcow2, whose backing file may be of any format)")
         if os.path.dirname(os.path.abspath(child)) != os.path.dirname(os.path.abspath(parent)):
             # The child records the parent relative to itself (.\name) and by absolute path.
             pass
@@ -106,7 +111,7 @@ CONVERT_WRITERS = 2
 def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = False,
                  block_size: str | int | None = None, sync: bool = True,
                  progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Convert between raw, VHD and VHDX, copying only allocated, non-zero data.  sync=False: the
+    """Convert between raw, VHD, VHDX and qcow2, copying only allocated, non-zero data.  sync=False: the
     output is left in the page cache for the kernel to write (no O_DIRECT, no fsync; see wim2vhd.atomic)."""
     t0 = time.monotonic()
     fmt = format_for_path(out)

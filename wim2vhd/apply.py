@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 from wim2vhd import fs, partition, repro
 from wim2vhd.atomic import AtomicOutput
-from wim2vhd.disk import RawDisk, VhdDisk, format_for_path
+from wim2vhd.disk import Qcow2Disk, RawDisk, VhdDisk, format_for_path
 from wim2vhd._lib import lib
 from wim2vhd.errors import NoSpace, UsageError, Wim2VhdError, host_error
 from wim2vhd.ntfs import NtfsWindow, fixed_clock
@@ -33,6 +33,7 @@ DEFAULT_MIN_SIZE = 25 * GiB
 # Block size of dynamic disks made by apply.  NTFS spreads its metadata over the volume ($MFT, $MFTMirr,
 # $LogFile, bitmaps), so large blocks (Hyper-V's 32 MiB) leave many mostly-empty blocks allocated;
 # 2 MiB (VHD's only common size, and fine for Hyper-V's VHDX) keeps a dynamic disk close to its data.
+# qcow2 keeps qemu's 64 KiB clusters (its own default, see disk/qcow2.py), smaller still.
 APPLY_BLOCK_SIZE = 2 * MiB
 # File writes queued for the writer thread, so that they overlap wimlib's decompression.
 WRITER_QUEUE = 32 * MiB
@@ -117,8 +118,11 @@ def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *
     checked by the caller (ApplyOptions.check, as api.apply_image does).  `wim`: job.source already
     open (several editions from one source share it), left open."""
     t_start = time.monotonic()
-    if format_for_path(job.out) is VhdDisk and opts.sector_size != 512:
+    fmt = format_for_path(job.out)
+    if fmt is VhdDisk and opts.sector_size != 512:
         raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
+    if fmt is Qcow2Disk and opts.sector_size != 512:
+        raise UsageError("qcow2 records no sector size, so its disks have 512-byte sectors; use .vhdx for 4096")
     with contextlib.nullcontext(wim) if wim is not None else Wim(job.source, refs=opts.refs) as wim:
         img = wim.image(job.index)
         check_image_layout(opts.layout, job.index, img)
@@ -155,7 +159,7 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
         try:
             with rep.stage("create", progress):
                 disk = fmt.create(ao.temp, run.size, dynamic=opts.disk_type == "dynamic",
-                                  block_size=opts.block_size or (APPLY_BLOCK_SIZE if fmt is not RawDisk else None),
+                                  block_size=opts.block_size or (APPLY_BLOCK_SIZE if fmt not in (RawDisk, Qcow2Disk) else None),
                                   sector_size=opts.sector_size)
                 if opts.cache_size:
                     disk.set_cache(opts.cache_size)

@@ -11,7 +11,7 @@ from wim2vhd.cli import app
 from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json
 from wim2vhd.units import format_size
 
-disk_app = typer.Typer(help="Create, inspect and convert virtual disks (raw, VHD, VHDX).", no_args_is_help=True)
+disk_app = typer.Typer(help="Create, inspect and convert virtual disks (raw, VHD, VHDX, qcow2).", no_args_is_help=True)
 app.add_typer(disk_app, name="disk")
 
 
@@ -44,10 +44,10 @@ def _print_info(info: dict[str, Any], indent: str = "") -> None:
 
 @disk_app.command("create")
 def create(
-    out: str = typer.Argument(..., help="The new disk; its format comes from the extension (.vhdx, .vhd, .img/.raw)."),
+    out: str = typer.Argument(..., help="The new disk; its format comes from the extension (.vhdx, .vhd, .qcow2, .img/.raw)."),
     size: str = typer.Option(..., "--size", "-s", help="Virtual size, e.g. 64G (K, M, G, T are binary)."),
     type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
-    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size (VHDX: 1M-256M, default 32M; VHD: default 2M)."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size (VHDX: 1M-256M, default 32M; VHD: default 2M; qcow2: the cluster size, 512 to 2M, default 64K)."),
     sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (4096: VHDX only)."),
     force: bool = ForceOpt,
     sync: bool = SyncOpt,
@@ -61,20 +61,20 @@ def create(
 
 @disk_app.command("diff")
 def diff(
-    parent: str = typer.Argument(..., help="The parent VHD or VHDX (never modified)."),
-    child: str = typer.Argument(..., help="The new differencing disk, same format as the parent."),
+    parent: str = typer.Argument(..., help="The parent VHD or VHDX, or for a .qcow2 child a disk of any format (never modified)."),
+    child: str = typer.Argument(..., help="The new differencing disk: the parent's format, or .qcow2 (a backing file of any format)."),
     force: bool = ForceOpt,
     sync: bool = SyncOpt,
     json: bool = JsonOpt,
 ) -> None:
-    """Create a differencing child of a VHD or VHDX."""
+    """Create a differencing child of a VHD or VHDX, or a qcow2 child of any disk."""
     info = api.disk_diff(parent, child, force=force, sync=sync)
     emit_json(info) if json else _print_info(info)
 
 
 @disk_app.command("info")
 def info(
-    disk: str = typer.Argument(..., help="A raw, VHD or VHDX file."),
+    disk: str = typer.Argument(..., help="A raw, VHD, VHDX or qcow2 file."),
     json: bool = JsonOpt,
 ) -> None:
     """Format, type, sizes, IDs, the parent chain and the partition table."""
@@ -84,7 +84,7 @@ def info(
 
 @disk_app.command("convert")
 def convert(
-    src: str = typer.Argument(..., help="Input disk (raw, VHD or VHDX; a differencing chain is flattened)."),
+    src: str = typer.Argument(..., help="Input disk (raw, VHD, VHDX or qcow2; a differencing chain is flattened)."),
     out: str = typer.Argument(..., help="Output disk; its format comes from the extension."),
     type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of the output."),
@@ -92,7 +92,7 @@ def convert(
     sync: bool = SyncOpt,
     json: bool = JsonOpt,
 ) -> None:
-    """Convert between raw, VHD and VHDX.  Copies only allocated, non-zero data."""
+    """Convert between raw, VHD, VHDX and qcow2.  Copies only allocated, non-zero data."""
     with Progress(enabled=None if not json else False) as prog:
         i = api.disk_convert(src, out, type=type, block_size=block_size, force=force, sync=sync,
                              progress=prog)

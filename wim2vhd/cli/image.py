@@ -39,7 +39,7 @@ def info(
 @app.command("apply")
 def apply_cmd(
     image: str = typer.Argument(..., help="A WIM, ESD, split WIM (first part) or Windows ISO."),
-    out: str = typer.Argument(..., help="The disk to write: .vhdx, .vhd, or .img/.raw."),
+    out: str = typer.Argument(..., help="The disk to write: .vhdx, .vhd, .qcow2, or .img/.raw."),
     index: Optional[str] = typer.Option(None, "--index", "-i",
                                         help="Image number (see `wim2vhd info`); several as 1,3,6 or all, one disk each: "
                                              "then OUT must hold {index} or {name}, e.g. 'win-{index}.vhdx'."),
@@ -59,7 +59,7 @@ def apply_cmd(
                                           "image, options and seed give the same bytes."),
     sector_size: Optional[int] = typer.Option(None, "--sector-size",
                                               help=f"Logical sector size: 512 or 4096 (VHDX); default {D.sector_size}."),
-    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M)."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M; qcow2: the cluster size, default 64K)."),
     cache_size: Optional[str] = typer.Option(None, "--cache-size",
                                              help=f"Write-back cache of the disk layer (default {format_size(D.cache_size)})."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
@@ -124,7 +124,7 @@ def _print_applied(res) -> None:
 
 @app.command("capture")
 def capture_cmd(
-    disk: str = typer.Argument(..., help="A VHD, VHDX (differencing too) or raw disk holding Windows."),
+    disk: str = typer.Argument(..., help="A VHD, VHDX, qcow2 (differencing too) or raw disk holding Windows."),
     out: str = typer.Argument(..., help="The WIM to write."),
     partition: Optional[int] = typer.Option(None, "--partition", "-p",
                                             help="Partition number. Default: the NTFS partition that holds \\Windows."),

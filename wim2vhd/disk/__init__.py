@@ -1,4 +1,4 @@
-"""Virtual disks: raw, VHD and VHDX behind one interface (see base.Disk).
+"""Virtual disks: raw, VHD, VHDX and qcow2 behind one interface (see base.Disk).
 
     disk = create_disk("out.vhdx", 64 << 30, dynamic=True)   # format by extension
     disk = open_disk("in.vhd")                                 # format by content
@@ -9,12 +9,13 @@ import os
 from typing import Any
 
 from wim2vhd.disk.base import Disk, file_size, open_input
+from wim2vhd.disk.qcow2 import Qcow2Disk
 from wim2vhd.disk.raw import RawDisk
 from wim2vhd.disk.vhd import VhdDisk
 from wim2vhd.disk.vhdx import VhdxDisk
 from wim2vhd.errors import CorruptInput, OutputExists, UsageError
 
-FORMATS: tuple[type[Disk], ...] = (VhdxDisk, VhdDisk, RawDisk)  # probe order: raw accepts anything
+FORMATS: tuple[type[Disk], ...] = (VhdxDisk, VhdDisk, Qcow2Disk, RawDisk)  # probe order: raw accepts anything
 
 
 def format_for_path(path: str) -> type[Disk]:
@@ -22,14 +23,14 @@ def format_for_path(path: str) -> type[Disk]:
     for f in FORMATS:
         if ext in f.extensions:
             return f
-    raise UsageError(f"cannot tell the disk format of {path!r} from its extension: use .vhdx, .vhd, .img or .raw")
+    raise UsageError(f"cannot tell the disk format of {path!r} from its extension: use .vhdx, .vhd, .qcow2, .img or .raw")
 
 
 def format_by_name(name: str) -> type[Disk]:
     for f in FORMATS:
         if f.format_name == name:
             return f
-    raise UsageError(f"unknown disk format {name!r}: use vhdx, vhd or raw")
+    raise UsageError(f"unknown disk format {name!r}: use vhdx, vhd, qcow2 or raw")
 
 
 def probe(path: str) -> type[Disk]:
@@ -43,12 +44,16 @@ def probe(path: str) -> type[Disk]:
         os.close(fd)
     if VhdxDisk.probe(head, size):
         return VhdxDisk
+    if Qcow2Disk.probe(head, size):
+        return Qcow2Disk
     if VhdDisk.probe(head, size) or VhdDisk.probe_tail(tail):
         return VhdDisk
     ext = os.path.splitext(path)[1].lower()
-    if ext in (".vhd", ".vhdx"):
+    signature = {".vhd": "conectix", ".vhdx": "vhdxfile", ".qcow2": "QFI\\xfb"}
+    if ext in signature:
         # Named like a virtual disk but not one: say so rather than treat it as raw.
-        raise CorruptInput(f"{path}: not a {ext[1:].upper()} file (no {'vhdxfile' if ext == '.vhdx' else 'conectix'} signature)")
+        name = "qcow2" if ext == ".qcow2" else ext[1:].upper()
+        raise CorruptInput(f"{path}: not a {name} file (no {signature[ext]} signature)")
     return RawDisk
 
 
@@ -66,5 +71,5 @@ def create_disk(path: str, size: int, *, fmt: type[Disk] | None = None, force: b
     return fmt.create(path, size, **options)
 
 
-__all__ = ["Disk", "RawDisk", "VhdDisk", "VhdxDisk", "FORMATS", "create_disk", "open_disk", "probe",
+__all__ = ["Disk", "RawDisk", "VhdDisk", "VhdxDisk", "Qcow2Disk", "FORMATS", "create_disk", "open_disk", "probe",
            "format_for_path", "format_by_name"]

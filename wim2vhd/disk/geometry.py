@@ -108,3 +108,37 @@ def vhdx_payload_entry(block: int, chunk_ratio: int) -> int:
 def vhdx_bitmap_entry(chunk: int, chunk_ratio: int) -> int:
     """BAT index of the sector bitmap block of chunk `chunk`."""
     return chunk * (chunk_ratio + 1) + chunk_ratio
+
+
+# ---- qcow2 sizing -------------------------------------------------------------
+
+def qcow2_l1_entries(virtual_size: int, cluster_bits: int) -> int:
+    """L1 entries needed: one L2 table (a cluster of 8-byte entries) per cluster_size**2/8 bytes."""
+    cs = 1 << cluster_bits
+    return -(-(-(-virtual_size // cs)) // (cs // 8))
+
+
+def qcow2_plan(virtual_size: int, cluster_bits: int, refcount_order: int, data_clusters: int) -> dict[str, int]:
+    """Where a new qcow2 file's tables go, in clusters: the header, the L1 table, the refcount table,
+    every refcount block the finished file can need, every L2 table, then data.
+
+    The refcount blocks cover the metadata and `data_clusters` more (every virtual cluster, for a
+    disk that can be written anywhere): the file can then never outgrow its refcounts, and new data
+    clusters are appended past the end without new metadata.  Returns cluster indices and counts.
+    """
+    cs = 1 << cluster_bits
+    l1_entries = qcow2_l1_entries(virtual_size, cluster_bits)
+    l1 = max(1, -(-l1_entries * 8 // cs))
+    rb_entries = cs * 8 >> refcount_order
+    rb = rt = 1
+    while True:
+        total = 1 + l1 + rt + rb + l1_entries + data_clusters
+        need_rb = -(-total // rb_entries)
+        need_rt = -(-need_rb * 8 // cs)
+        if (need_rb, need_rt) == (rb, rt):
+            break
+        rb, rt = max(rb, need_rb), max(rt, need_rt)
+    plan = {"l1_entries": l1_entries, "l1": 1, "l1_clusters": l1, "rt": 1 + l1, "rt_clusters": rt,
+            "rb": 1 + l1 + rt, "rb_count": rb, "l2": 1 + l1 + rt + rb, "l2_count": l1_entries}
+    plan["data"] = plan["l2"] + l1_entries
+    return plan
