@@ -16,7 +16,7 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 
 # Headers of our C code that Python calls (w2v_block_int.h, w2v_got.h and w2v_ntfs3g.h are internal).
-PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfsdev.h", "w2v_wim.h", "w2v_ntfsvol.h", "w2v_readahead.h")
+PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfs_device.h", "w2v_wim.h", "w2v_ntfs_files.h", "w2v_readahead.h")
 
 
 def header_cdef(path: pathlib.Path) -> str:

@@ -6,7 +6,7 @@
  * which jumps to the address in libfoo's GOT slot for that symbol.  Rewriting
  * that one slot changes what libfoo calls and nothing else: other libraries,
  * and our own calls to the function, still reach the original.  This is how
- * native/ wraps libntfs-3g's cluster allocator and clock (w2v_ntfsdev.c) and
+ * native/ wraps libntfs-3g's cluster allocator and clock (w2v_ntfs_device.c) and
  * wimlib's chunk decompression (w2v_readahead.c).
  *
  * A library linked with RELRO and BIND_NOW (Debian's libntfs-3g) has its GOT

@@ -12,7 +12,7 @@ from hypothesis import example, given, settings, strategies as st
 from fixtures.wimdir import wimdir_detailed
 from tests.support import (CONFIG, fails, hive_out, hivexget, leftovers, ntfs_partition, ntfscat, ntfsls, run,
                            stream_ids, w2v)
-from wim2vhd.registry import regfile
+from wim2vhd.registry import regedit
 from wim2vhd.errors import InputError, UsageError
 from wim2vhd.security import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,
                               SecurityDescriptor)
@@ -429,9 +429,9 @@ def _reg(tmp, body):
 
 def test_reg_encodings_and_forms():
     text = REG1
-    a = regfile.parse(codecs.BOM_UTF16_LE + text.encode("utf-16-le"), "a.reg")
-    b = regfile.parse(codecs.BOM_UTF8 + text.encode("utf-8"), "b.reg")
-    c = regfile.parse(text.encode("utf-16-le"), "c.reg")  # no BOM
+    a = regedit.parse(codecs.BOM_UTF16_LE + text.encode("utf-16-le"), "a.reg")
+    b = regedit.parse(codecs.BOM_UTF8 + text.encode("utf-8"), "b.reg")
+    c = regedit.parse(text.encode("utf-16-le"), "c.reg")  # no BOM
     assert a.ops == b.ops == c.ops
     ops = {}
     for o in a.ops:  # the first of each kind and name
@@ -440,9 +440,9 @@ def test_reg_encodings_and_forms():
     assert ops[("SetValue", "ImagePath")].line == 6
     assert ops[("SetValue", "")].data == "default\0".encode("utf-16-le")
     assert ops[("DeleteValue", "TSUserEnabled")].key.endswith("Terminal Server")
-    assert regfile.locate(ops[("SetValue", "Start")].key) == regfile.Location(
+    assert regedit.locate(ops[("SetValue", "Start")].key) == regedit.Location(
         "SYSTEM", "CurrentControlSet\\Services\\w2vtest", True)
-    v4 = regfile.parse(b'REGEDIT4\r\n\r\n[HKLM\\SOFTWARE\\X]\r\n"p"=hex(2):41,42,00\r\n', "v4.reg")
+    v4 = regedit.parse(b'REGEDIT4\r\n\r\n[HKLM\\SOFTWARE\\X]\r\n"p"=hex(2):41,42,00\r\n', "v4.reg")
     assert v4.ops[1].data == "AB\0".encode("utf-16-le")  # REGEDIT4's ANSI strings become UTF-16
 
 
@@ -459,7 +459,7 @@ def test_reg_encodings_and_forms():
 ])
 def test_reg_syntax_errors_name_the_line(body, line, words):
     with pytest.raises(InputError) as e:
-        regfile.parse(("Windows Registry Editor Version 5.00\n\n" + body).encode(), "t.reg")
+        regedit.parse(("Windows Registry Editor Version 5.00\n\n" + body).encode(), "t.reg")
     assert f"t.reg:{line}: " in str(e.value) and words in str(e.value)
 
 
@@ -471,34 +471,34 @@ def test_reg_syntax_errors_name_the_line(body, line, words):
 ])
 def test_reg_keys_without_a_hive(key, words):
     with pytest.raises(UsageError) as e:
-        regfile.parse(f"Windows Registry Editor Version 5.00\n\n[{key}]\n".encode(), "k.reg")
+        regedit.parse(f"Windows Registry Editor Version 5.00\n\n[{key}]\n".encode(), "k.reg")
     assert "k.reg:3: " in str(e.value) and words in str(e.value)
 
 
 _names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
 _values = st.one_of(
-    st.builds(lambda n, s: regfile.SetValue("K", n, regfile.REG_SZ, (s + "\0").encode("utf-16-le"), 0),
+    st.builds(lambda n, s: regedit.SetValue("K", n, regedit.REG_SZ, (s + "\0").encode("utf-16-le"), 0),
               _names, st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)),
-    st.builds(lambda n, x: regfile.SetValue("K", n, regfile.REG_DWORD, struct.pack("<I", x), 0),
+    st.builds(lambda n, x: regedit.SetValue("K", n, regedit.REG_DWORD, struct.pack("<I", x), 0),
               _names, st.integers(0, 2**32 - 1)),
-    st.builds(lambda n, t, b: regfile.SetValue("K", n, t, b, 0), _names, st.integers(0, 2**32 - 1),
+    st.builds(lambda n, t, b: regedit.SetValue("K", n, t, b, 0), _names, st.integers(0, 2**32 - 1),
               st.binary(max_size=200)),
-    st.builds(lambda n: regfile.DeleteValue("K", n, 0), _names),
+    st.builds(lambda n: regedit.DeleteValue("K", n, 0), _names),
 )
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_values, max_size=8))
-@example([regfile.SetValue("K", "line\u2028sep\x85", regfile.REG_SZ, "a\u2029b\0".encode("utf-16-le"), 0)])
+@example([regedit.SetValue("K", "line\u2028sep\x85", regedit.REG_SZ, "a\u2029b\0".encode("utf-16-le"), 0)])
 def test_reg_round_trip(values):
     """What dumps writes (regedit's forms, long hex split over lines as regedit does), parse reads back."""
     key = "HKEY_LOCAL_MACHINE\\SOFTWARE\\Vendor\\Key"
-    ops = [regfile.CreateKey(key, 0)] + [type(v)(key, *[getattr(v, f) for f in v.__dataclass_fields__
+    ops = [regedit.CreateKey(key, 0)] + [type(v)(key, *[getattr(v, f) for f in v.__dataclass_fields__
                                                            if f not in ("key", "line")], 0) for v in values]
-    text = regfile.dumps(ops)
+    text = regedit.dumps(ops)
     # regedit wraps hex data at about 80 columns with a trailing backslash
     wrapped = "\r\n".join(_wrap(line) for line in text.split("\r\n"))
-    back = regfile.parse(codecs.BOM_UTF16_LE + wrapped.encode("utf-16-le"), "rt.reg")
+    back = regedit.parse(codecs.BOM_UTF16_LE + wrapped.encode("utf-16-le"), "rt.reg")
     strip = [(type(o).__name__, o.key, getattr(o, "name", None), getattr(o, "type", None), getattr(o, "data", None))
              for o in ops]
     got = [(type(o).__name__, o.key, getattr(o, "name", None), getattr(o, "type", None), getattr(o, "data", None))

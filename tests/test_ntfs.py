@@ -1,4 +1,4 @@
-"""wim2vhd.ntfs (native/w2v_ntfsvol.c): files inside an NTFS volume through libntfs-3g.
+"""wim2vhd.ntfs (native/w2v_ntfs_files.c): files inside an NTFS volume through libntfs-3g.
 
 Each test writes with our API into a fresh mkntfs image and checks the
 result with ntfs-3g's own tools (ntfsls, ntfscat, ntfsinfo, ntfsfix -n) or

@@ -165,7 +165,7 @@ def test_a_plan_that_does_not_match_is_given_up(wims, tmp):
     """The helpers planned for image 1 while wimlib applies image 2 (of other files): every chunk
     misses, the plan is dropped, and the volume is what wimlib alone writes."""
     from wim2vhd._lib import ffi, lib
-    from wim2vhd.apply import ApplyJob, apply
+    from wim2vhd.pipeline.apply import ApplyJob, apply
     from wim2vhd.options import ApplyOptions
     from wim2vhd.wim.wimlib import READAHEAD_BYTES, Wim
 

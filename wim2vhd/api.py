@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-def _disk_type(t: str | None, default: str = "dynamic") -> bool:
+def _is_dynamic(t: str | None, default: str = "dynamic") -> bool:
     t = (t or default).lower()
     if t not in ("fixed", "dynamic"):
         raise UsageError(f"--type must be fixed or dynamic, not {t!r}")
@@ -40,7 +40,7 @@ def disk_create(out: str, size: str | int, *, type: str | None = None, block_siz
     if fmt is RawDisk and bs:
         raise UsageError("--block-size applies to VHD, VHDX and qcow2 only")
     with AtomicOutput(out, force=force, sync=sync) as ao:
-        disk = create_disk(ao.temp, nbytes, fmt=fmt, dynamic=_disk_type(type), block_size=bs, sector_size=sector_size)
+        disk = create_disk(ao.temp, nbytes, fmt=fmt, dynamic=_is_dynamic(type), block_size=bs, sector_size=sector_size)
         try:
             disk.flush()  # ao.commit() fsyncs the file (unless sync=False)
             info = disk.info()
@@ -123,7 +123,7 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
         # image of another size becomes the next size up, zeros after its data, as qemu-img does.
         size = align_up(s.size, MiB if fmt is VhdDisk else sector)
         with AtomicOutput(out, force=force, inputs=(src,), sync=sync) as ao:
-            dst = create_disk(ao.temp, size, fmt=fmt, dynamic=_disk_type(type), block_size=bs,
+            dst = create_disk(ao.temp, size, fmt=fmt, dynamic=_is_dynamic(type), block_size=bs,
                               sector_size=sector)
             try:
                 dst.set_cache(0)  # each byte is written once: nothing for a cache to absorb
@@ -221,14 +221,14 @@ def output_name(template: str, index: int, name: str) -> str:
 
 def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
                 progress: ProgressFn | None = None, **keywords: Any) -> dict[str, Any] | list[dict[str, Any]]:
-    """Apply images of a WIM, ESD, split WIM or Windows ISO to new virtual disks (see wim2vhd.apply).
+    """Apply images of a WIM, ESD, split WIM or Windows ISO to new virtual disks (see wim2vhd.pipeline.apply).
 
     options: a wim2vhd.options.ApplyOptions; or, instead, its options as keywords by their CLI names
     (index="1,3,6", size="64G", type="fixed", recovery="1G", customize=..., ...: see
     ApplyOptions.from_keywords).  index: a number, "1,3,6" or "all"; with several, OUT must hold
     {index} or {name} (one disk per image) and a list of summaries is returned.  The source is
     opened once for all of them.  Everything is checked before anything is read or written."""
-    from wim2vhd.apply import ApplyJob, apply, check_image_layout
+    from wim2vhd.pipeline.apply import ApplyJob, apply, check_image_layout
     from wim2vhd.errors import InputError, OutputError, OutputExists, Wim2VhdError
     from wim2vhd.options import ApplyOptions
     from wim2vhd.wim import Wim
@@ -296,109 +296,20 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     return results if several else results[0]
 
 
-def _holds_ntfs(disk: Disk, p) -> bool:
-    return p.size >= 512 and disk.read(p.start + 3, 8) == b"NTFS    "
-
-
-def find_windows_partition(disk: Disk, number: int | None = None):
-    """The partition to capture: number N (which must hold NTFS), or the NTFS partition that holds \\Windows."""
-    from wim2vhd import partition
-    from wim2vhd.ntfs import NtfsWindow
-    from wim2vhd.errors import InputError, Wim2VhdError
-    from wim2vhd.ntfs import NtfsVolume
-    layout = partition.read_table(disk)
-    if layout is None:
-        raise InputError(f"{disk.path} has no partition table: is it a disk image?")
-    parts = list(layout.partitions)
-    numbers = ", ".join(str(p.number) for p in parts) or "none"
-    if number is not None:
-        for p in parts:
-            if p.number == number:
-                if not _holds_ntfs(disk, p):
-                    raise InputError(f"partition {number} of {disk.path} does not hold NTFS: capture takes an "
-                                     f"NTFS volume (partitions: {numbers})")
-                return p
-        raise UsageError(f"{disk.path} has no partition {number}; it has {numbers}")
-    found = []
-    for p in parts:
-        if not _holds_ntfs(disk, p):
-            continue
-        with NtfsWindow(disk, p.start, p.size, writable=False) as dev:
-            try:
-                with NtfsVolume(dev, readonly=True) as vol:
-                    if vol.is_dir("Windows"):
-                        found.append(p)
-            except Wim2VhdError:  # a damaged NTFS: not this one
-                continue
-    if not found:
-        raise InputError(f"{disk.path}: no NTFS partition holds \\Windows; choose one with --partition N "
-                         f"(partitions: {numbers})")
-    return found[0]
-
-
 def capture(disk_path: str, out: str, *, partition_number: int | None = None, name: str | None = None,
             description: str | None = None, compress: str | None = None, append: bool = False,
             force: bool = False, sync: bool = True, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Capture the Windows volume of a VHD(X) (differencing too) or a raw disk image into a WIM, through
-    the native layer, unprivileged.
+    """Capture the Windows volume of a disk (raw, VHD, VHDX, qcow2, a child) into a WIM, through the
+    native layer, unprivileged (see wim2vhd.pipeline.capture).
 
     compress: lzx (the default), xpress, lzms (solid, as an ESD; the default when OUT ends in .esd) or none.
     append: add the image to the existing WIM or ESD OUT, in its own compression; a split WIM cannot take
     one.  name: default the product name wimlib reads from the image's hives (else "DISK partition N"), made
     unique in OUT."""
-    from wim2vhd.ntfs import NtfsWindow
-    from wim2vhd.errors import InputError, OutputError, UnsupportedInput
-    from wim2vhd.wim import COMPRESSIONS, Wim, capture_ntfs, compression_name
-    t0 = time.monotonic()
-    if compress is not None and compress not in COMPRESSIONS:
-        raise UsageError(f"--compress must be one of {', '.join(COMPRESSIONS)}, not {compress!r}")
-    if name is not None and not name.strip():
-        raise UsageError("--name must not be empty")
-    if append:
-        if not os.path.exists(out):
-            raise InputError(f"--append: {out} does not exist (leave out --append to create it)")
-        with Wim(out) as w:
-            if w.total_parts > 1:
-                raise UnsupportedInput(f"{out} is part of a split WIM, which cannot take another image: join "
-                                       f"it first (wimjoin) or capture into a new WIM")
-            have = compression_name(w.compression)
-            names = {i.name for i in w.images()}
-        if compress is not None and compress != have:
-            raise UsageError(f"{out} uses {have} compression and an appended image gets it too: "
-                             f"leave out --compress {compress}")
-        if name is not None and name in names:
-            raise UsageError(f"{out} already has an image named {name!r}: choose another --name")
-        if not os.access(out, os.W_OK):
-            raise OutputError(f"cannot append to {out}: permission denied")
-        if os.path.exists(disk_path) and os.path.samefile(disk_path, out):
-            raise InputError(f"{out} is also the disk to capture")
-        compress = have
-    elif compress is None:
-        compress = "lzms" if out.lower().endswith(".esd") else "lzx"
-    d = open_disk(disk_path)
-    try:
-        part = find_windows_partition(d, partition_number)
-        shown = f"partition {part.number} of {disk_path}"
-        fallback = f"{os.path.splitext(os.path.basename(disk_path))[0]} partition {part.number}"
-        with NtfsWindow(d, part.start, part.size, writable=False) as dev:
-            if append:
-                idx = capture_ntfs(dev, out, name=name, description=description, compression=compress,
-                                   append_to=out, shown=shown, fallback_name=fallback, fsync=sync,
-                                   progress=progress)
-            else:
-                with AtomicOutput(out, force=force, inputs=(disk_path,), sync=sync) as ao:
-                    idx = capture_ntfs(dev, ao.temp, name=name, description=description,
-                                       compression=compress, shown=shown, fallback_name=fallback,
-                                       progress=progress)
-                    ao.commit()
-    finally:
-        d.close()
-    with Wim(out) as w:
-        img = w.image(idx)
-        total = w.image_count
-    return {"output": os.path.abspath(out), "source": os.path.abspath(disk_path), "partition": part.number,
-            "compression": compress, "appended": append, "images_in_output": total,
-            "image": img.to_dict(), "seconds": round(time.monotonic() - t0, 3)}
+    from wim2vhd.pipeline.capture import CaptureOptions, capture as run
+    opts = CaptureOptions(partition=partition_number, name=name, description=description, compress=compress,
+                          append=append, force=force, sync=sync)
+    return run(disk_path, out, opts, progress)
 
 
 def verify(disk_path: str) -> dict[str, Any]:

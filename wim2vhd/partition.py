@@ -23,11 +23,11 @@ from typing import Any, Protocol
 
 from wim2vhd import repro
 from wim2vhd.errors import CorruptInput, NoSpace, UsageError
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 from wim2vhd.units import MiB, align_down, format_size
 
 # ===========================================================================
-# On-disk records (declarative, see wim2vhd.record): fields at offsets from
+# On-disk records (declarative, see wim2vhd.ondisk): fields at offsets from
 # the start of the record, little-endian.  No logic here.
 # ===========================================================================
 

@@ -33,7 +33,7 @@ from functools import lru_cache
 
 from wim2vhd.errors import EnvironmentFault, InternalError, NoSpace, UsageError
 from wim2vhd.partition import MBR, MBR_BOOT_CODE_SIZE, MBR_SIGNATURE, read_table
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 
 GRUB_PC_DIR = "/usr/lib/grub/i386-pc"
 SECTOR = 512  # GRUB's i386-pc boot code counts in 512-byte sectors, whatever the disk says

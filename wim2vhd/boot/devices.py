@@ -40,7 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from wim2vhd.boot.elements import ALIAS_OF, RAMDISKOPTIONS, WELL_KNOWN
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 
 # -- declarative layouts ----------------------------------------------------------
 QUALIFIER_SIZE = 16

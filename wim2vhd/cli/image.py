@@ -96,7 +96,7 @@ def apply_cmd(
     """
     custom = None
     if unattend or merge or reg_import or enable_rdp or driver:  # (the module takes a while to import)
-        from wim2vhd import customize
+        from wim2vhd.pipeline import customize
         custom = customize.from_options(unattend=unattend, merge=merge, reg_import=reg_import,
                                         enable_rdp=enable_rdp, drivers=driver)
     given = dict(index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout, mbr=mbr,

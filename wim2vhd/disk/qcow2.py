@@ -21,13 +21,13 @@ import os
 import sys
 from typing import Any
 
-from wim2vhd.disk import geometry as geo
-from wim2vhd.disk import qcow2_layout as L
+from wim2vhd.disk import geometry
+from wim2vhd.disk import qcow2_layout as layout
 from wim2vhd.disk.base import PRESENT, ZERO, Disk, read_exact, write_all
 from wim2vhd.errors import CorruptInput, ParentError, UnsupportedInput, UsageError
 from wim2vhd.units import MiB
 
-DEFAULT_CLUSTER_SIZE = 1 << L.DEFAULT_CLUSTER_BITS
+DEFAULT_CLUSTER_SIZE = 1 << layout.DEFAULT_CLUSTER_BITS
 QEMU_MAX_L1_BYTES = 32 * MiB  # qemu opens no image with a larger L1 table
 _opening: set[str] = set()    # backing chains being opened, to refuse a loop
 
@@ -50,7 +50,7 @@ def _be(a: array.array) -> bytes:
 def cluster_bits_for(block_size: int | None) -> int:
     cs = block_size or DEFAULT_CLUSTER_SIZE
     bits = cs.bit_length() - 1
-    if cs & (cs - 1) or not L.MIN_CLUSTER_BITS <= bits <= L.MAX_CLUSTER_BITS:
+    if cs & (cs - 1) or not layout.MIN_CLUSTER_BITS <= bits <= layout.MAX_CLUSTER_BITS:
         raise UsageError(f"unsupported qcow2 cluster size {cs}: use a power of two from 512 to 2M (default 64K)")
     return bits
 
@@ -72,7 +72,7 @@ class Qcow2Disk(Disk):
 
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
-        return head[:4] == L.MAGIC
+        return head[:4] == layout.MAGIC
 
     # -- create ----------------------------------------------------------------
     @classmethod
@@ -88,7 +88,7 @@ class Qcow2Disk(Disk):
         bits = cluster_bits_for(block_size)
         cs = 1 << bits
         n_clusters = -(-size // cs)
-        plan = geo.qcow2_plan(size, bits, L.REFCOUNT_ORDER, n_clusters)
+        plan = geometry.qcow2_plan(size, bits, layout.REFCOUNT_ORDER, n_clusters)
         if plan["l1_entries"] * 8 > QEMU_MAX_L1_BYTES:
             raise UsageError(f"a qcow2 of {size} bytes with {cs}-byte clusters needs an L1 table larger than qemu's "
                              "32 MiB limit: use a larger --block-size")
@@ -99,7 +99,7 @@ class Qcow2Disk(Disk):
 
         fixed = not dynamic
         end = (plan["data"] + (n_clusters if fixed else 0)) * cs
-        l1 = array.array("Q", ((plan["l2"] + i) * cs | L.OFLAG_COPIED for i in range(plan["l1_entries"])))
+        l1 = array.array("Q", ((plan["l2"] + i) * cs | layout.OFLAG_COPIED for i in range(plan["l1_entries"])))
         rt = array.array("Q", ((plan["rb"] + i) * cs for i in range(plan["rb_count"])))
         used = plan["data"] + (n_clusters if fixed else 0)  # clusters with refcount 1, from cluster 0
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -119,8 +119,8 @@ class Qcow2Disk(Disk):
                 for t in range(plan["l2_count"]):
                     first_data = plan["data"] + t * per
                     n = min(per, n_clusters - t * per)
-                    l2 = array.array("Q", range(first_data * cs | L.OFLAG_COPIED,
-                                                (first_data + n) * cs | L.OFLAG_COPIED, cs))
+                    l2 = array.array("Q", range(first_data * cs | layout.OFLAG_COPIED,
+                                                (first_data + n) * cs | layout.OFLAG_COPIED, cs))
                     write_all(fd, _be(l2), (plan["l2"] + t) * cs)
         except BaseException:
             os.close(fd)
@@ -137,9 +137,9 @@ class Qcow2Disk(Disk):
         # Relative to the child's directory, as qemu resolves a relative name: the two can move together.
         name = os.path.relpath(os.path.abspath(parent.path), os.path.dirname(os.path.abspath(path)))
         raw = os.fsencode(name)
-        if len(raw) > L.MAX_BACKING_FILE_SIZE:
+        if len(raw) > layout.MAX_BACKING_FILE_SIZE:
             raise UsageError(f"the parent's path {name!r} is longer than qcow2's 1023 bytes")
-        fmt = {v: k for k, v in L.BACKING_FORMATS.items()}[parent.format_name]
+        fmt = {v: k for k, v in layout.BACKING_FORMATS.items()}[parent.format_name]
         return raw, fmt.encode()
 
     @staticmethod
@@ -149,69 +149,69 @@ class Qcow2Disk(Disk):
         exts = b""
         if backing is not None:
             fmt = backing[1]
-            exts += L.EXTENSION.pack({"type": L.EXT_BACKING_FORMAT, "length": len(fmt)})
+            exts += layout.EXTENSION.pack({"type": layout.EXT_BACKING_FORMAT, "length": len(fmt)})
             exts += fmt + b"\0" * (-len(fmt) % 8)
-        exts += L.EXTENSION.pack({"type": L.EXT_END, "length": 0})
-        name_at = L.V3_HEADER_LENGTH + len(exts)
-        hdr = L.HEADER_V3.pack({
-            "magic": L.MAGIC, "version": 3,
+        exts += layout.EXTENSION.pack({"type": layout.EXT_END, "length": 0})
+        name_at = layout.V3_HEADER_LENGTH + len(exts)
+        hdr = layout.HEADER_V3.pack({
+            "magic": layout.MAGIC, "version": 3,
             "backing_file_offset": name_at if backing else 0, "backing_file_size": len(backing[0]) if backing else 0,
-            "cluster_bits": bits, "size": size, "crypt_method": L.CRYPT_NONE,
+            "cluster_bits": bits, "size": size, "crypt_method": layout.CRYPT_NONE,
             "l1_size": plan["l1_entries"], "l1_table_offset": plan["l1"] * cs,
             "refcount_table_offset": plan["rt"] * cs, "refcount_table_clusters": plan["rt_clusters"],
             "nb_snapshots": 0, "snapshots_offset": 0,
             "incompatible_features": 0, "compatible_features": 0, "autoclear_features": 0,
-            "refcount_order": L.REFCOUNT_ORDER, "header_length": L.V3_HEADER_LENGTH, "compression_type": 0,
+            "refcount_order": layout.REFCOUNT_ORDER, "header_length": layout.V3_HEADER_LENGTH, "compression_type": 0,
         })
         return hdr + exts + (backing[0] if backing else b"")
 
     # -- open ------------------------------------------------------------------
     @classmethod
     def _read_header(cls, fd: int, path: str, file_size: int) -> dict[str, Any]:
-        h = L.HEADER_V2.parse(read_exact(fd, L.V2_HEADER_LENGTH, 0, "qcow2 header", path))
-        if h["magic"] != L.MAGIC:
+        h = layout.HEADER_V2.parse(read_exact(fd, layout.V2_HEADER_LENGTH, 0, "qcow2 header", path))
+        if h["magic"] != layout.MAGIC:
             raise CorruptInput(f"{path}: not a qcow2 file (no QFI\\xfb magic)")
-        if h["version"] not in L.VERSIONS:
+        if h["version"] not in layout.VERSIONS:
             raise UnsupportedInput(f"{path}: qcow2 version {h['version']} is not supported (2 and 3 are)")
         h.update(incompatible_features=0, compatible_features=0, autoclear_features=0,
-                 refcount_order=L.V2_REFCOUNT_ORDER, header_length=L.V2_HEADER_LENGTH, compression_type=0)
+                 refcount_order=layout.V2_REFCOUNT_ORDER, header_length=layout.V2_HEADER_LENGTH, compression_type=0)
         if h["version"] == 3:
-            raw = read_exact(fd, L.V3_MIN_HEADER_LENGTH, 0, "qcow2 header", path)
-            at = L.HEADER_V3.offset_of("header_length")
+            raw = read_exact(fd, layout.V3_MIN_HEADER_LENGTH, 0, "qcow2 header", path)
+            at = layout.HEADER_V3.offset_of("header_length")
             length = int.from_bytes(raw[at:at + 4], "big")
-            if length < L.V3_MIN_HEADER_LENGTH or length % 8:
+            if length < layout.V3_MIN_HEADER_LENGTH or length % 8:
                 raise CorruptInput(f"{path}: bad qcow2 header length {length}")
-            raw = read_exact(fd, length, 0, "qcow2 header", path).ljust(L.HEADER_V3.size, b"\0")
-            h = L.HEADER_V3.parse(raw)
+            raw = read_exact(fd, length, 0, "qcow2 header", path).ljust(layout.HEADER_V3.size, b"\0")
+            h = layout.HEADER_V3.parse(raw)
         bits, order = h["cluster_bits"], h["refcount_order"]
-        if not L.MIN_CLUSTER_BITS <= bits <= L.MAX_CLUSTER_BITS:
+        if not layout.MIN_CLUSTER_BITS <= bits <= layout.MAX_CLUSTER_BITS:
             raise UnsupportedInput(f"{path}: qcow2 cluster size 2^{bits} is out of range (512 bytes to 2 MiB)")
-        if order > L.MAX_REFCOUNT_ORDER:
-            raise CorruptInput(f"{path}: qcow2 refcount order {order} is out of range (0 to {L.MAX_REFCOUNT_ORDER})")
+        if order > layout.MAX_REFCOUNT_ORDER:
+            raise CorruptInput(f"{path}: qcow2 refcount order {order} is out of range (0 to {layout.MAX_REFCOUNT_ORDER})")
         if h["header_length"] > 1 << bits:
             raise CorruptInput(f"{path}: the qcow2 header is longer than its cluster")
-        if h["backing_file_offset"] and (h["backing_file_size"] > L.MAX_BACKING_FILE_SIZE or
+        if h["backing_file_offset"] and (h["backing_file_size"] > layout.MAX_BACKING_FILE_SIZE or
                                          h["backing_file_offset"] + h["backing_file_size"] > 1 << bits):
             raise CorruptInput(f"{path}: the qcow2 backing file name lies outside the first cluster or is longer "
-                               f"than {L.MAX_BACKING_FILE_SIZE} bytes")
+                               f"than {layout.MAX_BACKING_FILE_SIZE} bytes")
         return h
 
     @classmethod
     def _check_features(cls, h: dict[str, Any], names: dict[tuple[int, int], str], path: str) -> None:
         inc = h["incompatible_features"]
-        unknown = inc & ~sum(L.INCOMPAT_NAMES)
+        unknown = inc & ~sum(layout.INCOMPAT_NAMES)
         if unknown:
             bit = (unknown & -unknown).bit_length() - 1
             name = names.get((0, bit))
             raise UnsupportedInput(f"{path}: the qcow2 image uses an unknown incompatible feature (bit {bit}"
                                    + (f", {name!r}" if name else "") + ")")
-        for flag, what in ((L.INCOMPAT_DATA_FILE, "an external data file"),
-                           (L.INCOMPAT_COMPRESSION, "a non-zlib compression type"),
-                           (L.INCOMPAT_EXTL2, "extended L2 entries (subclusters)")):
+        for flag, what in ((layout.INCOMPAT_DATA_FILE, "an external data file"),
+                           (layout.INCOMPAT_COMPRESSION, "a non-zlib compression type"),
+                           (layout.INCOMPAT_EXTL2, "extended L2 entries (subclusters)")):
             if inc & flag:
                 raise UnsupportedInput(f"{path}: the qcow2 image uses {what}, which wim2vhd does not support: "
                                        "`qemu-img convert -O qcow2` makes a plain copy")
-        if h["crypt_method"] != L.CRYPT_NONE:
+        if h["crypt_method"] != layout.CRYPT_NONE:
             raise UnsupportedInput(f"{path}: the qcow2 image is encrypted, which wim2vhd does not support: "
                                    "`qemu-img convert --object secret,... -O qcow2` makes a plain copy")
 
@@ -221,11 +221,11 @@ class Qcow2Disk(Disk):
         first = os.pread(fd, cs, 0)
         stop = h["backing_file_offset"] or cs
         off, out = h["header_length"], {}
-        while off + L.EXTENSION.size <= min(stop, len(first)):
-            e = L.EXTENSION.parse(first, off)
-            if e["type"] == L.EXT_END:
+        while off + layout.EXTENSION.size <= min(stop, len(first)):
+            e = layout.EXTENSION.parse(first, off)
+            if e["type"] == layout.EXT_END:
                 break
-            data_at = off + L.EXTENSION.size
+            data_at = off + layout.EXTENSION.size
             if data_at + e["length"] > len(first):
                 raise CorruptInput(f"{path}: qcow2 header extension {e['type']:#x} runs past the first cluster")
             out[e["type"]] = first[data_at:data_at + e["length"]]
@@ -238,19 +238,19 @@ class Qcow2Disk(Disk):
         h = cls._read_header(fd, path, file_size)
         exts = cls._read_extensions(fd, path, h, file_size)
         names = {}
-        raw_names = exts.get(L.EXT_FEATURE_NAMES, b"")
-        for k in range(len(raw_names) // L.FEATURE_NAME.size):
-            f = L.FEATURE_NAME.parse(raw_names, k * L.FEATURE_NAME.size)
+        raw_names = exts.get(layout.EXT_FEATURE_NAMES, b"")
+        for k in range(len(raw_names) // layout.FEATURE_NAME.size):
+            f = layout.FEATURE_NAME.parse(raw_names, k * layout.FEATURE_NAME.size)
             names[(f["type"], f["bit"])] = f["name"].rstrip(b"\0").decode("utf-8", "replace")
         cls._check_features(h, names, path)
-        if L.EXT_DATA_FILE in exts or L.EXT_CRYPTO in exts:
+        if layout.EXT_DATA_FILE in exts or layout.EXT_CRYPTO in exts:
             raise UnsupportedInput(f"{path}: the qcow2 image has an external data file or encryption header, "
                                    "which wim2vhd does not support")
         bits, size = h["cluster_bits"], h["size"]
         cs = 1 << bits
         if size % 512:
             raise CorruptInput(f"{path}: qcow2 virtual size {size} is not a multiple of 512")
-        need = geo.qcow2_l1_entries(size, bits)
+        need = geometry.qcow2_l1_entries(size, bits)
         l1_off, l1_size = h["l1_table_offset"], h["l1_size"]
         if l1_size < need:
             raise CorruptInput(f"{path}: the qcow2 L1 table has {l1_size} entries, {need} needed for {size} bytes")
@@ -288,7 +288,7 @@ class Qcow2Disk(Disk):
         v3 = h["version"] == 3
         self._present = 0
         for i, e in enumerate(self._l1):
-            l2_off = e & L.L1E_OFFSET_MASK
+            l2_off = e & layout.L1E_OFFSET_MASK
             if not l2_off:
                 continue
             if l2_off % cs or l2_off + cs > file_size:
@@ -301,11 +301,11 @@ class Qcow2Disk(Disk):
                 blk = i * per + j
                 if not v or blk >= n_blocks:
                     continue
-                if v & L.OFLAG_COMPRESSED:
+                if v & layout.OFLAG_COMPRESSED:
                     raise UnsupportedInput(f"{path}: the qcow2 image has compressed clusters, which wim2vhd does not "
                                            "read: `qemu-img convert -O qcow2` makes an uncompressed copy")
-                off = v & L.L2E_OFFSET_MASK
-                if v3 and v & L.OFLAG_ZERO:
+                off = v & layout.L2E_OFFSET_MASK
+                if v3 and v & layout.OFLAG_ZERO:
                     state[blk] = ZERO  # reads as zeros, whatever the backing file holds (a preallocation ignored)
                     continue
                 if not off:
@@ -320,17 +320,17 @@ class Qcow2Disk(Disk):
         """Writes need the tables create() lays out: every L2 table there, refcounts for every cluster to come."""
         h, path, cs = self._hdr, self.path, 1 << self._bits
         inc = h["incompatible_features"]
-        if inc & (L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT) or h["nb_snapshots"]:
+        if inc & (layout.INCOMPAT_DIRTY | layout.INCOMPAT_CORRUPT) or h["nb_snapshots"]:
             raise UnsupportedInput(f"{path}: wim2vhd does not write to qcow2 images that are dirty, marked corrupt or "
                                    "have snapshots")
-        if h["version"] != 3 or h["refcount_order"] != L.REFCOUNT_ORDER or not all(self._l1):
+        if h["version"] != 3 or h["refcount_order"] != layout.REFCOUNT_ORDER or not all(self._l1):
             raise UnsupportedInput(f"{path}: wim2vhd writes only into qcow2 images laid out as it makes them "
                                    "(version 3, 16-bit refcounts, every L2 table allocated)")
         rt_len = h["refcount_table_clusters"] * cs
         self._rt = _u64s(read_exact(self.fd, rt_len, h["refcount_table_offset"], "refcount table", path))
-        rb_entries = cs * 8 >> L.REFCOUNT_ORDER
+        rb_entries = cs * 8 >> layout.REFCOUNT_ORDER
         covered = 0
-        while covered < len(self._rt) and self._rt[covered] & L.RT_OFFSET_MASK:
+        while covered < len(self._rt) and self._rt[covered] & layout.RT_OFFSET_MASK:
             covered += 1
         to_come = -(-self.size // cs) - self._present
         if covered * rb_entries < self._file_end() // cs + to_come:
@@ -339,7 +339,7 @@ class Qcow2Disk(Disk):
         if h["autoclear_features"]:
             # Bitmaps and the like are not kept up to date by us: the spec asks a writer to clear the bits first.
             h["autoclear_features"] = 0
-            write_all(self.fd, bytes(8), L.HEADER_V3.offset_of("autoclear_features"))
+            write_all(self.fd, bytes(8), layout.HEADER_V3.offset_of("autoclear_features"))
 
     # -- parent ----------------------------------------------------------------
     def parent_paths(self) -> list[str]:
@@ -353,15 +353,15 @@ class Qcow2Disk(Disk):
         path = self.parent_paths()[0]
         if not os.path.exists(path):
             raise ParentError(f"{self.path}: backing file {self._backing_name!r} not found (looked for {path})")
-        fmt_name = self._exts.get(L.EXT_BACKING_FORMAT)
+        fmt_name = self._exts.get(layout.EXT_BACKING_FORMAT)
         if fmt_name is not None:
             name = fmt_name.decode("ascii", "replace")
-            if name not in L.BACKING_FORMATS:
+            if name not in layout.BACKING_FORMATS:
                 raise UnsupportedInput(f"{self.path}: backing file format {name!r} is not one wim2vhd reads "
-                                       f"({', '.join(L.BACKING_FORMATS)})")
+                                       f"({', '.join(layout.BACKING_FORMATS)})")
             # The format named wins over the content, as in qemu: a raw backing file that happens to
             # start like a qcow2 header is read as raw.
-            fmt = format_by_name(L.BACKING_FORMATS[name])
+            fmt = format_by_name(layout.BACKING_FORMATS[name])
         else:
             fmt = probe(path)
         key = os.path.realpath(path)
@@ -379,23 +379,23 @@ class Qcow2Disk(Disk):
         if not dirty:
             return
         cs = 1 << self._bits
-        per, rb_entries = cs // 8, cs * 8 >> L.REFCOUNT_ORDER
+        per, rb_entries = cs // 8, cs * 8 >> layout.REFCOUNT_ORDER
         data_off, state = self._tables()
         refs, l2 = [], []
         for b in dirty:
             s = state[b]
             if s == PRESENT:
                 refs.append((data_off[b] // cs, 1))
-                l2.append((b, data_off[b] | L.OFLAG_COPIED))
+                l2.append((b, data_off[b] | layout.OFLAG_COPIED))
             else:  # the native layer only ever allocates; kept general
-                l2.append((b, L.OFLAG_ZERO if s == ZERO else 0))
+                l2.append((b, layout.OFLAG_ZERO if s == ZERO else 0))
         # Refcounts first: a crash before the L2 entries leaks clusters (qemu-img check -r leaks),
         # never leaves an entry pointing at a cluster that counts as free.
         for c, vals in _runs(refs, rb_entries):
-            rb = self._rt[c // rb_entries] & L.RT_OFFSET_MASK
+            rb = self._rt[c // rb_entries] & layout.RT_OFFSET_MASK
             write_all(self.fd, b"".join(v.to_bytes(2, "big") for v in vals), rb + (c % rb_entries) * 2)
         for b, vals in _runs(l2, per):
-            table = self._l1[b // per] & L.L1E_OFFSET_MASK
+            table = self._l1[b // per] & layout.L1E_OFFSET_MASK
             write_all(self.fd, _be(array.array("Q", vals)), table + (b % per) * 8)
         self._present = self.allocated_bytes() // cs
 
@@ -409,7 +409,7 @@ class Qcow2Disk(Disk):
         }
         if self._backing_name:
             out["backing_file"] = self._backing_name
-            fmt = self._exts.get(L.EXT_BACKING_FORMAT)
+            fmt = self._exts.get(layout.EXT_BACKING_FORMAT)
             if fmt is not None:
                 out["backing_format"] = fmt.decode("ascii", "replace")
         return out

@@ -2,7 +2,7 @@
 
 All numbers big-endian.  Layout only: the logic is in qcow2.py.
 """
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 
 MAGIC = b"QFI\xfb"
 VERSIONS = (2, 3)           # 3 is what `qemu-img create -o compat=1.1` (the default) writes; 2 is compat=0.10

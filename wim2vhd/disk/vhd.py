@@ -16,7 +16,7 @@ from typing import Any
 
 from wim2vhd import repro
 from wim2vhd.disk import base
-from wim2vhd.disk import geometry as geo
+from wim2vhd.disk import geometry
 from wim2vhd.disk.base import ABSENT, PARTIAL, PRESENT, Disk, read_exact, write_all
 from wim2vhd.disk.vhd_layout import (
     BAT_UNUSED, DYNAMIC_HEADER, DYNHDR_COOKIE, FOOTER, FOOTER_COOKIE, FORMAT_VERSION, HEADER_VERSION,
@@ -42,7 +42,7 @@ def _check_footer(raw: bytes, path: str, where: str) -> dict[str, Any]:
     f = FOOTER.parse(raw)
     if f["cookie"] != FOOTER_COOKIE:
         raise CorruptInput(f"{path}: not a VHD: bad footer cookie {where}")
-    want = geo.vhd_checksum(raw, FOOTER.offset_of("checksum"))
+    want = geometry.vhd_checksum(raw, FOOTER.offset_of("checksum"))
     if f["checksum"] != want:
         raise CorruptInput(f"{path}: VHD footer checksum mismatch {where} (stored {f['checksum']:#010x}, computed {want:#010x})")
     return f
@@ -54,7 +54,7 @@ def read_dynamic_header(fd: int, footer: dict[str, Any], path: str, file_size: i
     hdr = DYNAMIC_HEADER.parse(hraw)
     if hdr["cookie"] != DYNHDR_COOKIE:
         raise CorruptInput(f"{path}: bad VHD dynamic header cookie")
-    want = geo.vhd_checksum(hraw, DYNAMIC_HEADER.offset_of("checksum"))
+    want = geometry.vhd_checksum(hraw, DYNAMIC_HEADER.offset_of("checksum"))
     if hdr["checksum"] != want:
         raise CorruptInput(f"{path}: VHD dynamic header checksum mismatch")
     bs = hdr["block_size"]
@@ -84,7 +84,7 @@ def bat_problems(bat: tuple[int, ...], hdr: dict[str, Any], footer: dict[str, An
     """What is wrong with the BAT's entries: past the end of the file, into the headers, BAT or
     locators, or into each other (two blocks that share bytes would corrupt each other's data)."""
     bs = hdr["block_size"]
-    span = geo.vhd_bitmap_bytes(bs) + bs
+    span = geometry.vhd_bitmap_bytes(bs) + bs
     limit = file_size - 512
     out, blocks = [], []
     for i, sec in enumerate(bat):
@@ -144,18 +144,18 @@ def parent_candidates(path: str, fd: int, hdr: dict[str, Any], file_size: int) -
 
 def _pack_with_checksum(record, values: dict[str, Any]) -> bytes:
     raw = record.pack({**values, "checksum": 0})
-    values["checksum"] = geo.vhd_checksum(raw, record.offset_of("checksum"))
+    values["checksum"] = geometry.vhd_checksum(raw, record.offset_of("checksum"))
     return record.pack(values)
 
 
 def _new_footer(size: int, disk_type: int, data_offset: int, unique_id: bytes, when: float) -> dict[str, Any]:
-    cyl, heads, spt = geo.vhd_chs(size // 512)
+    cyl, heads, spt = geometry.vhd_chs(size // 512)
     return {
         "cookie": FOOTER_COOKIE,
         "features": 2,  # "reserved, must always be set"
         "format_version": FORMAT_VERSION,
         "data_offset": data_offset,
-        "timestamp": geo.vhd_timestamp(when),
+        "timestamp": geometry.vhd_timestamp(when),
         "creator_app": CREATOR_APP,
         "creator_version": CREATOR_VERSION,
         "creator_os": CREATOR_OS,
@@ -174,8 +174,8 @@ def _new_footer(size: int, disk_type: int, data_offset: int, unique_id: bytes, w
 def check_size(size: int) -> None:
     if size <= 0:
         raise UsageError("the disk size must be positive")
-    if size > geo.VHD_MAX_SIZE:
-        raise UsageError(f"a VHD can be at most 2040 GiB ({geo.VHD_MAX_SIZE} bytes); use .vhdx for larger disks")
+    if size > geometry.VHD_MAX_SIZE:
+        raise UsageError(f"a VHD can be at most 2040 GiB ({geometry.VHD_MAX_SIZE} bytes); use .vhdx for larger disks")
     if size % MiB:
         # Azure accepts only fixed VHDs of a whole number of MiB; we hold every VHD to it.
         raise UsageError(f"a VHD's size must be a whole number of MiB (Azure requires it); {size} is not")
@@ -305,7 +305,7 @@ class VhdDisk(Disk):
         dtype = footer["disk_type"]
         if dtype not in TYPE_NAMES:
             raise UnsupportedInput(f"{path}: unknown VHD disk type {dtype}")
-        if size > geo.VHD_MAX_SIZE:
+        if size > geometry.VHD_MAX_SIZE:
             raise UnsupportedInput(f"{path}: VHD of {size} bytes is over the 2040 GiB limit")
         if size % 512:
             raise CorruptInput(f"{path}: VHD size {size} is not a multiple of 512")
@@ -323,7 +323,7 @@ class VhdDisk(Disk):
         entries = -(-size // bs)  # the entries in use: any more the table declares are never read
         bat_raw = read_exact(fd, entries * 4, hdr["table_offset"], "BAT", path, file_size)
         bat = struct.unpack(f">{entries}I", bat_raw)
-        bitmap_bytes = geo.vhd_bitmap_bytes(bs)
+        bitmap_bytes = geometry.vhd_bitmap_bytes(bs)
         problems = bat_problems(bat, hdr, footer, file_size)
         problems += [p for p, _ in locator_problems(fd, hdr, file_size) if p]
         if problems:
@@ -368,7 +368,7 @@ class VhdDisk(Disk):
         if self._hdr is None:
             return
         data_off, state = self._tables()
-        bitmap_bytes = geo.vhd_bitmap_bytes(self.block_size)
+        bitmap_bytes = geometry.vhd_bitmap_bytes(self.block_size)
         table = self._hdr["table_offset"]
         for i in self._take_dirty():
             entry = BAT_UNUSED if state[i] == ABSENT else (data_off[i] - bitmap_bytes) // 512

@@ -6,7 +6,7 @@ import os
 import struct
 from typing import Any
 
-from wim2vhd.disk import geometry as geo
+from wim2vhd.disk import geometry
 from wim2vhd.disk.base import check_range, file_size
 from wim2vhd.disk.check import Facts
 from wim2vhd.disk.vhd import bat_problems, locator_problems, parent_candidates
@@ -23,7 +23,7 @@ def footer_status(raw: bytes) -> str | None:
     if len(raw) < 512 or raw[:8] != FOOTER_COOKIE:
         return "no 'conectix' cookie"
     f = FOOTER.parse(raw)
-    want = geo.vhd_checksum(raw, FOOTER.offset_of("checksum"))
+    want = geometry.vhd_checksum(raw, FOOTER.offset_of("checksum"))
     if f["checksum"] != want:
         return f"checksum mismatch (stored {f['checksum']:#010x}, computed {want:#010x})"
     return None
@@ -36,7 +36,7 @@ def _footer_fields(facts: Facts, f: dict[str, Any], size: int) -> bool:
         return False
     if f["format_version"] != FORMAT_VERSION:
         facts.add("footer", f"file format version {f['format_version']:#010x}, not {FORMAT_VERSION:#010x}")
-    if f["current_size"] % 512 or f["current_size"] > geo.VHD_MAX_SIZE or not f["current_size"]:
+    if f["current_size"] % 512 or f["current_size"] > geometry.VHD_MAX_SIZE or not f["current_size"]:
         facts.add("footer", f"bad virtual size {f['current_size']} (a multiple of 512, at most 2040 GiB)")
         return False
     if f["disk_type"] == TYPE_FIXED:
@@ -111,7 +111,7 @@ def _dynamic_header(facts: Facts, fd: int, footer: dict[str, Any], size: int) ->
     if hdr["cookie"] != DYNHDR_COOKIE:
         facts.add("dynamic header", "no 'cxsparse' cookie")
         return None
-    want = geo.vhd_checksum(raw, DYNAMIC_HEADER.offset_of("checksum"))
+    want = geometry.vhd_checksum(raw, DYNAMIC_HEADER.offset_of("checksum"))
     if hdr["checksum"] != want:
         facts.add("dynamic header", f"checksum mismatch (stored {hdr['checksum']:#010x}, computed {want:#010x}; "
                                     "it has no copy to repair it from)")
@@ -145,7 +145,7 @@ def _bat(facts: Facts, fd: int, hdr: dict[str, Any], footer: dict[str, Any], siz
     bat = struct.unpack(f">{need}I", os.pread(fd, need * 4, off))
     for p in bat_problems(bat, hdr, footer, size):
         facts.add("BAT", p)
-    span = geo.vhd_bitmap_bytes(hdr["block_size"]) + hdr["block_size"]
+    span = geometry.vhd_bitmap_bytes(hdr["block_size"]) + hdr["block_size"]
     return max((s * 512 + span for s in bat if s != 0xFFFFFFFF), default=0)
 
 

@@ -2,7 +2,7 @@
 
 All fields are big-endian.  Layout only: the logic is in vhd.py.
 """
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 
 FOOTER_COOKIE = b"conectix"
 DYNHDR_COOKIE = b"cxsparse"

@@ -16,8 +16,8 @@ from typing import Any
 
 from wim2vhd import repro
 from wim2vhd.disk import base
-from wim2vhd.disk import geometry as geo
-from wim2vhd.disk import vhdx_layout as L
+from wim2vhd.disk import geometry
+from wim2vhd.disk import vhdx_layout as layout
 from wim2vhd.disk.base import ABSENT, PARTIAL, PRESENT, ZERO, Disk, read_exact, write_all
 from wim2vhd.disk.vhdx_parse import (
     _STATE_IN, _guid, _with_crc, bat_problems, disk_params, fixed_ranges, header_status, linkage,
@@ -31,10 +31,10 @@ DEFAULT_DIFF_BLOCK_SIZE = 2 * MiB  # what Hyper-V uses for differencing VHDX
 CREATOR = "wim2vhd"
 
 _STATE_OUT = {
-    ABSENT: L.PAYLOAD_BLOCK_NOT_PRESENT,
-    ZERO: L.PAYLOAD_BLOCK_ZERO,
-    PRESENT: L.PAYLOAD_BLOCK_FULLY_PRESENT,
-    PARTIAL: L.PAYLOAD_BLOCK_PARTIALLY_PRESENT,
+    ABSENT: layout.PAYLOAD_BLOCK_NOT_PRESENT,
+    ZERO: layout.PAYLOAD_BLOCK_ZERO,
+    PRESENT: layout.PAYLOAD_BLOCK_FULLY_PRESENT,
+    PARTIAL: layout.PAYLOAD_BLOCK_PARTIALLY_PRESENT,
 }
 
 
@@ -43,7 +43,7 @@ def check_params(size: int, block_size: int, sector_size: int) -> None:
         raise UsageError(f"unsupported sector size {sector_size}: use 512 or 4096")
     if size <= 0 or size % sector_size:
         raise UsageError(f"the disk size must be a positive multiple of the {sector_size}-byte sector")
-    if size > geo.VHDX_MAX_SIZE:
+    if size > geometry.VHDX_MAX_SIZE:
         raise UsageError("a VHDX can be at most 64 TiB")
     if block_size & (block_size - 1) or not MiB <= block_size <= 256 * MiB:
         raise UsageError(f"unsupported VHDX block size {block_size}: use a power of two from 1M to 256M (default 32M)")
@@ -51,11 +51,11 @@ def check_params(size: int, block_size: int, sector_size: int) -> None:
 
 def _metadata_region(items: list[tuple[uuid.UUID, bytes, int]]) -> bytes:
     """The metadata region: table at 0, items from 64 KiB, 8-byte aligned."""
-    table = [L.METADATA_TABLE_HEADER.pack({"signature": L.METADATA_SIGNATURE, "entry_count": len(items)})]
+    table = [layout.METADATA_TABLE_HEADER.pack({"signature": layout.METADATA_SIGNATURE, "entry_count": len(items)})]
     body = bytearray()
     off = 64 * 1024
     for item_id, data, flags in items:
-        table.append(L.METADATA_TABLE_ENTRY.pack({
+        table.append(layout.METADATA_TABLE_ENTRY.pack({
             "item_id": item_id.bytes_le, "offset": off + len(body), "length": len(data), "flags": flags}))
         body += data
         body += b"\0" * (-len(body) % 8)
@@ -65,13 +65,13 @@ def _metadata_region(items: list[tuple[uuid.UUID, bytes, int]]) -> bytes:
 
 def _parent_locator(entries: dict[str, str]) -> bytes:
     keys = list(entries.items())
-    hdr = L.PARENT_LOCATOR_HEADER.pack({"locator_type": L.PARENT_LOCATOR_TYPE_VHDX.bytes_le,
+    hdr = layout.PARENT_LOCATOR_HEADER.pack({"locator_type": layout.PARENT_LOCATOR_TYPE_VHDX.bytes_le,
                                         "key_value_count": len(keys)})
-    off = L.PARENT_LOCATOR_HEADER.size + L.PARENT_LOCATOR_ENTRY.size * len(keys)
+    off = layout.PARENT_LOCATOR_HEADER.size + layout.PARENT_LOCATOR_ENTRY.size * len(keys)
     table, blob = [], bytearray()
     for k, v in keys:
         kb, vb = k.encode("utf-16-le"), v.encode("utf-16-le")
-        table.append(L.PARENT_LOCATOR_ENTRY.pack({
+        table.append(layout.PARENT_LOCATOR_ENTRY.pack({
             "key_offset": off + len(blob), "value_offset": off + len(blob) + len(kb),
             "key_length": len(kb), "value_length": len(vb)}))
         blob += kb + vb
@@ -110,7 +110,7 @@ class VhdxDisk(Disk):
 
     @classmethod
     def probe(cls, head: bytes, file_size: int) -> bool:
-        return head[:8] == L.FILE_ID_SIGNATURE
+        return head[:8] == layout.FILE_ID_SIGNATURE
 
     # -- create ----------------------------------------------------------------
     @classmethod
@@ -124,27 +124,27 @@ class VhdxDisk(Disk):
         block_size = block_size or DEFAULT_BLOCK_SIZE
         check_params(size, block_size, sector_size)
         differencing = parent is not None
-        entries = geo.vhdx_bat_entries(size, block_size, sector_size, differencing)
+        entries = geometry.vhdx_bat_entries(size, block_size, sector_size, differencing)
         bat_len = align_up(max(entries * 8, 1), MiB)
-        payload_start = L.BAT_OFFSET + bat_len
+        payload_start = layout.BAT_OFFSET + bat_len
         n_blocks = -(-size // block_size)
-        ratio = geo.vhdx_chunk_ratio(sector_size, block_size)
+        ratio = geometry.vhdx_chunk_ratio(sector_size, block_size)
 
-        flags = 0 if dynamic else L.FP_LEAVE_BLOCKS_ALLOCATED
+        flags = 0 if dynamic else layout.FP_LEAVE_BLOCKS_ALLOCATED
         items = [
-            (L.META_FILE_PARAMETERS,
-             L.FILE_PARAMETERS.pack({"block_size": block_size,
-                                     "flags": flags | (L.FP_HAS_PARENT if differencing else 0)})),
-            (L.META_VIRTUAL_DISK_SIZE, size.to_bytes(8, "little")),
-            (L.META_LOGICAL_SECTOR_SIZE, sector_size.to_bytes(4, "little")),
-            (L.META_PHYSICAL_SECTOR_SIZE, physical_sector_size.to_bytes(4, "little")),
-            (L.META_VIRTUAL_DISK_ID, disk_id or repro.uuid_for("vhdx-disk-id").bytes_le),
+            (layout.META_FILE_PARAMETERS,
+             layout.FILE_PARAMETERS.pack({"block_size": block_size,
+                                     "flags": flags | (layout.FP_HAS_PARENT if differencing else 0)})),
+            (layout.META_VIRTUAL_DISK_SIZE, size.to_bytes(8, "little")),
+            (layout.META_LOGICAL_SECTOR_SIZE, sector_size.to_bytes(4, "little")),
+            (layout.META_PHYSICAL_SECTOR_SIZE, physical_sector_size.to_bytes(4, "little")),
+            (layout.META_VIRTUAL_DISK_ID, disk_id or repro.uuid_for("vhdx-disk-id").bytes_le),
         ]
         if differencing:
-            items.append((L.META_PARENT_LOCATOR, _parent_locator(_parent_entries(parent, path))))
-        items = [(g, data, L.META_FLAGS[g]) for g, data in items]
+            items.append((layout.META_PARENT_LOCATOR, _parent_locator(_parent_entries(parent, path))))
+        items = [(g, data, layout.META_FLAGS[g]) for g, data in items]
         metadata = _metadata_region(items)
-        if len(metadata) > L.METADATA_LENGTH:
+        if len(metadata) > layout.METADATA_LENGTH:
             raise UsageError("VHDX metadata does not fit its region (parent path too long?)")
 
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -155,33 +155,33 @@ class VhdxDisk(Disk):
                 bat = array.array("Q", bytes(entries * 8))
                 for b in range(n_blocks):
                     off = payload_start + b * block_size
-                    bat[geo.vhdx_payload_entry(b, ratio)] = (off >> 20 << L.BAT_OFFSET_SHIFT) | L.PAYLOAD_BLOCK_FULLY_PRESENT
+                    bat[geometry.vhdx_payload_entry(b, ratio)] = (off >> 20 << layout.BAT_OFFSET_SHIFT) | layout.PAYLOAD_BLOCK_FULLY_PRESENT
                 if sys.byteorder != "little":
                     bat.byteswap()
                 bat_bytes = bat.tobytes()
             os.ftruncate(fd, end)
-            write_all(fd, L.FILE_IDENTIFIER.pack({"signature": L.FILE_ID_SIGNATURE,
+            write_all(fd, layout.FILE_IDENTIFIER.pack({"signature": layout.FILE_ID_SIGNATURE,
                                                   "creator": CREATOR.encode("utf-16-le")}), 0)
-            regions = [(L.BAT_REGION, L.BAT_OFFSET, bat_len), (L.METADATA_REGION, L.METADATA_OFFSET, L.METADATA_LENGTH)]
-            rt = L.REGION_TABLE_HEADER.pack({"signature": L.REGION_SIGNATURE, "checksum": 0,
+            regions = [(layout.BAT_REGION, layout.BAT_OFFSET, bat_len), (layout.METADATA_REGION, layout.METADATA_OFFSET, layout.METADATA_LENGTH)]
+            rt = layout.REGION_TABLE_HEADER.pack({"signature": layout.REGION_SIGNATURE, "checksum": 0,
                                              "entry_count": len(regions)})
-            rt += b"".join(L.REGION_TABLE_ENTRY.pack({"guid": g.bytes_le, "file_offset": o, "length": n, "required": 1})
+            rt += b"".join(layout.REGION_TABLE_ENTRY.pack({"guid": g.bytes_le, "file_offset": o, "length": n, "required": 1})
                            for g, o, n in regions)
-            rt = _with_crc(rt.ljust(L.REGION_SIZE, b"\0"))
-            for off in L.REGION_OFFSETS:
+            rt = _with_crc(rt.ljust(layout.REGION_SIZE, b"\0"))
+            for off in layout.REGION_OFFSETS:
                 write_all(fd, rt, off)
-            write_all(fd, metadata, L.METADATA_OFFSET)
+            write_all(fd, metadata, layout.METADATA_OFFSET)
             if not dynamic:
-                write_all(fd, bat_bytes, L.BAT_OFFSET)
+                write_all(fd, bat_bytes, layout.BAT_OFFSET)
             hdr = {
-                "signature": L.HEADER_SIGNATURE, "checksum": 0, "sequence_number": 0,
+                "signature": layout.HEADER_SIGNATURE, "checksum": 0, "sequence_number": 0,
                 "file_write_guid": repro.uuid_for("vhdx-file-write").bytes_le,
                 "data_write_guid": repro.uuid_for("vhdx-data-write").bytes_le,
                 "log_guid": b"\0" * 16, "log_version": 0, "version": 1,
-                "log_length": L.LOG_LENGTH, "log_offset": L.LOG_OFFSET,
+                "log_length": layout.LOG_LENGTH, "log_offset": layout.LOG_OFFSET,
             }
-            for i, off in enumerate(L.HEADER_OFFSETS):
-                write_all(fd, _with_crc(L.HEADER.pack({**hdr, "sequence_number": i + 1})), off)
+            for i, off in enumerate(layout.HEADER_OFFSETS):
+                write_all(fd, _with_crc(layout.HEADER.pack({**hdr, "sequence_number": i + 1})), off)
         except BaseException:
             os.close(fd)
             os.unlink(path)
@@ -204,8 +204,8 @@ class VhdxDisk(Disk):
     def _read_header(cls, fd: int, path: str, size: int) -> tuple[dict[str, Any], int]:
         best, slot = None, -1
         bad = []
-        for i, off in enumerate(L.HEADER_OFFSETS):
-            h, why = header_status(read_exact(fd, L.HEADER_SIZE, off, f"header {i + 1}", path, size))
+        for i, off in enumerate(layout.HEADER_OFFSETS):
+            h, why = header_status(read_exact(fd, layout.HEADER_SIZE, off, f"header {i + 1}", path, size))
             if why:
                 bad.append(f"header {i + 1} {why}")
             elif best is None or h["sequence_number"] > best["sequence_number"]:
@@ -216,14 +216,14 @@ class VhdxDisk(Disk):
 
     @classmethod
     def _read_regions(cls, fd: int, path: str, size: int) -> dict[uuid.UUID, tuple[int, int]]:
-        for i, off in enumerate(L.REGION_OFFSETS):
-            regions, why = region_status(read_exact(fd, L.REGION_SIZE, off, f"region table {i + 1}", path, size))
+        for i, off in enumerate(layout.REGION_OFFSETS):
+            regions, why = region_status(read_exact(fd, layout.REGION_SIZE, off, f"region table {i + 1}", path, size))
             if why:
                 continue
             for g, (o, n, required) in regions.items():
-                if g not in L.REGION_NAMES and required:
+                if g not in layout.REGION_NAMES and required:
                     raise UnsupportedInput(f"{path}: VHDX requires an unknown region {g}")
-            if L.BAT_REGION not in regions or L.METADATA_REGION not in regions:
+            if layout.BAT_REGION not in regions or layout.METADATA_REGION not in regions:
                 raise CorruptInput(f"{path}: VHDX region table lacks the BAT or metadata region")
             return {g: (o, n) for g, (o, n, _) in regions.items()}
         raise CorruptInput(f"{path}: both VHDX region tables are damaged (bad signature or CRC-32C mismatch)")
@@ -240,7 +240,7 @@ class VhdxDisk(Disk):
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "VhdxDisk":
         file_size = base.file_size(fd)
         ident = read_exact(fd, 8, 0, "file identifier", path, file_size)
-        if ident != L.FILE_ID_SIGNATURE:
+        if ident != layout.FILE_ID_SIGNATURE:
             raise CorruptInput(f"{path}: not a VHDX: bad file identifier signature")
         hdr, slot = cls._read_header(fd, path, file_size)
         if hdr["version"] != 1:
@@ -250,12 +250,12 @@ class VhdxDisk(Disk):
             raise UnsupportedInput(f"{path}: the VHDX has a log to replay (`wim2vhd disk check` says what it "
                                    "holds); open it once in Hyper-V or run `qemu-img check -r all` on it first")
         regions = cls._read_regions(fd, path, file_size)
-        meta = cls._read_metadata(fd, path, *regions[L.METADATA_REGION], file_size)
+        meta = cls._read_metadata(fd, path, *regions[layout.METADATA_REGION], file_size)
         p = disk_params(meta, path)
         size, lss, bs, differencing = p["size"], p["lss"], p["block_size"], p["differencing"]
-        ratio = geo.vhdx_chunk_ratio(lss, bs)
-        entries = geo.vhdx_bat_entries(size, bs, lss, differencing)
-        bat_off, bat_len = regions[L.BAT_REGION]
+        ratio = geometry.vhdx_chunk_ratio(lss, bs)
+        entries = geometry.vhdx_bat_entries(size, bs, lss, differencing)
+        bat_off, bat_len = regions[layout.BAT_REGION]
         if bat_len < entries * 8:
             raise CorruptInput(f"{path}: VHDX BAT region holds {bat_len // 8} entries, {entries} needed")
         raw = read_exact(fd, entries * 8, bat_off, "BAT", path, file_size)
@@ -267,12 +267,12 @@ class VhdxDisk(Disk):
         problems = bat_problems(bat, ratio, n_blocks, bs, differencing, file_size, fixed_ranges(hdr, regions))
         if problems:
             raise CorruptInput(f"{path}: {problems[0]}")
-        locator = parse_parent_locator(meta[L.META_PARENT_LOCATOR], path) if differencing else {}
+        locator = parse_parent_locator(meta[layout.META_PARENT_LOCATOR], path) if differencing else {}
 
         d = cls(path, fd, {
             "virtual_size": size, "sector_size": lss, "block_size": bs,
             "bitmap_mode": 2, "bitmap_bytes": bs // lss // 8, "chunk_ratio": ratio,
-            "group_bytes": L.SECTOR_BITMAP_BLOCK, "alloc_align": MiB,
+            "group_bytes": layout.SECTOR_BITMAP_BLOCK, "alloc_align": MiB,
             "file_end": align_up(file_size, MiB),
         }, writable=writable)
         d.disk_type = "differencing" if differencing else ("fixed" if p["leave_allocated"] else "dynamic")
@@ -286,10 +286,10 @@ class VhdxDisk(Disk):
             group_off = d._group_table()
             for j in (i for i, v in enumerate(bat) if v):
                 v = bat[j]
-                st, off = v & L.BAT_STATE_MASK, (v >> L.BAT_OFFSET_SHIFT) << 20
+                st, off = v & layout.BAT_STATE_MASK, (v >> layout.BAT_OFFSET_SHIFT) << 20
                 chunk, r = divmod(j, ratio + 1)
                 if r == ratio:  # a sector bitmap entry
-                    if st == L.SB_BLOCK_PRESENT and chunk < len(group_off):
+                    if st == layout.SB_BLOCK_PRESENT and chunk < len(group_off):
                         group_off[chunk] = off
                     continue
                 blk = chunk * ratio + r
@@ -326,8 +326,8 @@ class VhdxDisk(Disk):
         pieces = []
         for slot in (1 - self._hdr_slot, self._hdr_slot):
             h["sequence_number"] += 1
-            pieces += [_with_crc(L.HEADER.pack(h)), L.HEADER_OFFSETS[slot]]
-        r = lib.w2v_set_first_write(self._h, pieces[0], pieces[1], pieces[2], pieces[3], L.HEADER_SIZE, 1)
+            pieces += [_with_crc(layout.HEADER.pack(h)), layout.HEADER_OFFSETS[slot]]
+        r = lib.w2v_set_first_write(self._h, pieces[0], pieces[1], pieces[2], pieces[3], layout.HEADER_SIZE, 1)
         if r < 0:
             raise base.from_errno(r, f"{self.path}: header update")
         self._next_hdr = h
@@ -339,7 +339,7 @@ class VhdxDisk(Disk):
     # -- parent ----------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         return {"data_write_guid": str(_guid(self._hdr["data_write_guid"])).upper(),
-                "disk_id": str(_guid(self._meta.get(L.META_VIRTUAL_DISK_ID, b"\0" * 16)))}
+                "disk_id": str(_guid(self._meta.get(layout.META_VIRTUAL_DISK_ID, b"\0" * 16)))}
 
     def parent_paths(self) -> list[str]:
         return parent_candidates(self.path, self._locator)
@@ -365,11 +365,11 @@ class VhdxDisk(Disk):
         entries = []
         for b in self._take_dirty():
             s = state[b]
-            v = _STATE_OUT[s] | ((data_off[b] >> 20 << L.BAT_OFFSET_SHIFT) if s in (PRESENT, PARTIAL) else 0)
-            entries.append((geo.vhdx_payload_entry(b, ratio), v))
+            v = _STATE_OUT[s] | ((data_off[b] >> 20 << layout.BAT_OFFSET_SHIFT) if s in (PRESENT, PARTIAL) else 0)
+            entries.append((geometry.vhdx_payload_entry(b, ratio), v))
         groups = self._group_table()
         for c in self._take_dirty(groups=True):
-            entries.append((geo.vhdx_bitmap_entry(c, ratio), (groups[c] >> 20 << L.BAT_OFFSET_SHIFT) | L.SB_BLOCK_PRESENT))
+            entries.append((geometry.vhdx_bitmap_entry(c, ratio), (groups[c] >> 20 << layout.BAT_OFFSET_SHIFT) | layout.SB_BLOCK_PRESENT))
         for j, v in entries:
             write_all(self.fd, v.to_bytes(8, "little"), self._bat_off + 8 * j)
         if self._next_hdr is not None:
@@ -391,7 +391,7 @@ class VhdxDisk(Disk):
             h["data_write_guid"] = repro.uuid_for("vhdx-data-write").bytes_le
         for slot in (1 - self._hdr_slot, self._hdr_slot):
             h["sequence_number"] += 1
-            write_all(self.fd, _with_crc(L.HEADER.pack(h)), L.HEADER_OFFSETS[slot])
+            write_all(self.fd, _with_crc(layout.HEADER.pack(h)), layout.HEADER_OFFSETS[slot])
         self._hdr = h
 
     def _info(self) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import sys
 import uuid
 from typing import Any
 
-from wim2vhd.disk import geometry as geo
-from wim2vhd.disk import vhdx_layout as L
+from wim2vhd.disk import geometry
+from wim2vhd.disk import vhdx_layout as layout
 from wim2vhd.disk.base import overlaps
 from wim2vhd.disk.check import Facts
 from wim2vhd.disk.vhdx_parse import (
@@ -31,10 +31,10 @@ def check(path: str, fd: int) -> Facts:
     from wim2vhd.disk.base import file_size
     size = file_size(fd)
     facts = Facts(path, "vhdx")
-    if size < L.HEADER_AREA:
+    if size < layout.HEADER_AREA:
         facts.add("file", f"the file is {size} bytes, too small for a VHDX (its headers take 1 MiB)")
         return facts
-    if os.pread(fd, 8, 0) != L.FILE_ID_SIGNATURE:
+    if os.pread(fd, 8, 0) != layout.FILE_ID_SIGNATURE:
         facts.add("file identifier", "no 'vhdxfile' signature")
     hdr = _headers(facts, fd, size)
     regions = _region_tables(facts, fd, size)
@@ -63,7 +63,7 @@ def check(path: str, fd: int) -> Facts:
 
 def _headers(facts: Facts, fd: int, size: int) -> dict[str, Any] | None:
     """Both header slots; the current one (the sound one with the higher sequence number) or None."""
-    slots = [header_status(os.pread(fd, L.HEADER_SIZE, off)) for off in L.HEADER_OFFSETS]
+    slots = [header_status(os.pread(fd, layout.HEADER_SIZE, off)) for off in layout.HEADER_OFFSETS]
     sound = [i for i, (_, why) in enumerate(slots) if why is None]
     if not sound:
         facts.add("headers", "both headers are damaged (" + "; ".join(f"header {i + 1}: {why}" for i, (_, why)
@@ -74,8 +74,8 @@ def _headers(facts: Facts, fd: int, size: int) -> dict[str, Any] | None:
     for i, (_, why) in enumerate(slots):
         if why:
             # Written as a header update writes it: the sound header, with the next sequence number.
-            fix = _with_crc(L.HEADER.pack({**h, "sequence_number": h["sequence_number"] + 1}))
-            facts.add(f"header {i + 1}", f"{why} (header {cur + 1} is sound)", [(L.HEADER_OFFSETS[i], fix)])
+            fix = _with_crc(layout.HEADER.pack({**h, "sequence_number": h["sequence_number"] + 1}))
+            facts.add(f"header {i + 1}", f"{why} (header {cur + 1} is sound)", [(layout.HEADER_OFFSETS[i], fix)])
     if len(sound) == 2 and slots[0][0]["sequence_number"] == slots[1][0]["sequence_number"] \
             and slots[0][0] != slots[1][0]:
         facts.add("headers", f"both headers have sequence number {h['sequence_number']} but differ: "
@@ -85,7 +85,7 @@ def _headers(facts: Facts, fd: int, size: int) -> dict[str, Any] | None:
     if h["log_version"] != 0:
         facts.add(f"header {cur + 1}", f"log version {h['log_version']}, not 0")
     lo, ln = h["log_offset"], h["log_length"]
-    if lo % MiB or ln % MiB or lo < L.HEADER_AREA:
+    if lo % MiB or ln % MiB or lo < layout.HEADER_AREA:
         facts.add(f"header {cur + 1}", f"the log at {lo} ({ln} bytes) is not on 1 MiB boundaries after the headers")
     elif not _inside(lo, ln, size):
         facts.add(f"header {cur + 1}", f"the log at {lo} ({ln} bytes) is past the end of the {size}-byte file")
@@ -93,7 +93,7 @@ def _headers(facts: Facts, fd: int, size: int) -> dict[str, Any] | None:
 
 
 def _region_tables(facts: Facts, fd: int, size: int) -> dict[uuid.UUID, tuple[int, int]] | None:
-    raws = [os.pread(fd, L.REGION_SIZE, off) for off in L.REGION_OFFSETS]
+    raws = [os.pread(fd, layout.REGION_SIZE, off) for off in layout.REGION_OFFSETS]
     tables = [region_status(r) for r in raws]
     sound = [i for i, (_, why) in enumerate(tables) if why is None]
     if not sound:
@@ -104,53 +104,53 @@ def _region_tables(facts: Facts, fd: int, size: int) -> dict[uuid.UUID, tuple[in
     for i, (_, why) in enumerate(tables):
         if why:
             facts.add(f"region table {i + 1}", f"{why} (region table {good + 1} is sound)",
-                      [(L.REGION_OFFSETS[i], raws[good])])
+                      [(layout.REGION_OFFSETS[i], raws[good])])
     if len(sound) == 2 and raws[0] != raws[1]:
-        facts.add("region table 2", "differs from region table 1", [(L.REGION_OFFSETS[1], raws[0])])
+        facts.add("region table 2", "differs from region table 1", [(layout.REGION_OFFSETS[1], raws[0])])
     regions = tables[good][0]
     for g, (off, n, required) in regions.items():
-        name = L.REGION_NAMES.get(g, f"the region {g}")
-        if g not in L.REGION_NAMES:
+        name = layout.REGION_NAMES.get(g, f"the region {g}")
+        if g not in layout.REGION_NAMES:
             if required:
                 facts.add("region table", f"requires an unknown region {g}")
             continue
-        if off % MiB or n % MiB or off < L.HEADER_AREA or not n:
+        if off % MiB or n % MiB or off < layout.HEADER_AREA or not n:
             facts.add("region table", f"{name} at {off} ({n} bytes) is not on 1 MiB boundaries after the headers")
         if not _inside(off, n, size):
             facts.add("region table", f"{name} at {off} ({n} bytes) is past the end of the {size}-byte file")
-    missing = [L.REGION_NAMES[g] for g in L.REGION_NAMES if g not in regions]
+    missing = [layout.REGION_NAMES[g] for g in layout.REGION_NAMES if g not in regions]
     if missing:
         facts.add("region table", f"lacks {' and '.join(missing)}")
         return None
     out = {g: (o, n) for g, (o, n, _) in regions.items()}
-    if any(not _inside(o, n, size) for g, (o, n) in out.items() if g in L.REGION_NAMES):
+    if any(not _inside(o, n, size) for g, (o, n) in out.items() if g in layout.REGION_NAMES):
         return None
     return out
 
 
 def _metadata(facts: Facts, fd: int, regions, size: int) -> dict[uuid.UUID, bytes] | None:
-    off, n = regions[L.METADATA_REGION]
+    off, n = regions[layout.METADATA_REGION]
     items, problems = metadata_items(os.pread(fd, n, off))
     for p in problems:
         facts.add("metadata", p)
     for g, (data, flags) in items.items():
-        want = L.META_FLAGS[g]
+        want = layout.META_FLAGS[g]
         if flags & 7 != want:
-            facts.add("metadata", f"item {L.META_NAMES[g]} has flags {flags & 7:#x}, [MS-VHDX] gives {want:#x} "
+            facts.add("metadata", f"item {layout.META_NAMES[g]} has flags {flags & 7:#x}, [MS-VHDX] gives {want:#x} "
                                   "(IsUser 1, IsVirtualDisk 2, IsRequired 4)")
-    for g in (L.META_VIRTUAL_DISK_ID, L.META_PHYSICAL_SECTOR_SIZE):
+    for g in (layout.META_VIRTUAL_DISK_ID, layout.META_PHYSICAL_SECTOR_SIZE):
         if g not in items and not problems:
-            facts.add("metadata", f"lacks the {L.META_NAMES[g]} item (required)")
-    if problems and not all(g in items for g in (L.META_FILE_PARAMETERS, L.META_VIRTUAL_DISK_SIZE,
-                                                  L.META_LOGICAL_SECTOR_SIZE)):
+            facts.add("metadata", f"lacks the {layout.META_NAMES[g]} item (required)")
+    if problems and not all(g in items for g in (layout.META_FILE_PARAMETERS, layout.META_VIRTUAL_DISK_SIZE,
+                                                  layout.META_LOGICAL_SECTOR_SIZE)):
         return None
     return {g: data for g, (data, _) in items.items()}
 
 
 def _bat(facts: Facts, fd: int, regions, params: dict[str, Any], size: int, fixed) -> None:
-    off, n = regions[L.BAT_REGION]
+    off, n = regions[layout.BAT_REGION]
     bs, lss, differencing = params["block_size"], params["lss"], params["differencing"]
-    entries = geo.vhdx_bat_entries(params["size"], bs, lss, differencing)
+    entries = geometry.vhdx_bat_entries(params["size"], bs, lss, differencing)
     if n < entries * 8:
         facts.add("BAT", f"the region holds {n // 8} entries, {entries} needed")
         return
@@ -158,20 +158,20 @@ def _bat(facts: Facts, fd: int, regions, params: dict[str, Any], size: int, fixe
     bat.frombytes(os.pread(fd, entries * 8, off))
     if sys.byteorder != "little":
         bat.byteswap()
-    ratio = geo.vhdx_chunk_ratio(lss, bs)
+    ratio = geometry.vhdx_chunk_ratio(lss, bs)
     already = set(overlaps(fixed))
     for p in bat_problems(bat, ratio, -(-params["size"] // bs), bs, differencing, size, fixed):
         if p not in already:
             facts.add("BAT", p)
     if not differencing:
-        sb = [j for j in range(ratio, len(bat), ratio + 1) if bat[j] & L.BAT_STATE_MASK == L.SB_BLOCK_PRESENT]
+        sb = [j for j in range(ratio, len(bat), ratio + 1) if bat[j] & layout.BAT_STATE_MASK == layout.SB_BLOCK_PRESENT]
         if sb:
             facts.add("BAT", f"{len(sb)} sector bitmap blocks present (entry {sb[0]} first) in a disk with no parent")
 
 
 def _parent(facts: Facts, meta: dict[uuid.UUID, bytes], params: dict[str, Any]) -> None:
     try:
-        loc = parse_parent_locator(meta[L.META_PARENT_LOCATOR], facts.path)
+        loc = parse_parent_locator(meta[layout.META_PARENT_LOCATOR], facts.path)
     except InputError as e:
         facts.add("parent locator", str(e).removeprefix(f"{facts.path}: "))
         loc = {}
@@ -198,15 +198,15 @@ def _log(facts: Facts, fd: int, hdr: dict[str, Any], size: int) -> None:
     if not _inside(lo, ln, size) or not ln:
         return  # said with the header
     entries = {}
-    for pos in range(0, ln, L.LOG_SECTOR):
-        e = L.LOG_ENTRY_HEADER.parse(os.pread(fd, L.LOG_ENTRY_HEADER.size, lo + pos))
+    for pos in range(0, ln, layout.LOG_SECTOR):
+        e = layout.LOG_ENTRY_HEADER.parse(os.pread(fd, layout.LOG_ENTRY_HEADER.size, lo + pos))
         n = e["entry_length"]
-        if e["signature"] != L.LOG_SIGNATURE or e["log_guid"] != hdr["log_guid"] or not n or n % L.LOG_SECTOR \
+        if e["signature"] != layout.LOG_SIGNATURE or e["log_guid"] != hdr["log_guid"] or not n or n % layout.LOG_SECTOR \
                 or n > min(ln, MAX_LOG_ENTRY):
             continue
         first = min(n, ln - pos)  # an entry may wrap around the end of the circular log
         raw = os.pread(fd, first, lo + pos) + os.pread(fd, n - first, lo)
-        if int.from_bytes(raw[4:8], "little") != geo.crc32c_with_zero_field(raw, 4):
+        if int.from_bytes(raw[4:8], "little") != geometry.crc32c_with_zero_field(raw, 4):
             continue
         entries[pos] = (e, raw)
     guid = _guid(hdr["log_guid"])
@@ -225,11 +225,11 @@ def _log(facts: Facts, fd: int, hdr: dict[str, Any], size: int) -> None:
     writes, zeros, zero_bytes, offsets = 0, 0, 0, []
     for e, raw in seq:
         for k in range(e["descriptor_count"]):
-            d = L.LOG_DESCRIPTOR.parse(raw, L.LOG_ENTRY_HEADER.size + k * L.LOG_DESCRIPTOR.size)
-            if d["signature"] == L.LOG_DESC_SIGNATURE:
+            d = layout.LOG_DESCRIPTOR.parse(raw, layout.LOG_ENTRY_HEADER.size + k * layout.LOG_DESCRIPTOR.size)
+            if d["signature"] == layout.LOG_DESC_SIGNATURE:
                 writes += 1
                 offsets.append(d["file_offset"])
-            elif d["signature"] == L.LOG_ZERO_SIGNATURE:
+            elif d["signature"] == layout.LOG_ZERO_SIGNATURE:
                 zeros += 1
                 zero_bytes += d["leading_bytes"]
                 offsets.append(d["file_offset"])

@@ -2,7 +2,7 @@
 Windows' mixed-endian form (uuid.UUID.bytes_le).  Layout only: the logic is in vhdx.py."""
 import uuid
 
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 
 KiB, MiB = 1 << 10, 1 << 20
 

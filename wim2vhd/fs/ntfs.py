@@ -10,7 +10,7 @@ from wim2vhd.fs import tools
 from wim2vhd.fs.volume import (HEADS, SECTORS_PER_TRACK, FormatResult, TempVolume, check_geometry_fields,
                                check_span, copy_volume, default_tmp_dir)
 from wim2vhd.partition import Target
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 from wim2vhd.units import MiB, format_size
 
 # On-disk record (declarative): the boot sector we check after formatting.

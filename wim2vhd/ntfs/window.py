@@ -1,4 +1,4 @@
-"""A partition of a virtual disk as a libntfs-3g device ("w2v:N", native/w2v_ntfsdev.c), and the
+"""A partition of a virtual disk as a libntfs-3g device ("w2v:N", native/w2v_ntfs_device.c), and the
 pinned clock libntfs-3g reads in a reproducible run."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from wim2vhd.errors import from_errno
 
 
 class NtfsWindow:
-    """A partition of a disk as the libntfs-3g device name "w2v:N" (see native/w2v_ntfsdev.c)."""
+    """A partition of a disk as the libntfs-3g device name "w2v:N" (see native/w2v_ntfs_device.c)."""
 
     def __init__(self, disk: Disk, offset: int, length: int, *, writable: bool = True, compact: bool = False):
         self.id = lib.w2v_ntfsdev_register(disk.handle, offset, length, disk.sector_size, int(writable))
@@ -24,7 +24,7 @@ class NtfsWindow:
 
     @property
     def full(self) -> bool:
-        """Whether the volume ran out of room (native/w2v_ntfsdev.c), as opposed to the host."""
+        """Whether the volume ran out of room (native/w2v_ntfs_device.c), as opposed to the host."""
         return bool(lib.w2v_ntfsdev_full(self.id))
 
     def __enter__(self) -> str:
@@ -36,7 +36,7 @@ class NtfsWindow:
 
 @contextlib.contextmanager
 def fixed_clock(unix_time: int | None) -> Iterator[None]:
-    """libntfs-3g reads unix_time as now, within the block (see native/w2v_ntfsdev.c); None: no change."""
+    """libntfs-3g reads unix_time as now, within the block (see native/w2v_ntfs_device.c); None: no change."""
     if unix_time is None:
         yield
         return

@@ -1,2 +1,2 @@
 """Windows registry hives: editing through hivex (hive), a new empty hive built from the regf
-format's facts (regf), and regedit's .reg files (regfile)."""
+format's facts (regf), and regedit's .reg files (regedit)."""

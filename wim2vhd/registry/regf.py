@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 from typing import Callable
 
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 from wim2vhd.security import SID_ADMINISTRATORS, SID_SYSTEM, SecurityDescriptor, allow
 
 PAGE = 0x1000  # base block size and hbin granularity

@@ -18,7 +18,7 @@ from typing import Any
 
 from wim2vhd.errors import CorruptInput, EnvironmentFault, Wim2VhdError
 from wim2vhd.fs.ntfs import NTFS_BOOT
-from wim2vhd.record import Record
+from wim2vhd.ondisk import Record
 from wim2vhd.units import MiB
 
 # -- NTFS on-disk facts (NTFS 3.1 as Windows and libntfs-3g's layout.h describe it) ------------

@@ -165,7 +165,7 @@ def _check(ret: int, what: str, *, hint: str | None = None) -> None:
     why = ffi.string(lib.wimlib_get_error_string(ret)).decode()
     err = ffi.errno  # what the system call that failed said, where one did
     if ret == lib.WIMLIB_ERR_NTFS_3G:
-        # libntfs-3g failed; wimlib passes on its errno, when it still holds it (wim2vhd.apply asks
+        # libntfs-3g failed; wimlib passes on its errno, when it still holds it (wim2vhd.pipeline.apply asks
         # the device layer, which knows better: the host's errno, or a volume out of clusters).
         if err == _errno.ENOSPC:
             raise NoSpace(f"{what}: the Windows partition is full", hint="choose a larger --size")
@@ -467,17 +467,28 @@ def compression_name(ctype: int) -> str:
     return _COMPRESSION_NAMES.get(ctype, str(ctype))
 
 
-def capture_ntfs(device: str, out: str, *, name: str | None, description: str | None = None,
-                 compression: str = "lzx", append_to: str | None = None, shown: str | None = None,
-                 fallback_name: str = "Windows", fsync: bool = False, progress: Progress | None = None) -> int:
+@dataclass(frozen=True)
+class ImageNaming:
+    """The name and description a captured image gets: `name`, or else the product name wimlib reads
+    from its hives, or else `fallback`; made unique in the WIM."""
+    name: str | None
+    description: str | None = None
+    fallback: str = "Windows"
+
+
+def capture_ntfs(device: str, out: str, naming: ImageNaming, *, compression: str = "lzx",
+                 append_to: str | None = None, shown: str | None = None, fsync: bool = False,
+                 progress: Progress | None = None) -> int:
     """Capture the NTFS volume on `device` into a new WIM at `out` (or as a new image appended to
     `append_to`, which is then rewritten in place).  Returns the new image's index.  fsync: wimlib
     fsyncs the file before it closes it (an append; a new WIM is synced by wim2vhd.atomic).
 
     wimlib reads the image's hives while it captures and fills in its XML info (edition, build,
-    architecture, product name, languages) as it does for any Windows image.  name None: the product name
-    wimlib found ("Windows 10 Enterprise"), or `fallback_name` when it found none, made unique in the WIM with " (2)", " (3)"...; `shown`: how
-    the volume is named in messages (device names like w2v:0 mean nothing to people)."""
+    architecture, product name, languages) as it does for any Windows image.  naming.name None: the
+    product name wimlib found ("Windows 10 Enterprise"), or naming.fallback when it found none, made
+    unique in the WIM with " (2)", " (3)"...; `shown`: how the volume is named in messages (device
+    names like w2v:0 mean nothing to people)."""
+    name, description, fallback_name = naming.name, naming.description, naming.fallback
     _init()
     lib.w2v_quiet_xml()
     shown = shown or device

@@ -17,7 +17,7 @@ Where things go (paths in the Windows volume):
                       Plug and Play searches DevicePath for devices it has no driver for, at first boot and
                       later; this is staging, not DISM's offline install into the driver store, so a driver
                       needed to reach the boot disk (a storage controller's) is not found in time.
-    --reg-import FILE regedit files (see wim2vhd.registry.regfile) into config\\SYSTEM (CurrentControlSet through
+    --reg-import FILE regedit files (see wim2vhd.registry.regedit) into config\\SYSTEM (CurrentControlSet through
                       Select\\Current), config\\SOFTWARE, config\\DEFAULT, and HKEY_CURRENT_USER into
                       \\Users\\Default\\NTUSER.DAT (the profile new users start from)
     --enable-rdp      fDenyTSConnections = 0 under the current control set's Control\\Terminal Server, as
@@ -37,7 +37,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from wim2vhd.registry import regfile
+from wim2vhd.registry import regedit
 from wim2vhd.errors import CorruptInput, InputError, UsageError
 
 UNATTEND_PATH = "Windows\\Panther\\unattend.xml"
@@ -88,7 +88,7 @@ class Customizations:
     drivers: Sequence[str] = ()
 
     _plan: list[_Entry] | None = field(default=None, init=False, repr=False)
-    _regs: list[regfile.RegFile] = field(default_factory=list, init=False, repr=False)
+    _regs: list[regedit.RegFile] = field(default_factory=list, init=False, repr=False)
     _device_paths: list[str] = field(default_factory=list, init=False, repr=False)
     _prepared: tuple[int, dict[str, bytes], dict[str, int]] | None = field(default=None, init=False, repr=False)
     last_report: dict[str, Any] | None = field(default=None, init=False)
@@ -104,9 +104,9 @@ class Customizations:
         return not (self.unattend or self.merge or self.reg_import or self.enable_rdp or self.drivers)
 
     def hives(self) -> list[str]:
-        """The hives (keys of regfile.HIVE_FILES) these customizations change."""
+        """The hives (keys of regedit.HIVE_FILES) these customizations change."""
         self.validate()
-        names = {regfile.locate(op.key).hive for rf in self._regs for op in rf.ops}
+        names = {regedit.locate(op.key).hive for rf in self._regs for op in rf.ops}
         if self.enable_rdp:
             names.add("SYSTEM")
         if self.drivers:
@@ -165,19 +165,19 @@ class Customizations:
         if self.unattend:
             _check_unattend(self.unattend)
             add(UNATTEND_PATH, "f", self.unattend, "--unattend")
-        self._regs = [regfile.load(r) for r in self.reg_import]
+        self._regs = [regedit.load(r) for r in self.reg_import]
         # a merged hive would be overwritten by the edited copy of the image's own
         edited = set()
         for rf in self._regs:
-            edited |= {regfile.locate(op.key).hive for op in rf.ops}
+            edited |= {regedit.locate(op.key).hive for op in rf.ops}
         if self.enable_rdp:
             edited.add("SYSTEM")
         if self.drivers:
             edited.add("SOFTWARE")
         for h in sorted(edited):
-            e = plan.get(regfile.HIVE_FILES[h].lower())
+            e = plan.get(regedit.HIVE_FILES[h].lower())
             if e is not None:
-                raise UsageError(f"{e.origin} replaces \\{regfile.HIVE_FILES[h]}, which --reg-import, --enable-rdp or "
+                raise UsageError(f"{e.origin} replaces \\{regedit.HIVE_FILES[h]}, which --reg-import, --enable-rdp or "
                                  f"--driver also change: merge a hive, or edit it, not both")
         self._plan = list(plan.values())
 
@@ -192,7 +192,7 @@ class Customizations:
         counts: dict[str, int] = {}
         if hives:
             with tempfile.TemporaryDirectory(prefix="wim2vhd-hives-") as tmp:
-                files = {h: regfile.HIVE_FILES[h] for h in hives}
+                files = {h: regedit.HIVE_FILES[h] for h in hives}
                 wim.extract_paths(index, ["/" + f.replace("\\", "/") for f in files.values()], tmp)
                 for h in hives:
                     # wimlib extracts the image's own spelling of the path
@@ -204,7 +204,7 @@ class Customizations:
 
     def _edit_hive(self, name: str, local: str, index: int) -> tuple[bytes, int]:
         from wim2vhd.registry.hive import Hive, RegType, Value
-        shown = f"\\{regfile.HIVE_FILES[name]} of image {index}"
+        shown = f"\\{regedit.HIVE_FILES[name]} of image {index}"
         _refuse_dirty_hive(local, shown)
         try:
             hive = Hive.open(local, write=True)
@@ -219,12 +219,12 @@ class Customizations:
                 ccs = _current_control_set(hive, shown)
             for rf in self._regs:
                 for op in rf.ops:
-                    loc = regfile.locate(op.key)
+                    loc = regedit.locate(op.key)
                     if loc.hive != name:
                         continue
                     path = loc.path
                     if loc.current_control_set:
-                        path = "\\".join([ccs, *regfile.split_key(path)[1:]])
+                        path = "\\".join([ccs, *regedit.split_key(path)[1:]])
                     _apply_op(hive, path, op)
                     changes += 1
             if name == "SYSTEM" and self.enable_rdp:
@@ -275,7 +275,7 @@ class Customizations:
                     vol.set_security(e.dest, keep)
                 files += 1
             for name, data in hives.items():
-                path = regfile.HIVE_FILES[name]
+                path = regedit.HIVE_FILES[name]
                 keep = vol.get_security(path)
                 vol.write_file(path, data)
                 vol.set_security(path, keep)
@@ -357,22 +357,22 @@ def _current_control_set(hive, shown: str) -> str:
 
 def _ensure_key(hive, path: str):
     k = hive.root
-    for part in regfile.split_key(path):
+    for part in regedit.split_key(path):
         k = k.ensure_child(part)
     return k
 
 
-def _apply_op(hive, path: str, op: regfile.Op) -> None:
+def _apply_op(hive, path: str, op: regedit.Op) -> None:
     from wim2vhd.registry.hive import Value
-    if isinstance(op, regfile.CreateKey):
+    if isinstance(op, regedit.CreateKey):
         _ensure_key(hive, path)
-    elif isinstance(op, regfile.SetValue):
+    elif isinstance(op, regedit.SetValue):
         _ensure_key(hive, path).set_value(Value(op.name, op.type, op.data))
-    elif isinstance(op, regfile.DeleteValue):
+    elif isinstance(op, regedit.DeleteValue):
         k = hive.get_key(path)
         if k is not None:
             k.delete_value(op.name)
-    elif isinstance(op, regfile.DeleteKey):
+    elif isinstance(op, regedit.DeleteKey):
         k = hive.get_key(path)
         if k is not None:
             k.delete()

@@ -1,6 +1,6 @@
 /*
  * A small file API over libntfs-3g: read and write files inside an NTFS
- * volume without mounting it.  See w2v_ntfsvol.c.
+ * volume without mounting it.  See w2v_ntfs_files.c.
  *
  * Paths are UTF-8, relative to the volume root, with '\' or '/' separators
  * ("" or "\" is the root).  Names are looked up case-insensitively, as
@@ -8,8 +8,8 @@
  * failure; w2v_ntfsvol_last_error() then has libntfs-3g's own words.
  * Times are NT FILETIMEs: 100 ns units since 1601-01-01 UTC.
  */
-#ifndef W2V_NTFSVOL_H
-#define W2V_NTFSVOL_H
+#ifndef W2V_NTFS_FILES_H
+#define W2V_NTFS_FILES_H
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,8 +1,8 @@
-#ifndef W2V_NTFSDEV_H
-#define W2V_NTFSDEV_H
+#ifndef W2V_NTFS_DEVICE_H
+#define W2V_NTFS_DEVICE_H
 #include <stdint.h>
 #include "w2v_block.h"
-/* Patch libntfs-3g's default device operations (once per process); see w2v_ntfsdev.c. */
+/* Patch libntfs-3g's default device operations (once per process); see w2v_ntfs_device.c. */
 int w2v_ntfsdev_install(void);
 /* A window of a disk as the libntfs-3g device "w2v:<id>".  Returns id, or -errno. */
 int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint32_t sector_size, int writable);

@@ -26,7 +26,7 @@
 #include "w2v_ntfs3g.h"
 #include <ntfs-3g/lcnalloc.h>
 #include "w2v_block.h"
-#include "w2v_ntfsdev.h"
+#include "w2v_ntfs_device.h"
 #include "w2v_got.h"
 
 #define W2V_PREFIX "w2v:"

@@ -33,7 +33,7 @@
 #include <ntfs-3g/reparse.h>
 #include <ntfs-3g/security.h>
 #include <ntfs-3g/unistr.h>
-#include "w2v_ntfsvol.h"
+#include "w2v_ntfs_files.h"
 
 struct w2v_ntfsvol {
 	ntfs_volume *vol;

@@ -1,8 +1,8 @@
 """Registry files as regedit writes them (.reg), parsed into operations on offline hives.
 
-    rf = regfile.load("tweaks.reg")         # InputError "tweaks.reg:12: ..." if it does not parse
+    rf = regedit.load("tweaks.reg")         # InputError "tweaks.reg:12: ..." if it does not parse
     for op in rf.ops: ...                    # CreateKey, SetValue, DeleteValue, DeleteKey, in file order
-    regfile.locate(op.key)                   # -> Location("SYSTEM", r"CurrentControlSet\\Control", ...)
+    regedit.locate(op.key)                   # -> Location("SYSTEM", r"CurrentControlSet\\Control", ...)
 
 The format (regedit's export format; there is no formal spec, this follows what regedit writes and reads):
 
