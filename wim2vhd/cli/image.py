@@ -143,7 +143,7 @@ def capture_cmd(
 ) -> None:
     """Capture a disk's Windows volume into a WIM, keeping every Windows attribute (unprivileged)."""
     with Progress(enabled=None if not json else False) as prog:
-        res = api.capture(disk, out, partition_number=partition, name=name, description=description,
+        res = api.capture(disk, out, partition=partition, name=name, description=description,
                           compress=compress, append=append, force=force, sync=sync,
                           progress=prog)
     if json:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from wim2vhd.disk.base import Disk, file_size, open_input
@@ -33,21 +34,33 @@ def format_by_name(name: str) -> type[Disk]:
     raise UsageError(f"unknown disk format {name!r}: use vhdx, vhd, qcow2 or raw")
 
 
-def probe(path: str) -> type[Disk]:
-    """The format of an existing file, by its content."""
-    fd = open_input(path)  # refuses a FIFO or a socket before reading can block
-    try:
-        size = file_size(fd)
-        head = os.pread(fd, 512, 0)
-        tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
-    finally:
-        os.close(fd)
+def detect(head: bytes, size: int, tail: bytes) -> type[Disk] | None:
+    """The format whose signature the file's first and last 512 bytes hold, or None (raw, or damaged)."""
     if VhdxDisk.probe(head, size):
         return VhdxDisk
     if Qcow2Disk.probe(head, size):
         return Qcow2Disk
     if VhdDisk.probe(head, size) or VhdDisk.probe_tail(tail):
         return VhdDisk
+    return None
+
+
+def ends(fd: int) -> tuple[bytes, int, bytes]:
+    """(first 512 bytes, size, last 512 bytes) of the file open on fd."""
+    size = file_size(fd)
+    return os.pread(fd, 512, 0), size, os.pread(fd, 512, size - 512) if size >= 512 else b""
+
+
+def probe(path: str) -> type[Disk]:
+    """The format of an existing file, by its content."""
+    fd = open_input(path)  # refuses a FIFO or a socket before reading can block
+    try:
+        head, size, tail = ends(fd)
+    finally:
+        os.close(fd)
+    found = detect(head, size, tail)
+    if found is not None:
+        return found
     ext = os.path.splitext(path)[1].lower()
     signature = {".vhd": "conectix", ".vhdx": "vhdxfile", ".qcow2": "QFI\\xfb"}
     if ext in signature:
@@ -70,6 +83,10 @@ def create_disk(path: str, size: int, *, fmt: type[Disk] | None = None, force: b
         os.unlink(path)
     return fmt.create(path, size, **options)
 
+
+# The drivers reach the registry through Disk.formats (a parent may be of any format; they cannot
+# import this module, which imports them).
+Disk.formats = sys.modules[__name__]
 
 __all__ = ["Disk", "RawDisk", "VhdDisk", "VhdxDisk", "Qcow2Disk", "FORMATS", "create_disk", "open_disk", "probe",
            "format_for_path", "format_by_name"]

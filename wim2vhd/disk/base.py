@@ -29,6 +29,9 @@ class Disk:
     extensions: ClassVar[tuple[str, ...]] = ()
     #: disk type: "fixed", "dynamic" or "differencing"
     disk_type: str = "fixed"
+    #: the format registry (the wim2vhd.disk package), set when it loads: how a driver opens a
+    #: parent of any format without importing the registry that imports it
+    formats: ClassVar[Any] = None
 
     def __init__(self, path: str, fd: int, params: dict[str, Any], *, writable: bool):
         self.path = os.fspath(path)
@@ -215,7 +218,6 @@ class Disk:
     def _open_chain(self) -> None:
         """Open the parents one level at a time (no recursion): a cycle, or a chain deeper than
         MAX_CHAIN_DEPTH, is an input error, not a RecursionError or a deadlock in the native layer."""
-        from wim2vhd.disk import probe
         from wim2vhd.errors import ParentError
         seen = {_file_key(self.fd): self.path}
         d: Disk = self
@@ -226,7 +228,7 @@ class Disk:
                 raise ParentError(f"{self.path}: the parent chain is more than {MAX_CHAIN_DEPTH} disks deep "
                                   "(a loop of parents, or merge some of them first)")
             p = d.find_parent_path()
-            parent = probe(p).open_one(p)
+            parent = self.formats.probe(p).open_one(p)
             key = _file_key(parent.fd)
             if key in seen:
                 parent.close()
@@ -294,8 +296,7 @@ class Disk:
 
     def copy_from_file(self, path: str, src_offset: int, dst_offset: int, length: int) -> None:
         """Copy [src_offset, +length) of a host file into this disk, in C, skipping zeros."""
-        from wim2vhd.disk.raw import RawDisk
-        src = RawDisk.open(path)
+        src = self.formats.RawDisk.open(path)
         try:
             r = lib.w2v_copy(src.handle, src_offset, self._h, dst_offset, length)
             if r < 0:

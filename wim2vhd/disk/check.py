@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from wim2vhd.disk.base import MAX_CHAIN_DEPTH, _file_key, file_size, open_input
+from wim2vhd.disk.base import MAX_CHAIN_DEPTH, Disk, _file_key, open_input
 from wim2vhd.errors import CorruptInput, InputError, Wim2VhdError
 
 
@@ -55,18 +55,13 @@ class Facts:
 
 
 def _driver(path: str, fd: int):
-    from wim2vhd.disk import RawDisk, VhdDisk, VhdxDisk
-    size = file_size(fd)
-    head = os.pread(fd, 512, 0)
-    tail = os.pread(fd, 512, size - 512) if size >= 512 else b""
-    if VhdxDisk.probe(head, size):
-        return VhdxDisk
-    if VhdDisk.probe(head, size) or VhdDisk.probe_tail(tail):
-        return VhdDisk
-    ext = os.path.splitext(path)[1].lower()
-    if ext in (".vhd", ".vhdx"):
-        return VhdxDisk if ext == ".vhdx" else VhdDisk  # named so: check it as one, and say what is wrong
-    return RawDisk
+    formats = Disk.formats
+    found = formats.detect(*formats.ends(fd))
+    if found is not None:
+        return found
+    # Named like a virtual disk but without its signature: check it as one, and say what is wrong.
+    return formats.format_for_path(path) if os.path.splitext(path)[1].lower() in (".vhd", ".vhdx", ".qcow2") \
+        else formats.RawDisk
 
 
 def check_file(path: str, repair: bool = False) -> Facts:

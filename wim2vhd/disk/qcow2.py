@@ -24,7 +24,7 @@ from typing import Any
 from wim2vhd.disk import geometry
 from wim2vhd.disk import qcow2_layout as layout
 from wim2vhd.disk.base import PRESENT, ZERO, Disk, read_exact, write_all
-from wim2vhd.errors import CorruptInput, ParentError, UnsupportedInput, UsageError
+from wim2vhd.errors import Wim2VhdError, CorruptInput, ParentError, UnsupportedInput, UsageError
 from wim2vhd.units import MiB
 
 DEFAULT_CLUSTER_SIZE = 1 << layout.DEFAULT_CLUSTER_BITS
@@ -233,6 +233,28 @@ class Qcow2Disk(Disk):
         return out
 
     @classmethod
+    def check(cls, path: str, fd: int):
+        """What the driver checks when it opens a qcow2 file (the header and its feature bits, the L1
+        and refcount tables inside the file), each problem on its own line.  `qemu-img check` also
+        walks every L2 table and refcount block, which this does not: it is the deeper checker."""
+        from wim2vhd.disk.check import Facts
+        facts = Facts(path, "qcow2")
+        dup = os.dup(fd)
+        try:
+            d = cls._open_fd(path, dup, False, None)
+        except Wim2VhdError as e:
+            os.close(dup)
+            facts.add("header", e.message.removeprefix(f"{path}: "))
+            return facts
+        try:
+            facts.disk_type = d.disk_type
+            if d.disk_type == "differencing":
+                facts.parent_candidates = d.parent_paths()
+        finally:
+            d.close()
+        return facts
+
+    @classmethod
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "Qcow2Disk":
         file_size = os.fstat(fd).st_size
         h = cls._read_header(fd, path, file_size)
@@ -349,7 +371,6 @@ class Qcow2Disk(Disk):
         return [os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.path)), self._backing_name))]
 
     def _parent(self) -> Disk:
-        from wim2vhd.disk import format_by_name, probe
         path = self.parent_paths()[0]
         if not os.path.exists(path):
             raise ParentError(f"{self.path}: backing file {self._backing_name!r} not found (looked for {path})")
@@ -361,9 +382,9 @@ class Qcow2Disk(Disk):
                                        f"({', '.join(layout.BACKING_FORMATS)})")
             # The format named wins over the content, as in qemu: a raw backing file that happens to
             # start like a qcow2 header is read as raw.
-            fmt = format_by_name(layout.BACKING_FORMATS[name])
+            fmt = self.formats.format_by_name(layout.BACKING_FORMATS[name])
         else:
-            fmt = probe(path)
+            fmt = self.formats.probe(path)
         key = os.path.realpath(path)
         if key in _opening:
             raise ParentError(f"{self.path}: the backing chain comes back to {path}")

@@ -9,7 +9,7 @@ from typing import Any
 from wim2vhd.disk import geometry
 from wim2vhd.disk.base import check_range, file_size
 from wim2vhd.disk.check import Facts
-from wim2vhd.disk.vhd import bat_problems, locator_problems, parent_candidates
+from wim2vhd.disk.vhd_parse import bat_problems, locator_problems, parent_candidates
 from wim2vhd.disk.vhd_layout import (
     DYNAMIC_HEADER, DYNHDR_COOKIE, FOOTER, FOOTER_COOKIE, FORMAT_VERSION, HEADER_VERSION, NO_OFFSET,
     TYPE_DIFFERENCING, TYPE_FIXED, TYPE_NAMES,
