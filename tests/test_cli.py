@@ -75,3 +75,22 @@ def test_progress_on_a_terminal_and_quiet_otherwise(fixture_wim, tmp):
     assert "applied image 1" in out
     p = w2v("apply", fixture_wim, tmp / "q.vhdx", "--index", "1", "--size", "1G")
     assert p.stderr == "" and "applied image 1" in p.stdout
+
+
+def test_no_control_character_from_a_file_reaches_the_terminal(fixture_wim, tmp):
+    """A WIM whose image name holds C1 control NEL and a bidi override (set by wimlib-imagex, not by
+    us; XML admits no ESC): `info` and a failing `apply` show them as escapes; JSON keeps the name."""
+    import shutil
+    from tests.support import run
+    wim = tmp / "evil.wim"
+    shutil.copy(fixture_wim, wim)
+    evil = "Win\x85\u202eevil"
+    run("wimlib-imagex", "info", wim, "1", evil)
+    p = w2v("info", wim)
+    assert "\x85" not in p.stdout and "\u202e" not in p.stdout, p.stdout
+    assert "Win\\x85\\u202eevil" in p.stdout, p.stdout
+    p = w2v("apply", wim, tmp / "o.vhdx", "--index", "1", "--size", "300M", check=False)
+    assert p.returncode == 4 and p.stderr.count("\n") == 1, p.stderr
+    assert "\x85" not in p.stderr and "\u202e" not in p.stderr, p.stderr
+    assert "\\u202e" in p.stderr, p.stderr  # the image's name is in the message, escaped
+    assert evil in json.loads(w2v("info", wim, "--json").stdout)["images"][0]["name"]

@@ -492,3 +492,30 @@ def test_any_names_and_contents_roundtrip(img, files):
         assert sorted(vol.listdir("h")) == sorted(stored)
         for name, data in stored.items():
             assert vol.read_file(f"h\\{ascii_swapcase(name)}") == data
+
+
+def test_a_disk_or_window_in_use_is_not_closed(tmp_path):
+    """Closing a disk that an NTFS window reads through, or a window a volume is mounted on, is
+    refused (the native layer would be left with freed pointers); in order, everything closes."""
+    from wim2vhd.disk import create_disk
+    from wim2vhd.errors import UsageError
+    from wim2vhd.fs import make_ntfs
+    from wim2vhd.ntfs import NtfsWindow
+    disk = create_disk(str(tmp_path / "d.vhdx"), 64 << 20)
+    make_ntfs(disk, 1 << 20, 32 << 20, tmp_dir=str(tmp_path))
+    window = NtfsWindow(disk, 1 << 20, 32 << 20)
+    vol = NtfsVolume(window.name)
+    with pytest.raises(UsageError, match="while 1 volume is mounted"):
+        window.close()
+    with pytest.raises(UsageError, match="1 NTFS device window is open"):
+        disk.close()
+    vol.write_file("x.txt", b"still here")
+    vol.close()
+    with pytest.raises(UsageError, match="window is open"):
+        disk.abandon()
+    window.close()
+    disk.close()
+    from wim2vhd.disk import open_disk
+    with open_disk(str(tmp_path / "d.vhdx")) as again:
+        with NtfsWindow(again, 1 << 20, 32 << 20, writable=False) as dev, NtfsVolume(dev, readonly=True) as v:
+            assert v.read_file("x.txt") == b"still here"

@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from wim2vhd.cli._common import safe
 from wim2vhd.errors import Interrupted, Wim2VhdError
 
 app = typer.Typer(
@@ -66,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         # Click's own errors (a bad option value, a missing argument) in one line, like ours.
         ctx = getattr(e, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        print(f"wim2vhd: error: {e.format_message().rstrip('.')}{where}", file=sys.stderr)
+        print(safe(f"wim2vhd: error: {e.format_message().rstrip('.')}{where}"), file=sys.stderr)
         sys.exit(e.exit_code)
     except Wim2VhdError as e:
-        print(f"wim2vhd: error: {e}", file=sys.stderr)
+        print(safe(f"wim2vhd: error: {e}"), file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("wim2vhd: interrupted", file=sys.stderr)
@@ -79,6 +80,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug of ours: one line, and the traceback on request
         if os.environ.get("WIM2VHD_DEBUG"):
             raise
-        print(f"wim2vhd: internal error: {type(e).__name__}: {e} (set WIM2VHD_DEBUG=1 for a traceback)",
+        print(safe(f"wim2vhd: internal error: {type(e).__name__}: {e} (set WIM2VHD_DEBUG=1 for a traceback)"),
               file=sys.stderr)
         sys.exit(6)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from typing import Any
 
 import typer
@@ -25,6 +26,18 @@ def console():
         from rich.console import Console
         _console = Console(stderr=True, highlight=False)
     return _console
+
+
+def safe(text: Any, *, lines: bool = False) -> str:
+    """text with every control character shown as an escape (\\x1b, \\u202e...), so that no file's
+    names or messages can drive the user's terminal; lines=True keeps the newlines between lines."""
+    out = []
+    for ch in str(text):
+        if ch == "\n" and lines or ch == "\t" or unicodedata.category(ch)[0] != "C":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def emit_json(obj: Any) -> None:

@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, emit_json
+from wim2vhd.cli._common import ForceOpt, JsonOpt, emit_json, safe
 from wim2vhd.errors import UsageError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def create(
     if json:
         emit_json(info)
     else:
-        print(f"created {info['store']} ({info['firmware']}, {len(info['objects'])} objects)")
+        print(safe(f"created {info['store']} ({info['firmware']}, {len(info['objects'])} objects)"))
 
 
 @bcd_app.command("show")
@@ -54,7 +54,7 @@ def show(
     if json:
         emit_json({k: v for k, v in info.items() if k != "text"})
     else:
-        print(info["text"], end="")
+        print(safe(info["text"], lines=True), end="")
 
 
 def _host(host: Optional[str], host_gpt: Optional[str], host_mbr: Optional[str]) -> Optional["Device"]:
@@ -96,4 +96,4 @@ def add_vhd(
     if json:
         emit_json(info)
     else:
-        print(info["id"])
+        print(safe(info["id"]))

@@ -8,7 +8,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json, safe
 from wim2vhd.units import format_size
 
 disk_app = typer.Typer(help="Create, inspect and convert virtual disks (raw, VHD, VHDX, qcow2).", no_args_is_help=True)
@@ -28,17 +28,17 @@ def _print_info(info: dict[str, Any], indent: str = "") -> None:
     ]
     for k, v in rows:
         if v is not None:
-            print(f"{indent}{k:<13} {v}")
+            print(safe(f"{indent}{k:<13} {v}"))
     parts = info.get("partitions")
     if parts:
-        print(f"{indent}{'partitions':<13} {parts.get('scheme', '').upper()} "
-              f"{parts.get('disk_guid') or parts.get('disk_signature') or ''}")
+        print(safe(f"{indent}{'partitions':<13} {parts.get('scheme', '').upper()} "
+                   f"{parts.get('disk_guid') or parts.get('disk_signature') or ''}"))
         for p in parts.get("partitions", []):
             kind = p.get("type_name") or p.get("type_guid") or p.get("mbr_type")
-            print(f"{indent}  {p.get('number', ''):>2}  start {p['start']:>14}  size {format_size(p['size']):>10}  "
-                  f"{kind}  {p.get('name') or ''}")
+            print(safe(f"{indent}  {p.get('number', ''):>2}  start {p['start']:>14}  size {format_size(p['size']):>10}  "
+                       f"{kind}  {p.get('name') or ''}"))
     if info.get("parent"):
-        print(f"{indent}parent:")
+        print(safe(f"{indent}parent:"))
         _print_info(info["parent"], indent + "  ")
 
 
@@ -100,9 +100,9 @@ def convert(
         emit_json(i)
     else:
         _print_info(i)
-        print(f"converted {format_size(i['data_bytes_read'])} of data in {i['seconds']} s")
+        print(safe(f"converted {format_size(i['data_bytes_read'])} of data in {i['seconds']} s"))
     if i.get("note"):
-        print(f"wim2vhd: note: {i['note']}", file=sys.stderr)
+        print(safe(f"wim2vhd: note: {i['note']}"), file=sys.stderr)
 
 
 @disk_app.command("check")
@@ -121,13 +121,13 @@ def check(
         emit_json([p.to_dict() for p in problems])
     else:
         for p in problems:
-            print(p.line())
+            print(safe(p.line()))
         if r["sound"]:
             chain = f", a chain of {len(r['chain'])} disks" if len(r["chain"]) > 1 else ""
-            print(f"{disk}: sound ({r['format']} {r['type']}{chain})")
+            print(safe(f"{disk}: sound ({r['format']} {r['type']}{chain})"))
     if not r["sound"]:
         left = sum(not p.repaired for p in problems)
-        print(f"wim2vhd: error: {disk} is damaged: {left} problem{'s' if left != 1 else ''}"
-              + ("" if repair or not any(p.fix for p in problems) else " (--repair can fix some)"),
+        print(safe(f"wim2vhd: error: {disk} is damaged: {left} problem{'s' if left != 1 else ''}"
+                   + ("" if repair or not any(p.fix for p in problems) else " (--repair can fix some)")),
               file=sys.stderr)
         raise typer.Exit(3)

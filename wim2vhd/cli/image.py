@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json, safe
 from wim2vhd.options import ApplyOptions
 from wim2vhd.units import format_size
 
@@ -27,13 +27,13 @@ def info(
     if json:
         emit_json(res)
         return
-    print(f"{res['path']}: {len(res['images'])} image(s), {res['compression']} compression"
+    print(safe(f"{res['path']}: {len(res['images'])} image(s), {res['compression']} compression")
           + (f", {res['parts']} parts" if res["parts"] > 1 else ""))
     for i in res["images"]:
-        print(f"  {i['index']:>2}  {i['name']}")
+        print(safe(f"  {i['index']:>2}  {i['name']}"))
         extra = [x for x in (i.get("edition"), i.get("architecture"), i.get("version") and f"build {i['version']}") if x]
         counts = f"{i['files']} files, {i['directories']} directories"
-        print("      " + ", ".join(extra + [format_size(i["total_bytes"]), counts]))
+        print(safe("      " + ", ".join(extra + [format_size(i["total_bytes"]), counts])))
 
 
 @app.command("apply")
@@ -116,10 +116,10 @@ def apply_cmd(
 
 def _print_applied(res) -> None:
     d = res["disk"]
-    print(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}")
-    print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
-          f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
-    print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
+    print(safe(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}"))
+    print(safe(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
+               f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}"))
+    print(safe("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s"))
 
 
 @app.command("capture")
@@ -150,6 +150,6 @@ def capture_cmd(
         emit_json(res)
     else:
         i = res["image"]
-        print(f"captured partition {res['partition']} of {res['source']} as image {i['index']} "
-              f"({i['name']}) of {res['output']}: {i['files']} files, {format_size(i['total_bytes'])}, "
-              f"{res['seconds']:.2f}s")
+        print(safe(f"captured partition {res['partition']} of {res['source']} as image {i['index']} "
+                   f"({i['name']}) of {res['output']}: {i['files']} files, {format_size(i['total_bytes'])}, "
+                   f"{res['seconds']:.2f}s"))

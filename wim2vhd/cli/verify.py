@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import JsonOpt, emit_json
+from wim2vhd.cli._common import JsonOpt, emit_json, safe
 from wim2vhd.errors import CorruptInput
 
 
@@ -24,12 +24,12 @@ def verify(
         emit_json(res)
     else:
         for w in res["warnings"]:
-            print(f"{disk}: warning: {w}", file=sys.stderr)
+            print(safe(f"{disk}: warning: {w}"), file=sys.stderr)
         for p in res["problems"]:
-            print(f"{disk}: {p}")
+            print(safe(f"{disk}: {p}"))
         if res["sound"]:
             n = sum(c["result"] == "ok" for c in res["checks"])
             what = ", ".join(x for x in (res["layout"] and f"{res['layout']} layout", res["architecture"]) if x)
-            print(f"{disk}: sound ({n} checks passed; {what})")
+            print(safe(f"{disk}: sound ({n} checks passed; {what})"))
     if not res["sound"]:
         raise typer.Exit(CorruptInput.exit_code)

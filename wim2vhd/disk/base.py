@@ -47,6 +47,8 @@ class Disk:
         for k, v in params.items():
             setattr(p, k, v)
         self._h = lib.w2v_disk_new(p)
+        #: NTFS device windows (wim2vhd.ntfs.NtfsWindow) that read and write through self._h
+        self.windows = 0
         if self._h == ffi.NULL:
             raise InternalError(f"{path}: cannot allocate the block table (out of memory?)")
         self._closed = False
@@ -155,6 +157,7 @@ class Disk:
     def close(self) -> None:
         if self._closed:
             return
+        self._refuse_if_used()
         try:
             if self.writable:
                 self.flush()
@@ -166,8 +169,17 @@ class Disk:
         """Close without writing anything more (the file is about to be deleted)."""
         if self._closed:
             return
+        self._refuse_if_used()
         self._release()
         _release_chain(self.parent, Disk.abandon)
+
+    def _refuse_if_used(self) -> None:
+        # The native disk is freed on close: a window registered on it would be left pointing at
+        # freed memory, for libntfs-3g to write through.
+        if self.windows:
+            raise UsageError(f"{self.path}: cannot close the disk while {self.windows} NTFS device "
+                             f"window{'s are' if self.windows > 1 else ' is'} open on it: close "
+                             f"{'them' if self.windows > 1 else 'it'} first")
 
     def _release(self) -> None:
         self._closed = True

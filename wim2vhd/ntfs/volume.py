@@ -137,6 +137,10 @@ class NtfsVolume:
         if handle == ffi.NULL:
             self._mount_failed(ffi.errno or _errno.EIO)
         self._h = handle
+        from wim2vhd.ntfs.window import window_named
+        self._window = window_named(self.device)
+        if self._window is not None:
+            self._window.volumes += 1
 
     def _mount_failed(self, code: int) -> None:
         detail = _detail()
@@ -171,7 +175,11 @@ class NtfsVolume:
         if h is None:
             return
         _, lib = _lib()
-        _raise_for(lib.w2v_ntfsvol_umount(h), f"cannot close NTFS volume {self.device}")
+        try:
+            _raise_for(lib.w2v_ntfsvol_umount(h), f"cannot close NTFS volume {self.device}")
+        finally:
+            if self._window is not None:
+                self._window.volumes -= 1
 
     def __del__(self):  # pragma: no cover - a safety net only
         try:

@@ -7,7 +7,10 @@ from typing import Iterator
 
 from wim2vhd._lib import lib
 from wim2vhd.disk import Disk
-from wim2vhd.errors import from_errno
+from wim2vhd.errors import UsageError, from_errno
+
+# The windows registered now, by device name: a volume mounted on one holds it open.
+_open: dict[str, "NtfsWindow"] = {}
 
 
 class NtfsWindow:
@@ -18,6 +21,10 @@ class NtfsWindow:
         if self.id < 0:
             raise from_errno(self.id, "registering the NTFS device")
         self.name = f"w2v:{self.id}"
+        self.disk = disk
+        self.volumes = 0  # NtfsVolumes mounted on this window (wim2vhd.ntfs.volume)
+        disk.windows += 1
+        _open[self.name] = self
         # Contiguous allocation keeps dynamic disks small; where it cannot be installed,
         # libntfs-3g's own allocator is used and only the file size differs.
         self.compact = bool(compact) and lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
@@ -31,7 +38,24 @@ class NtfsWindow:
         return self.name
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unregister the device: refused while a volume is mounted on it (libntfs-3g would go on
+        reading and writing through a window that no longer is)."""
+        if _open.get(self.name) is not self:
+            return
+        if self.volumes:
+            raise UsageError(f"cannot close NTFS device {self.name} of {self.disk.path} while "
+                             f"{self.volumes} volume{'s are' if self.volumes > 1 else ' is'} mounted on it")
         lib.w2v_ntfsdev_unregister(self.id)
+        del _open[self.name]
+        self.disk.windows -= 1
+
+
+def window_named(name: str) -> NtfsWindow | None:
+    """The window registered as device `name` ("w2v:N"), if any."""
+    return _open.get(name)
 
 
 @contextlib.contextmanager
