@@ -150,7 +150,8 @@ def test_apply_fault_keeps_the_old_output(fault_shim, fixture_wim, tmp, apply_ma
 def test_partition_full_is_not_the_host(tmp, monkeypatch):
     """A Windows partition too small for the image (the fit check patched away) is reported as such,
     not as a full host file system: the block layer saw no host error."""
-    from wim2vhd import api, apply as apply_mod
+    from wim2vhd import api
+    from wim2vhd.pipeline import apply as apply_mod
     from wim2vhd.errors import NoSpace
     src = tmp / "src"
     src.mkdir()
