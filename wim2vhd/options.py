@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wim2vhd.errors import InputError, UsageError
-from wim2vhd.partition import LAYOUTS
+from wim2vhd.partition import LAYOUTS, RECOVERY_LAYOUTS
 from wim2vhd.units import MiB, parse_size
 
 DISK_TYPES = ("dynamic", "fixed")
@@ -94,8 +94,11 @@ class ApplyOptions:
                              "by the image)")
         if self.mbr and self.layout != "native":
             raise UsageError("--mbr goes with --layout native (bios is always MBR, uefi always GPT)")
-        if self.recovery_size and self.layout != "uefi":
-            raise UsageError("--recovery goes with --layout uefi")
+        if self.recovery_size and self.layout not in RECOVERY_LAYOUTS:
+            raise UsageError(f"--recovery goes with --layout {' or '.join(RECOVERY_LAYOUTS)}, not {self.layout!r}")
+        if self.recovery_size and not self.boot:
+            # WinRE is started from the store (recoverysequence): without one it would never run.
+            raise UsageError("--recovery adds WinRE to the boot store: it cannot go with --no-boot")
         if self.bcd_devices not in BCD_DEVICES:
             raise UsageError("--bcd-devices must be locate or partition")
         if self.sector_size not in SECTOR_SIZES:
