@@ -107,6 +107,7 @@ class _Run:
     img: ImageInfo
     size: int
     plan: partition.DiskLayout
+    winre_source: Any = None  # boot.winre.WinreSource: the image's WinRE, for the recovery partition
     report: Report = field(default_factory=Report)
     t_start: float = field(default_factory=time.monotonic)
 
@@ -136,9 +137,13 @@ def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *
                 raise NoSpace(f"image {job.index} ({img.name}) needs about {format_size(need)} of NTFS space, "
                               f"but the Windows partition would be {format_size(win.size)}",
                               hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
+            winre_source = None
+            if opts.boot and plan.role("recovery") is not None:
+                from wim2vhd.boot import winre
+                winre_source = winre.find_winre(wim, job.index, plan)  # Winre.wim must fit: checked now
             if opts.customize is not None:
                 opts.customize.apply_to_image(wim, job.index)
-            return _write(_Run(job, opts, wim, img, size, plan, t_start=t_start), progress)
+            return _write(_Run(job, opts, wim, img, size, plan, winre_source, t_start=t_start), progress)
 
 
 def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
@@ -186,7 +191,7 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
                     settings = bcdboot.BootSettings(locale=opts.locale, bcd_devices=opts.bcd_devices,
                                                     bios_boot_code=opts.bios_boot_code)
                     rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, job.index, run.img, settings,
-                                                             tmp_dir=tmp_dir)
+                                                             tmp_dir=tmp_dir, winre_source=run.winre_source)
             with rep.stage("finalize", progress):
                 disk.flush()  # ao.commit() fsyncs the file (unless --no-sync)
                 # A write that failed where libntfs-3g did not pass the error on still fails the run.

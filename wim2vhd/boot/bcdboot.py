@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wim2vhd.boot import devices as dv
+from wim2vhd.boot import winre
 from wim2vhd.boot.arch import fallback_loader
 from wim2vhd.boot.store import BcdStore
 from wim2vhd.boot.elements import E
@@ -115,8 +116,11 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
     return store
 
 
-def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, tmp_dir: str) -> dict[str, Any]:
-    """Run the boot stage on an applied disk; returns what it did, for the summary."""
+def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, tmp_dir: str,
+                  winre_source: "winre.WinreSource | None" = None) -> dict[str, Any]:
+    """Run the boot stage on an applied disk; returns what it did, for the summary.  winre_source:
+    the image's WinRE (winre.find_winre), to move to the plan's recovery partition and start from the
+    store."""
     from wim2vhd import fs
     from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.ntfs import NtfsVolume
@@ -147,9 +151,14 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
             memdiag = _find(pcat, "memtest.exe") is not None
         store = build_store(template, firmware, description, devs, locale=settings.locale, memdiag=memdiag)
         try:
+            if winre_source is not None:
+                winre_ids = winre.WinreIds.new()
+                winre.add_to_store(store, store.resolve("{default}"), plan, winre_ids, firmware=firmware,
+                                   locale=settings.locale)
             bcd = store.to_bytes()
         finally:
             store.close()
+        recovery = winre.install(disk, plan, vol, winre_source, winre_ids) if winre_source is not None else None
 
         if firmware == "bios":
             # bcdboot's BIOS layout: \bootmgr and \BOOTNXT at the root, the rest under \Boot.
@@ -203,4 +212,5 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
         "files": files,
         "bcd_bytes": len(bcd),
         **({"bios_boot_code": bios["boot_code"]} if firmware == "bios" else {}),
+        **({"winre": recovery} if recovery is not None else {}),
     }

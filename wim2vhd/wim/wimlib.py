@@ -411,6 +411,20 @@ class Wim:
             raise ImageNotFound(f"{self.path} has no image {index}; images: {listing}")
         return index
 
+    def find_file(self, index: int, folder: str, name: str, *, recursive: bool = False) -> tuple[str, int] | None:
+        """The file called `name` (without regard to case) in `folder` of image `index` (with
+        recursive, in its subfolders too; of several, the first by path): (its path, '\\'-separated
+        without a leading one, and its size), from the image's metadata; None if there is none."""
+        path = ffi.new("char[]", 4096)
+        size = ffi.new("uint64_t *")
+        wim_folder = "/" + folder.replace("\\", "/").strip("/")
+        ret = lib.w2v_wim_find_file(self._wim, index, wim_folder.encode(), name.encode(), int(recursive),
+                                    path, 4096, size)
+        if ret == -1:
+            return None
+        _check(ret, f"looking for {name} in image {index} of {self.path}")
+        return ffi.string(path).decode().replace("/", "\\").strip("\\"), int(size[0])
+
     # -- extraction ------------------------------------------------------------
     def readahead(self, index: int, threads: int | None = None) -> "ReadAhead":
         """Read-ahead decompression for extracting image `index`, planned at once on a thread (see
