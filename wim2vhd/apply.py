@@ -189,7 +189,8 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
                 with rep.stage("boot", progress):
                     from wim2vhd.boot import bcdboot
                     settings = bcdboot.BootSettings(locale=opts.locale, bcd_devices=opts.bcd_devices,
-                                                    bios_boot_code=opts.bios_boot_code)
+                                                    bios_boot_code=opts.bios_boot_code,
+                                                    debug=opts.debug_settings())
                     rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, job.index, run.img, settings,
                                                              tmp_dir=tmp_dir, winre_source=run.winre_source)
             with rep.stage("finalize", progress):

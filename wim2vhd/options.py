@@ -54,6 +54,7 @@ class ApplyOptions:
     locale: str = _opt("en-US", "--locale")
     bcd_devices: str = _opt("locate", "--bcd-devices")
     bios_boot_code: str | None = _opt(None, "--bios-boot-code")
+    debug: str | None = _opt(None, "--debug")             # serial[:PORT[:BAUD]], net:HOSTIP:PORT[:KEY], local
     boot: bool = _opt(True, "--no-boot")                  # the flag turns it off
     force: bool = _opt(False, "--force")
     sync: bool = _opt(True, "--no-sync")                  # False: page-cache writes, no fsync (wim2vhd.atomic)
@@ -116,5 +117,17 @@ class ApplyOptions:
             except OSError as e:
                 raise InputError(f"--bios-boot-code {self.bios_boot_code}: {e.strerror}") from None
             check_code_size(size)
+        if self.debug is not None:
+            self.debug_settings()
+            if self.layout == "native" or not self.boot:
+                raise UsageError("--debug is written to the disk's boot store: it cannot go with --layout native "
+                                 "or --no-boot")
         if self.customize is not None:
             self.customize.validate()
+
+    def debug_settings(self):
+        """--debug, parsed (wim2vhd.boot.debug.Debug), or None."""
+        if self.debug is None:
+            return None
+        from wim2vhd.boot import debug
+        return debug.parse(self.debug)

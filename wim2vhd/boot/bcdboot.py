@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from wim2vhd.boot import debug as kdebug
 from wim2vhd.boot import devices as dv
 from wim2vhd.boot import winre
 from wim2vhd.boot.arch import fallback_loader
@@ -38,6 +39,7 @@ class BootSettings:
     locale: str = "en-US"
     bcd_devices: str = "locate"       # or "partition" (see _devices)
     bios_boot_code: str | None = None  # a file of MBR boot code instead of GRUB's
+    debug: "kdebug.Debug | None" = None  # the kernel debugger (--debug)
 
 
 BOOT = "Windows\\Boot"
@@ -151,6 +153,7 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
             memdiag = _find(pcat, "memtest.exe") is not None
         store = build_store(template, firmware, description, devs, locale=settings.locale, memdiag=memdiag)
         try:
+            debugger = kdebug.apply(store, store.resolve("{default}"), settings.debug) if settings.debug else None
             if winre_source is not None:
                 winre_ids = winre.WinreIds.new()
                 winre.add_to_store(store, store.resolve("{default}"), plan, winre_ids, firmware=firmware,
@@ -213,4 +216,5 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
         "bcd_bytes": len(bcd),
         **({"bios_boot_code": bios["boot_code"]} if firmware == "bios" else {}),
         **({"winre": recovery} if recovery is not None else {}),
+        **({"debug": debugger.to_dict()} if debugger is not None else {}),
     }

@@ -70,6 +70,10 @@ def apply_cmd(
                                                    "differencing). partition: fully qualified partition devices. "
                                                    f"Default: {D.bcd_devices}."),
     bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="bios layout: your own MBR boot code (up to 440 bytes, or a whole 512-byte MBR) instead of GRUB's, which chain-loads \\bootmgr."),
+    debug: Optional[str] = typer.Option(None, "--debug", metavar="TYPE",
+                                        help="Turn on the kernel debugger (Convert-WindowsImage's -EnableDebugger): "
+                                             "serial[:PORT[:BAUD]] (COM1, 115200 by default), net:HOSTIP:PORT[:KEY] "
+                                             "(a key is made and printed when not given), or local."),
     no_boot: bool = typer.Option(False, "--no-boot", help="Skip the boot stage (no boot files, BCD or boot code)."),
     unattend: Optional[str] = typer.Option(None, "--unattend", help="Answer file, written as \\Windows\\Panther\\unattend.xml."),
     merge: Optional[List[str]] = typer.Option(None, "--merge", help="Copy this folder's contents into the volume root "
@@ -101,7 +105,7 @@ def apply_cmd(
                                         enable_rdp=enable_rdp, drivers=driver)
     given = dict(index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout, mbr=mbr,
                  recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
-                 cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
+                 cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code, debug=debug,
                  boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync)
     # An option left out takes ApplyOptions' default (None here means "not given").
     options = ApplyOptions.from_keywords(**{k: v for k, v in given.items() if v is not None})
@@ -119,6 +123,11 @@ def _print_applied(res) -> None:
     print(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}")
     print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
           f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
+    boot = res.get("boot") or {}
+    if boot.get("winre"):
+        print(f"  WinRE: {boot['winre']['winre']} on the recovery partition, loader {boot['winre']['loader']}")
+    if boot.get("debug"):
+        print(f"  kernel debugger: {boot['debug']['text']}")
     print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
 
 
