@@ -84,6 +84,10 @@ def apply_cmd(
                                                         "profile, Users\\Default\\NTUSER.DAT); repeatable."),
     enable_rdp: bool = typer.Option(False, "--enable-rdp", help="Allow Remote Desktop connections (fDenyTSConnections=0; "
                                     "firewall rules unchanged)."),
+    no_expand_on_native_boot: bool = typer.Option(False, "--no-expand-on-native-boot",
+                                                  help="Booted natively, Windows does not expand a dynamic disk to "
+                                                       "its full size (Convert-WindowsImage's "
+                                                       "-ExpandOnNativeBoot:$false; FsDepends VirtualDiskExpandOnMount=4)."),
     driver: Optional[List[str]] = typer.Option(None, "--driver",
                                                help="Stage a folder of drivers (INF files) for Windows to install at first "
                                                     "boot: copied to \\Windows\\wim2vhd\\Drivers\\<n>-<name> and added "
@@ -99,10 +103,11 @@ def apply_cmd(
     under a temporary name beside OUT and renamed only when complete.
     """
     custom = None
-    if unattend or merge or reg_import or enable_rdp or driver:  # (the module takes a while to import)
+    if unattend or merge or reg_import or enable_rdp or driver or no_expand_on_native_boot:  # (a slow import)
         from wim2vhd import customize
         custom = customize.from_options(unattend=unattend, merge=merge, reg_import=reg_import,
-                                        enable_rdp=enable_rdp, drivers=driver)
+                                        enable_rdp=enable_rdp, drivers=driver,
+                                        expand_on_native_boot=not no_expand_on_native_boot)
     given = dict(index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout, mbr=mbr,
                  recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
                  cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code, debug=debug,
