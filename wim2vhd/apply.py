@@ -79,6 +79,16 @@ def check_image_layout(layout: str, index: int, img: ImageInfo) -> None:
                          "use --layout uefi (or native)")
 
 
+def boot_locale(given: str | None, img: ImageInfo) -> str:
+    """The boot manager's locale: --locale, else the image's default language (as Setup leaves the
+    store: bcdboot takes the image's), else en-US when the image names none that reads as one."""
+    from wim2vhd.options import DEFAULT_LOCALE, LOCALE_RE
+    if given is not None:
+        return given
+    lang = (img.language or "").strip()
+    return lang if LOCALE_RE.fullmatch(lang) else DEFAULT_LOCALE
+
+
 # The time a reproducible run stamps on what it creates when the image says nothing: 2000-01-01 UTC.
 FALLBACK_EPOCH = 946684800
 
@@ -188,8 +198,8 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
             if opts.boot:
                 with rep.stage("boot", progress):
                     from wim2vhd.boot import bcdboot
-                    settings = bcdboot.BootSettings(locale=opts.locale, bcd_devices=opts.bcd_devices,
-                                                    bios_boot_code=opts.bios_boot_code,
+                    settings = bcdboot.BootSettings(locale=boot_locale(opts.locale, run.img),
+                                                    bcd_devices=opts.bcd_devices, bios_boot_code=opts.bios_boot_code,
                                                     debug=opts.debug_settings())
                     rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, job.index, run.img, settings,
                                                              tmp_dir=tmp_dir, winre_source=run.winre_source)

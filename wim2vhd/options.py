@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ from wim2vhd.partition import LAYOUTS, RECOVERY_LAYOUTS
 from wim2vhd.units import MiB, parse_size
 
 DISK_TYPES = ("dynamic", "fixed")
+# A language tag as Windows names its boot resource folders (en-US, de-DE, zh-TW, sr-Latn-RS).
+LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
+DEFAULT_LOCALE = "en-US"
 BCD_DEVICES = ("locate", "partition")
 SECTOR_SIZES = (512, 4096)
 # Measured on /usr/share (52k files): 16-32 MiB absorbs libntfs-3g's rewrites as well as 192 MiB
@@ -51,7 +55,7 @@ class ApplyOptions:
     block_size: int | None = _opt(None, "--block-size", size=True)  # None: apply.APPLY_BLOCK_SIZE
     cache_size: int = _opt(DEFAULT_CACHE, "--cache-size", size=True)
     threads: int | None = _opt(None, "--threads")         # read-ahead helpers; None: by CPU count, 0: none
-    locale: str = _opt("en-US", "--locale")
+    locale: str | None = _opt(None, "--locale")           # None: the image's default language (apply.boot_locale)
     bcd_devices: str = _opt("locate", "--bcd-devices")
     bios_boot_code: str | None = _opt(None, "--bios-boot-code")
     debug: str | None = _opt(None, "--debug")             # serial[:PORT[:BAUD]], net:HOSTIP:PORT[:KEY], local
@@ -102,6 +106,8 @@ class ApplyOptions:
             raise UsageError("--recovery adds WinRE to the boot store: it cannot go with --no-boot")
         if self.bcd_devices not in BCD_DEVICES:
             raise UsageError("--bcd-devices must be locate or partition")
+        if self.locale is not None and not LOCALE_RE.fullmatch(self.locale):
+            raise UsageError(f"--locale must be a language tag such as en-US or de-DE, not {self.locale!r}")
         if self.sector_size not in SECTOR_SIZES:
             raise UsageError("--sector-size must be 512 or 4096")
         if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:

@@ -210,6 +210,7 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
     return {
         "firmware": firmware,
         "bcd_devices": settings.bcd_devices,
+        "locale": settings.locale,
         "description": description,
         "template": template is not None,
         "files": files,

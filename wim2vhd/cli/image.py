@@ -64,7 +64,8 @@ def apply_cmd(
                                              help=f"Write-back cache of the disk layer (default {format_size(D.cache_size)})."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
                                           "wimlib (0: none). Default: one per CPU beyond the first, at most 4."),
-    locale: Optional[str] = typer.Option(None, "--locale", help=f"Boot manager locale (default {D.locale})."),
+    locale: Optional[str] = typer.Option(None, "--locale", help="Boot manager locale, e.g. de-DE. Default: the image's default language "
+                                               "(en-US if it names none)."),
     bcd_devices: Optional[str] = typer.Option(None, "--bcd-devices",
                                               help="locate: BCD devices found at boot (survive new disk IDs, "
                                                    "differencing). partition: fully qualified partition devices. "

@@ -265,6 +265,7 @@ class ImageInfo:
     total_bytes: int
     files: int
     directories: int
+    language: str | None = None  # the default language (WINDOWS/LANGUAGES/DEFAULT), e.g. "de-DE"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -377,6 +378,7 @@ class Wim:
             total_bytes=int(p(index, "TOTALBYTES") or 0),
             files=int(p(index, "FILECOUNT") or 0),
             directories=int(p(index, "DIRCOUNT") or 0),
+            language=p(index, "WINDOWS/LANGUAGES/DEFAULT"),
         )
 
     def image_time(self, index: int) -> int | None:
