@@ -43,7 +43,10 @@ def apply_cmd(
     index: Optional[str] = typer.Option(None, "--index", "-i",
                                         help="Image number (see `wim2vhd info`); several as 1,3,6 or all, one disk each: "
                                              "then OUT must hold {index} or {name}, e.g. 'win-{index}.vhdx'."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Image name, instead of --index."),
+    name: Optional[str] = typer.Option(None, "--name", "-n",
+                                       help="Image name, instead of --index, as Convert-WindowsImage's -Edition: "
+                                            "any case, and a unique part of a name or display name is enough "
+                                            "('pro', 'enterprise n')."),
     ref: Optional[List[str]] = RefOpt,
     size: Optional[str] = typer.Option(None, "--size", "-s",
                                        help="Virtual disk size, e.g. 64G. Default: 25G, or 1.5x the image plus 4G if larger."),
@@ -52,7 +55,10 @@ def apply_cmd(
                                          help="uefi: GPT with ESP, MSR, Windows. bios: MBR, one active NTFS partition. "
                                               f"native: one NTFS partition for native VHD boot. Default: {D.layout}."),
     mbr: bool = typer.Option(False, "--mbr", help="With --layout native: MBR instead of GPT."),
-    recovery: Optional[str] = typer.Option(None, "--recovery", help="With --layout uefi: add a WinRE partition of this size."),
+    recovery: Optional[str] = typer.Option(None, "--recovery", metavar="SIZE",
+                                           help="With --layout uefi or bios: a WinRE partition of this size after "
+                                                "Windows, holding the image's Winre.wim (moved there, as Setup "
+                                                "does) with boot.sdi, started from the boot menu's recovery entry."),
     label: Optional[str] = typer.Option(None, "--label", help=f"NTFS volume label (default {D.label})."),
     seed: Optional[str] = typer.Option(None, "--seed", help="Reproducible builds: derive every GUID, signature and serial from this and the image, and pin every "
                                           "time stamp the run makes to SOURCE_DATE_EPOCH or else the image's time: the same "

@@ -401,10 +401,7 @@ class Wim:
         if index is not None and name is not None:
             raise UsageError("give --index or --name, not both")
         if name is not None:
-            for i in imgs:
-                if i.name == name:
-                    return i.index
-            raise ImageNotFound(f"{self.path} has no image named {name!r}; images: {listing}")
+            return self._by_name(imgs, name)
         if index is None:
             if len(imgs) == 1:
                 return 1
@@ -426,6 +423,28 @@ class Wim:
             return None
         _check(ret, f"looking for {name} in image {index} of {self.path}")
         return ffi.string(path).decode().replace("/", "\\").strip("\\"), int(size[0])
+
+    def _by_name(self, imgs: list[ImageInfo], name: str) -> int:
+        """--name as Convert-WindowsImage's -Edition takes it: the image whose name or display name it
+        is, without regard to case; else the one image whose name or display name holds it ("pro",
+        "Enterprise N").  None or several such images is a usage error (exit 2) listing them."""
+        want = name.strip().casefold()
+        if not want:
+            raise UsageError("--name must not be empty")
+        listing = "; ".join(f"{i.index}: {i.name!r}" + (f" ({i.display_name!r})" if i.display_name and
+                                                         i.display_name != i.name else "") for i in imgs) or "none"
+
+        def names(i: ImageInfo) -> list[str]:
+            return [n.casefold() for n in (i.name, i.display_name) if n]
+
+        for found in ([i for i in imgs if want in names(i)], [i for i in imgs if any(want in n for n in names(i))]):
+            if len(found) == 1:
+                return found[0].index
+            if found:
+                which = ", ".join(f"{i.index} ({i.name!r})" for i in found)
+                raise UsageError(f"--name {name!r} matches images {which} of {self.path}: give more of the name, "
+                                 f"or --index", hint=f"images: {listing}")
+        raise UsageError(f"{self.path} has no image whose name or display name holds {name!r}; images: {listing}")
 
     # -- extraction ------------------------------------------------------------
     def readahead(self, index: int, threads: int | None = None) -> "ReadAhead":
