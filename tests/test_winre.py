@@ -62,6 +62,7 @@ def test_uefi_recovery_holds_winre_as_setup_leaves_it(fixture_wim, tmp):
 
     # the files, by ntfs-3g: Winre.wim moved (the image keeps only ReAgent.xml), boot.sdi beside it
     assert listing(rec_img, "/Recovery/WindowsRE") == ["ReAgent.xml", "Winre.wim", "boot.sdi"]
+    assert listing(rec_img, "/") == ["Recovery"]  # nothing left of how Winre.wim got there
     assert listing(win_img, "/Windows/System32/Recovery") == ["ReAgent.xml"]
     winre = ntfscat(rec_img, "/Recovery/WindowsRE/Winre.wim")
     assert winre == image_file(fixture_wim, "/Windows/System32/Recovery/Winre.wim", tmp)
@@ -182,6 +183,13 @@ def test_recovery_too_small_for_winre_says_the_size(tmp):
     w2v("apply", wim, out, "--index", "1", "--size", "2G", "--recovery", f"{need}M")
     _, _, imgs = partitions(out, tmp)
     assert len(ntfscat(imgs[3], "/Recovery/WindowsRE/Winre.wim")) == 12 << 20
+    # Winre.wim goes from the WIM to the recovery partition, never through the Windows one: against the
+    # same image applied without --recovery (Winre.wim in the Windows partition), the dynamic disk grows
+    # only by the recovery volume's own metadata, not by Winre.wim a second time
+    without = tmp / "n.vhdx"
+    w2v("apply", wim, without, "--index", "1", "--size", "2G")
+    grown = os.path.getsize(out) - os.path.getsize(without)
+    assert 0 < grown < 12 << 20, grown
 
 
 def test_image_without_winre_is_refused(tmp):

@@ -126,7 +126,8 @@ def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *
           wim: Wim | None = None) -> dict[str, Any]:
     """Run the pipeline for one image; returns the summary that --json prints.  The options are
     checked by the caller (ApplyOptions.check, as api.apply_image does).  `wim`: job.source already
-    open (several editions from one source share it), left open."""
+    open (several editions from one source share it), left open; with a recovery partition, image
+    job.index of it no longer holds Winre.wim afterwards (boot.winre.stage takes it out, in memory)."""
     t_start = time.monotonic()
     if format_for_path(job.out) is VhdDisk and opts.sector_size != 512:
         raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
@@ -165,8 +166,9 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
         disk = None
         tmp_dir = os.path.dirname(ao.temp)
         # The read-ahead plan loads the image's metadata on a thread while the disk is created and
-        # formatted (nothing below uses the Wim before the apply stage).
-        ra = wim.readahead(job.index, opts.threads)
+        # formatted (nothing below uses the Wim before the apply stage).  With WinRE to move, the plan
+        # waits for Winre.wim to leave the image (winre.stage, after the format stage).
+        ra = wim.readahead(job.index, opts.threads) if run.winre_source is None else None
         try:
             with rep.stage("create", progress):
                 disk = fmt.create(ao.temp, run.size, dynamic=opts.disk_type == "dynamic",
@@ -182,6 +184,10 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
                 formatted = fs.format_layout(disk, plan, windows_label=opts.label, tmp_dir=tmp_dir,
                                              target_zeroed=True)
             with rep.stage("apply", progress):
+                if run.winre_source is not None:
+                    from wim2vhd.boot import winre
+                    winre.stage(wim, job.index, disk, plan, run.winre_source)
+                    ra = wim.readahead(job.index, opts.threads)
                 window = NtfsWindow(disk, win.start, win.size, compact=True)
                 with window as dev:
                     try:
@@ -220,7 +226,8 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
             ao.abandon(e, disk)
             raise
         finally:
-            ra.close()   # after extract_ntfs has closed it, a no-op
+            if ra is not None:
+                ra.close()   # after extract_ntfs has closed it, a no-op
     return {
         "output": os.path.abspath(job.out),
         "image": {**run.img.to_dict(), "source": os.path.abspath(job.source)},

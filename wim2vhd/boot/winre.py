@@ -1,14 +1,16 @@
 """WinRE in the recovery partition, as Windows Setup (and `reagentc /setreimage` offline) leaves it.
 
     src = find_winre(wim, index, plan)            # before anything is written: sizes checked
+    stage(wim, index, disk, plan, src)            # after the format stage, before the image is applied
     ids = WinreIds.new()
     add_to_store(store, loader, plan, ids, firmware=..., locale=...)
-    install(disk, plan, win_vol, src, ids)        # after the image is applied
+    install(disk, plan, win_vol, src, ids)        # at the boot stage
 
 On the recovery partition (NTFS, made by the format stage):
 
     \\Recovery\\WindowsRE\\Winre.wim   the image's \\Windows\\System32\\Recovery\\Winre.wim, moved: the image
-                                     keeps only ReAgent.xml there, as after Setup
+                                     keeps only ReAgent.xml there, as after Setup (it is extracted
+                                     from the WIM to the recovery partition, never to Windows')
     \\Recovery\\WindowsRE\\boot.sdi    the image's Windows\\Boot\\DVD\\...\\boot.sdi (the firmware's folder first)
     \\Recovery\\WindowsRE\\ReAgent.xml a copy of the image's, as reagentc keeps one beside Winre.wim
 
@@ -261,21 +263,22 @@ def reagent_xml(existing: bytes | None, plan, loader: uuid.UUID) -> bytes:
 
 
 # -- the files -----------------------------------------------------------------------------------
-class _Reader:
-    """A file of an NtfsVolume as a file object to read from (what NtfsVolume.write_file streams)."""
-
-    def __init__(self, vol, path: str):
-        self.vol, self.path, self.pos = vol, path, 0
-
-    def read(self, n: int) -> bytes:
-        chunk = self.vol.read_file(self.path, offset=self.pos, length=n)
-        self.pos += len(chunk)
-        return chunk
+def stage(wim, index: int, disk, plan, src: WinreSource) -> None:
+    """Before the image is applied: Winre.wim from the WIM straight to the recovery partition (at its
+    path in the image), and out of the image (in memory), so that the Windows partition never holds it.  (Moved
+    after the apply, its clusters would stay allocated in a dynamic disk: the disk would grow by
+    Winre.wim twice.)  install() puts it in its place."""
+    from wim2vhd.ntfs import NtfsWindow
+    rec = plan.role("recovery")
+    with NtfsWindow(disk, rec.start, rec.size, compact=True) as dev:
+        wim.extract_file_ntfs(index, src.winre, dev)
+    wim.delete_path(index, src.winre)
 
 
 def install(disk, plan, win_vol, src: WinreSource, ids: WinreIds) -> dict[str, Any]:
-    """Move Winre.wim from the applied image (`win_vol`, open) to the recovery partition with
-    boot.sdi, and write ReAgent.xml in both; returns what was done, for the summary."""
+    """After the image is applied (`win_vol`: its volume, open): Winre.wim (staged) into
+    \\Recovery\\WindowsRE with boot.sdi, and ReAgent.xml in both volumes; returns what was done, for the
+    summary.  The image's \\Windows\\System32\\Recovery keeps only ReAgent.xml, as after Setup."""
     from wim2vhd.ntfs import NtfsVolume, NtfsWindow
 
     rec = plan.role("recovery")
@@ -283,23 +286,29 @@ def install(disk, plan, win_vol, src: WinreSource, ids: WinreIds) -> dict[str, A
     reagent = reagent_xml(existing, plan, ids.loader)
     sdi = win_vol.read_file(src.sdi)
     hidden = ATTR_HIDDEN | ATTR_SYSTEM
+    winre = f"{RECOVERY_DIR}\\{WINRE_NAME}"
     with NtfsWindow(disk, rec.start, rec.size, compact=True) as dev, NtfsVolume(dev) as vol:
         vol.mkdir("Recovery", exist_ok=True)
         vol.set_security("Recovery", RECOVERY_SECURITY)
-        vol.mkdir(RECOVERY_DIR, exist_ok=True)  # inherits \Recovery's ACEs
-        copied = vol.write_file(f"{RECOVERY_DIR}\\{WINRE_NAME}", _Reader(win_vol, src.winre))
-        if copied != src.winre_size:
-            raise InputError(f"\\{src.winre} of the applied image holds {copied} bytes, not the "
-                             f"{src.winre_size} its WIM says")
+        vol.mkdir(RECOVERY_DIR, exist_ok=True)  # inherits \Recovery's ACEs, as the files written below
         vol.write_file(f"{RECOVERY_DIR}\\{SDI_NAME}", sdi)
         vol.write_file(f"{RECOVERY_DIR}\\ReAgent.xml", reagent)
+        # a rename within the volume: a second name, then the first one goes, with the folders
+        # extracting it made (Windows\System32\Recovery, which hold nothing else)
+        vol.link(src.winre, winre)
+        vol.unlink(src.winre)
+        parts = src.winre.split("\\")[:-1]
+        for n in range(len(parts), 0, -1):
+            vol.unlink("\\".join(parts[:n]))
+        vol.set_security(winre, vol.get_security(f"{RECOVERY_DIR}\\{SDI_NAME}"))  # what a new file there has
+        if vol.file_size(winre) != src.winre_size:
+            raise InputError(f"\\{src.winre} of image holds {vol.file_size(winre)} bytes, not the "
+                             f"{src.winre_size} its WIM says")
         for f in (WINRE_NAME, SDI_NAME, "ReAgent.xml"):
             vol.set_attributes(f"{RECOVERY_DIR}\\{f}", hidden | ATTR_ARCHIVE)
         for d in ("Recovery", RECOVERY_DIR):
             vol.set_attributes(d, hidden | ATTR_DIRECTORY)
-    # Moved, not copied, as Setup does: \Windows\System32\Recovery keeps only ReAgent.xml.
-    win_vol.unlink(src.winre)
     win_vol.write_file(REAGENT, reagent)
     return {"loader": _guid(ids.loader), "options": _guid(ids.options), "winre": WINRE_PATH,
-            "winre_bytes": src.winre_size, "sdi": SDI_PATH, "sdi_from": "\\" + src.sdi,
-            "reagent": "\\" + REAGENT, "location": reagent_location(plan)}
+            "winre_bytes": src.winre_size, "winre_from": "\\" + src.winre, "sdi": SDI_PATH,
+            "sdi_from": "\\" + src.sdi, "reagent": "\\" + REAGENT, "location": reagent_location(plan)}

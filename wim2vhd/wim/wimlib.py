@@ -477,6 +477,25 @@ class Wim:
                                         len(arr), lib.WIMLIB_EXTRACT_FLAG_GLOB_PATHS),
                f"extracting {', '.join(paths)} from image {index}")
 
+    def extract_file_ntfs(self, index: int, path: str, device: str) -> None:
+        """Extract one file of image `index` to the NTFS volume on `device`, at the same path (its
+        data, attributes and times; not its security descriptor, which the caller sets).  (wimlib 1.13
+        fails in NTFS mode with WIMLIB_EXTRACT_FLAG_NO_PRESERVE_DIR_STRUCTURE: the folders come too.)"""
+        flags = lib.WIMLIB_EXTRACT_FLAG_NTFS | lib.WIMLIB_EXTRACT_FLAG_NO_ACLS
+        wim_path = ffi.new("char[]", ("/" + path.replace("\\", "/").strip("/")).encode())
+        _check(lib.wimlib_extract_paths(self._wim, index, device.encode(), ffi.new("char *[]", [wim_path]), 1, flags),
+               f"extracting \\{path} from image {index} of {self.path}")
+
+    def delete_path(self, index: int, path: str) -> None:
+        """Take a file out of image `index` in memory (the WIM file is not changed): extracting the
+        image then leaves it out."""
+        cmd = ffi.new("struct wimlib_update_command *")
+        wim_path = ffi.new("char[]", ("/" + path.replace("\\", "/").strip("/")).encode())
+        cmd.op = lib.WIMLIB_UPDATE_OP_DELETE
+        cmd.delete_.wim_path = wim_path
+        cmd.delete_.delete_flags = 0
+        _check(lib.wimlib_update_image(self._wim, index, cmd, 1, 0), f"leaving \\{path} out of image {index}")
+
     def add_files(self, index: int, items: list[tuple[str, str]]) -> None:
         """Add host files or folders to the image in memory (not written back): (host path, image path)."""
         if not items:
