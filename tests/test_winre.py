@@ -4,7 +4,6 @@ the image's own Winre.wim and boot.sdi, regipy and ElementTree for the store and
 import json
 import os
 import struct
-import subprocess
 import uuid
 import xml.etree.ElementTree as ET
 
