@@ -6,7 +6,9 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <wimlib.h>
 #include "w2v_wim.h"
 
@@ -101,4 +103,52 @@ int w2v_quiet_xml(void)
 		}
 	}
 	return done;
+}
+
+/*
+ * A file by name in a folder of an image, from the image's metadata (nothing is extracted), so
+ * that apply can check what it will need (Winre.wim's size, boot.sdi) before it writes anything.
+ */
+struct find_ctx {
+	const char *name;
+	char *path;
+	size_t path_len;
+	uint64_t size;
+	int found;
+};
+
+static int find_one(const struct wimlib_dir_entry *d, void *arg)
+{
+	struct find_ctx *c = arg;
+	if (d->attributes & (WIMLIB_FILE_ATTRIBUTE_DIRECTORY | WIMLIB_FILE_ATTRIBUTE_REPARSE_POINT))
+		return 0;
+	if (!d->filename || strcasecmp(d->filename, c->name) != 0)
+		return 0;
+	if (c->found && strcasecmp(d->full_path, c->path) >= 0)
+		return 0;
+	if (strlen(d->full_path) >= c->path_len)
+		return 0;  /* longer than any path asked for here */
+	snprintf(c->path, c->path_len, "%s", d->full_path);
+	c->size = d->streams[0].resource.uncompressed_size;
+	c->found = 1;
+	return 0;
+}
+
+int w2v_wim_find_file(WIMStruct *wim, int image, const char *dir, const char *name, int recursive,
+		      char *path, size_t path_len, uint64_t *size)
+{
+	struct find_ctx c = { name, path, path_len, 0, 0 };
+	int flags = WIMLIB_ITERATE_DIR_TREE_FLAG_CHILDREN | (recursive ? WIMLIB_ITERATE_DIR_TREE_FLAG_RECURSIVE : 0);
+	int ret;
+	if (path_len)
+		path[0] = 0;
+	ret = wimlib_iterate_dir_tree(wim, image, dir, flags, find_one, &c);
+	if (ret == WIMLIB_ERR_PATH_DOES_NOT_EXIST)
+		return -1;
+	if (ret)
+		return ret;
+	if (!c.found)
+		return -1;
+	*size = c.size;
+	return 0;
 }

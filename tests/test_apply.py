@@ -118,7 +118,7 @@ def test_capture_back_through_native_layer(fixture_wim, tmp):
 def test_bad_inputs(fixture_wim, tmp):
     out = tmp / "o.vhdx"
     fails(["apply", fixture_wim, out, "--index", "7"], 3, "images: 1:", tmp, out)
-    fails(["apply", fixture_wim, out, "--name", "nope"], 3, "no image named", tmp, out)
+    fails(["apply", fixture_wim, out, "--name", "nope"], 2, "no image whose name or display name holds 'nope'", tmp, out)
     fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 4, "", tmp, out)
     for zero in ("0", "0G"):  # not the default size (it made a 25 GiB disk)
         fails(["apply", fixture_wim, out, "--index", "1", "--size", zero], 2, "--size must be more than 0", tmp, out)

@@ -232,3 +232,50 @@ def test_uefi_boot_files_whatever_their_case(recased_wim, tmp):
     assert a.read_bytes() == b.read_bytes()
     store = regipy_store(esp_file(raw, "/EFI/Microsoft/Boot/BCD", tmp / "BCD"))
     assert "{b2721d73-1db4-4c62-bf78-c548a880142d}" in store  # {memdiag}
+
+
+# -- the boot manager's locale: the image's default language -------------------------------------------
+@pytest.fixture
+def german_wim(fixture_wim, tmp):
+    """The fixture WIM with image 1's default language set to de-DE by wimlib-imagex (not by us)."""
+    import shutil
+    wim = tmp / "de.wim"
+    shutil.copyfile(fixture_wim, wim)
+    run("wimlib-imagex", "info", wim, "1", "--image-property", "WINDOWS/LANGUAGES/DEFAULT=de-DE")
+    return wim
+
+
+def store_locales(disk, tmp):
+    raw = to_raw(disk, tmp)
+    store = regipy_store(esp_file(raw, "/EFI/Microsoft/Boot/BCD", tmp / f"{disk.name}.BCD"))
+    bootmgr = store["{9dea862c-5cdd-4e70-acc1-f32b344d4795}"]["elements"]
+    (loader,) = loaders(store).values()
+    memdiag = store["{b2721d73-1db4-4c62-bf78-c548a880142d}"]["elements"]
+    return {bootmgr["12000005"][1], loader["elements"]["12000005"][1], memdiag["12000005"][1]}
+
+
+def test_locale_is_the_images_default_language(german_wim, tmp):
+    info = json.loads(w2v("info", german_wim, "--json").stdout)["images"]
+    assert [i["language"] for i in info] == ["de-DE", "en-US"]
+    out = tmp / "de.vhdx"
+    res = json.loads(w2v("apply", german_wim, out, "--index", "1", "--size", "2G", "--json").stdout)
+    assert res["boot"]["locale"] == "de-DE" and res["image"]["language"] == "de-DE"
+    assert store_locales(out, tmp) == {"de-DE"}
+    # --locale still wins
+    out2 = tmp / "fr.vhdx"
+    w2v("apply", german_wim, out2, "--index", "1", "--size", "2G", "--locale", "fr-FR")
+    assert store_locales(out2, tmp) == {"fr-FR"}
+
+
+def test_locale_of_an_image_without_a_language_is_en_us(german_wim, tmp):
+    run("wimlib-imagex", "info", german_wim, "2", "--image-property", "WINDOWS/LANGUAGES/DEFAULT=")
+    assert json.loads(w2v("info", german_wim, "--json").stdout)["images"][1]["language"] is None
+    out = tmp / "en.vhdx"
+    w2v("apply", german_wim, out, "--index", "2", "--size", "2G")
+    assert store_locales(out, tmp) == {"en-US"}
+
+
+def test_bad_locale_is_refused(fixture_wim, tmp):
+    from tests.support import fails
+    fails(["apply", fixture_wim, tmp / "o.vhdx", "--index", "1", "--locale", "de DE"], 2,
+          "--locale must be a language tag", tmp, str(tmp / "o.vhdx"))

@@ -533,3 +533,35 @@ def test_hives_found_whatever_the_case_of_their_path(tmp):
     hive = tmp / "system.hive"
     hive.write_bytes(ntfscat(img, "/windows/system32/CONFIG/system"))
     assert hivexget(hive, r"ControlSet001\Control\Terminal Server", "fDenyTSConnections") == "0"
+
+
+# ---- --no-expand-on-native-boot ----------------------------------------------------------------------------
+
+def test_no_expand_on_native_boot_in_the_current_control_set(tmp):
+    """FsDepends\\Parameters\\VirtualDiskExpandOnMount = 4 (REG_DWORD), as Convert-WindowsImage's
+    -ExpandOnNativeBoot:$false, in the control set Select\\Current names: here ControlSet002, so that the
+    value cannot land in ControlSet001 by chance.  Read back by hivexget and regipy."""
+    from fixtures import hives
+    from fixtures.build import build_fixture_wim
+    spec = {k.replace("ControlSet001", "ControlSet002"): v for k, v in hives.SYSTEM.items()}
+    spec["Select"] = {**hives.SYSTEM["Select"], "Current": 2, "Default": 2}
+    spec["ControlSet001\\Control"] = {}
+    wim = build_fixture_wim(tmp / "cs2.wim", overrides={"Windows/System32/config/SYSTEM": hives.build_hive(spec)})
+    out = tmp / "n.vhdx"
+    res = json.loads(w2v("apply", wim, out, "--index", "1", "--size", "1G", "--layout", "native", "--no-boot",
+                         "--no-expand-on-native-boot", "--enable-rdp", "--json").stdout)
+    assert res["customizations"]["expand_on_native_boot"] is False
+    assert res["customizations"]["registry"] == {"SYSTEM": 2}
+    system = hive_out(ntfs_partition(out, tmp), "SYSTEM", tmp)
+    key = r"ControlSet002\Services\FsDepends\Parameters"
+    assert hivexget(system, key, "VirtualDiskExpandOnMount") == "4"
+    assert regipy_values(system, "\\" + key)["VirtualDiskExpandOnMount"] == ("REG_DWORD", 4)
+    assert hivexget(system, r"ControlSet002\Control\Terminal Server", "fDenyTSConnections") == "0"
+    assert not regipy_has_key(system, r"\ControlSet001\Services\FsDepends")
+
+
+def test_expand_on_native_boot_by_default(fixture_wim, tmp):
+    out = tmp / "d.vhdx"
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "1G", "--layout", "native", "--no-boot", "--enable-rdp")
+    system = hive_out(ntfs_partition(out, tmp), "SYSTEM", tmp)
+    assert hivexget(system, r"ControlSet001\Services\FsDepends\Parameters", "VirtualDiskExpandOnMount") is None

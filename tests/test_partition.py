@@ -101,7 +101,8 @@ def test_bios_and_native_plans():
 
 
 @pytest.mark.parametrize("layout,kw", [("uefi", {}), ("uefi", {"recovery_size": 512 * MiB}),
-                                       ("bios", {}), ("native", {}), ("native", {"mbr": True})])
+                                       ("bios", {}), ("bios", {"recovery_size": 512 * MiB}), ("native", {}),
+                                       ("native", {"mbr": True})])
 @pytest.mark.parametrize("ss", [512, 4096])
 def test_too_small_says_how_big(layout, kw, ss):
     need = min_disk_size(layout, ss, **kw)
@@ -115,7 +116,7 @@ def test_too_small_says_how_big(layout, kw, ss):
 @pytest.mark.parametrize("kw,match", [
     ({"layout": "gpt"}, "unknown layout"),
     ({"sector_size": 1024}, "sector size"),
-    ({"layout": "bios", "recovery_size": 512 * MiB}, "only planned in the uefi"),
+    ({"layout": "native", "recovery_size": 512 * MiB}, "only planned in the uefi and bios layouts"),
     ({"layout": "uefi", "mbr": True}, "mbr=True only applies"),
     ({"recovery_size": 1000}, "whole number of MiB"),
     ({"esp_size": 16 * MiB}, "cannot hold FAT32"),
@@ -136,7 +137,7 @@ def test_bios_4k_sectors_reaches_past_2tib():
 @given(size=st.integers(min_value=1, max_value=64 * TiB), ss=st.sampled_from([512, 4096]),
        layout=st.sampled_from(["uefi", "bios", "native"]), rec=st.integers(0, 4).map(lambda n: n * 256 * MiB))
 def test_plan_invariants(size, ss, layout, rec):
-    kw = {"recovery_size": rec} if layout == "uefi" else {}
+    kw = {"recovery_size": rec} if layout != "native" else {}
     try:
         L = plan_layout(size, ss, layout, **kw)
     except NoSpace:
@@ -270,6 +271,30 @@ def test_bios_mbr_matches_sfdisk(tmp_path):
     subprocess.run(["sfdisk", "-q", str(ref)], input="start=2048, type=7, bootable\n", text=True,
                    check=True, capture_output=True)
     assert head(tmp_path / "disk.img")[446:512] == head(ref)[446:512]
+
+
+def test_bios_recovery_partition_is_type_27_after_windows(tmp_path):
+    """bios with a WinRE partition, as Windows Setup leaves an MBR disk: a second primary partition of
+    type 0x27 after Windows, not active; sfdisk (not ours) reads it, and makes the same entries."""
+    t = make_disk(tmp_path, 20 * GiB)
+    L = seeded("br", plan_layout, t.size, 512, "bios", recovery_size=GiB)
+    write_table(t, L)
+    t.close()
+    pt = sfdisk_json(tmp_path / "disk.img")
+    win, rec = pt["partitions"]
+    assert (win["start"], win["type"], win.get("bootable")) == (2048, "7", True)
+    assert (rec["start"], rec["size"], rec["type"], rec.get("bootable")) == (
+        win["start"] + win["size"], GiB // 512, "27", None)
+    assert rec["start"] + rec["size"] == 20 * GiB // 512
+    assert run("sfdisk", "-V", str(tmp_path / "disk.img")).returncode == 0
+    ref = tmp_path / "ref.img"
+    with open(ref, "wb") as f:
+        f.truncate(20 * GiB)
+    subprocess.run(["sfdisk", "-q", str(ref)], text=True, check=True, capture_output=True,
+                   input=f"start=2048, size={win['size']}, type=7, bootable\nstart={rec['start']}, type=27\n")
+    assert head(tmp_path / "disk.img")[446:510] == head(ref)[446:510]
+    back = read_table(RawFileTarget(tmp_path / "disk.img"))
+    assert [p.role for p in back.partitions] == ["data", "recovery"]
 
 
 @pytest.mark.parametrize("size", [100 * MiB, 9 * GiB])

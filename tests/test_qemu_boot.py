@@ -180,3 +180,22 @@ def test_bios_boot(fixture_wim, tmp_path, name, kind):
     disk = apply(fixture_wim, tmp_path / name, "--type", kind, "--layout", "bios")
     text = qemu.boot(disk, "bios", expect=bios_probe.END)
     assert_bios_probe(text)
+
+
+# -- with a WinRE partition (--recovery) ---------------------------------------------------------------
+@needs_qemu
+def test_bios_boot_with_a_recovery_partition(fixture_wim, tmp_path):
+    """The WinRE partition (MBR type 0x27 after Windows) leaves BIOS boot as it was: SeaBIOS, our MBR
+    code and GRUB still start the Windows partition's \\bootmgr."""
+    disk = apply(fixture_wim, tmp_path / "rec.vhd", "--layout", "bios", "--recovery", "32M")
+    assert [p["type"] for p in sfdisk(to_raw(disk, tmp_path))["partitions"]] == ["7", "27"]
+    assert_bios_probe(qemu.boot(disk, "bios", expect=bios_probe.END))
+
+
+@needs_qemu
+@needs_ovmf
+def test_uefi_boot_with_a_recovery_partition(fixture_wim, tmp_path):
+    disk = apply(fixture_wim, tmp_path / "rec.vhdx", "--layout", "uefi", "--recovery", "32M")
+    raw = to_raw(disk, tmp_path)
+    assert len(sfdisk(raw)["partitions"]) == 4
+    assert_uefi_probe(qemu.boot(disk, "uefi", expect=efi_probe.END), raw)

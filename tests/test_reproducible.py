@@ -7,7 +7,10 @@ import time
 
 from tests.support import extract_partition, run, sfdisk, to_raw, w2v
 
-CASES = [("u.vhdx", ["--layout", "uefi"]), ("b.vhd", ["--layout", "bios", "--type", "fixed"])]
+CASES = [("u.vhdx", ["--layout", "uefi"]), ("b.vhd", ["--layout", "bios", "--type", "fixed"]),
+         # WinRE's store objects and files, and the KDNET key made for --debug net, come from the seed too
+         ("r.vhdx", ["--layout", "uefi", "--recovery", "64M", "--debug", "net:10.0.0.2:50000"]),
+         ("rb.vhd", ["--layout", "bios", "--recovery", "64M"])]
 
 
 def digest(path):

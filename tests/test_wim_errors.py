@@ -64,7 +64,6 @@ def test_error_in_an_iso_names_the_iso(fixture_wim, tmp):
 def test_one_table_of_wimlib_codes():
     """The names in native/cdefs are wimlib's own codes (checked against wimlib's own message for
     each), and the table maps them; no code is written as a number in wim/wimlib.py."""
-    import os
     import re
 
     from wim2vhd.wim import wimlib as wim

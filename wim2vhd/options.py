@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from wim2vhd.errors import InputError, UsageError
-from wim2vhd.partition import LAYOUTS
+from wim2vhd.partition import LAYOUTS, RECOVERY_LAYOUTS
 from wim2vhd.units import MiB, parse_size
 
 DISK_TYPES = ("dynamic", "fixed")
+# A language tag as Windows names its boot resource folders (en-US, de-DE, zh-TW, sr-Latn-RS).
+LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
+DEFAULT_LOCALE = "en-US"
 BCD_DEVICES = ("locate", "partition")
 SECTOR_SIZES = (512, 4096)
 # Absorbs libntfs-3g's rewrites as well as a cache six times larger, at a fraction of the memory
@@ -51,9 +55,10 @@ class ApplyOptions:
     block_size: int | None = _opt(None, "--block-size", size=True)  # None: apply.APPLY_BLOCK_SIZE
     cache_size: int = _opt(DEFAULT_CACHE, "--cache-size", size=True)
     threads: int | None = _opt(None, "--threads")         # read-ahead helpers; None: by CPU count, 0: none
-    locale: str = _opt("en-US", "--locale")
+    locale: str | None = _opt(None, "--locale")           # None: the image's default language (apply.boot_locale)
     bcd_devices: str = _opt("locate", "--bcd-devices")
     bios_boot_code: str | None = _opt(None, "--bios-boot-code")
+    debug: str | None = _opt(None, "--debug")             # serial[:PORT[:BAUD]], net:HOSTIP:PORT[:KEY], local
     boot: bool = _opt(True, "--no-boot")                  # the flag turns it off
     force: bool = _opt(False, "--force")
     sync: bool = _opt(True, "--no-sync")                  # False: page-cache writes, no fsync (wim2vhd.atomic)
@@ -94,10 +99,15 @@ class ApplyOptions:
                              "by the image)")
         if self.mbr and self.layout != "native":
             raise UsageError("--mbr goes with --layout native (bios is always MBR, uefi always GPT)")
-        if self.recovery_size and self.layout != "uefi":
-            raise UsageError("--recovery goes with --layout uefi")
+        if self.recovery_size and self.layout not in RECOVERY_LAYOUTS:
+            raise UsageError(f"--recovery goes with --layout {' or '.join(RECOVERY_LAYOUTS)}, not {self.layout!r}")
+        if self.recovery_size and not self.boot:
+            # WinRE is started from the store (recoverysequence): without one it would never run.
+            raise UsageError("--recovery adds WinRE to the boot store: it cannot go with --no-boot")
         if self.bcd_devices not in BCD_DEVICES:
             raise UsageError("--bcd-devices must be locate or partition")
+        if self.locale is not None and not LOCALE_RE.fullmatch(self.locale):
+            raise UsageError(f"--locale must be a language tag such as en-US or de-DE, not {self.locale!r}")
         if self.sector_size not in SECTOR_SIZES:
             raise UsageError("--sector-size must be 512 or 4096")
         if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:
@@ -113,5 +123,17 @@ class ApplyOptions:
             except OSError as e:
                 raise InputError(f"--bios-boot-code {self.bios_boot_code}: {e.strerror}") from None
             check_code_size(size)
+        if self.debug is not None:
+            self.debug_settings()
+            if self.layout == "native" or not self.boot:
+                raise UsageError("--debug is written to the disk's boot store: it cannot go with --layout native "
+                                 "or --no-boot")
         if self.customize is not None:
             self.customize.validate()
+
+    def debug_settings(self):
+        """--debug, parsed (wim2vhd.boot.debug.Debug), or None."""
+        if self.debug is None:
+            return None
+        from wim2vhd.boot import debug
+        return debug.parse(self.debug)

@@ -100,6 +100,7 @@ GPT_TYPE_NAMES = {
 }
 
 MBR_TYPE_NTFS = 0x07
+MBR_TYPE_WINRE = 0x27   # what Windows Setup gives the WinRE partition of an MBR disk
 MBR_TYPE_PROTECTIVE = 0xEE
 MBR_TYPE_NAMES = {0x07: "NTFS/exFAT", 0x0B: "FAT32", 0x0C: "FAT32 (LBA)", 0xEF: "EFI system",
                   0xEE: "GPT protective", 0x27: "Windows recovery", 0x05: "extended", 0x0F: "extended (LBA)"}
@@ -124,6 +125,7 @@ MIN_NTFS_SIZE = 8 * MiB  # smallest Windows/data partition we plan (mkntfs itsel
 MBR_MAX_SECTORS = 0xFFFFFFFF
 
 LAYOUTS = ("uefi", "bios", "native")
+RECOVERY_LAYOUTS = ("uefi", "bios")  # the layouts that boot, and so may have a WinRE partition
 
 # CHS geometry for LBA disks: 255 heads, 63 sectors per track, as Windows and
 # fdisk assume; CHS past cylinder 1023 is written as (1023, 254, 63) = FE FF FF.
@@ -322,7 +324,8 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
 
     * ``uefi``: GPT with ESP, MSR, Windows, and a WinRE partition after Windows
       when ``recovery_size`` > 0;
-    * ``bios``: MBR with one active NTFS partition from 1 MiB to the end;
+    * ``bios``: MBR with one active NTFS partition from 1 MiB to the end, or to a WinRE partition
+      (type 0x27) at the end when ``recovery_size`` > 0;
     * ``native``: one NTFS partition, GPT (or MBR with ``mbr=True``), no ESP.
 
     Raises NoSpace when the disk is too small, UsageError for bad arguments.
@@ -333,8 +336,9 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
     for what, v in (("recovery size", recovery_size), ("ESP size", esp_size), ("MSR size", msr_size)):
         if v < 0 or v % ALIGN:
             raise UsageError(f"{what} must be a whole number of MiB, not {v} bytes")
-    if layout != "uefi" and recovery_size:
-        raise UsageError(f"a recovery partition is only planned in the uefi layout, not {layout}")
+    if layout not in RECOVERY_LAYOUTS and recovery_size:
+        raise UsageError(f"a recovery partition is only planned in the {' and '.join(RECOVERY_LAYOUTS)} layouts, "
+                         f"not {layout}")
     if mbr and layout != "native":
         raise UsageError("mbr=True only applies to the native layout (bios is always MBR, uefi always GPT)")
     if layout == "uefi" and esp_size < 33 * MiB:
@@ -378,12 +382,16 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
     if data_end > mbr_limit:
         raise UsageError(f"an MBR disk with {sector_size}-byte sectors cannot address past "
                          f"{format_size(mbr_limit)}: use the uefi layout (GPT) or a smaller --size")
-    if data_end < ALIGN + MIN_NTFS_SIZE:
-        raise _too_small(layout, disk_size, min_disk_size(layout, sector_size, mbr=mbr))
+    if data_end < ALIGN + MIN_NTFS_SIZE + recovery_size:
+        raise _too_small(layout, disk_size, min_disk_size(layout, sector_size, mbr=mbr, recovery_size=recovery_size))
     # Native boot does not need the partition active; BIOS boot does.
-    part = Partition(1, ALIGN, data_end - ALIGN, "windows", "ntfs", mbr_type=MBR_TYPE_NTFS,
-                     active=(layout == "bios"))
-    return DiskLayout("mbr", disk_size, sector_size, (part,),
+    win_end = data_end - recovery_size
+    parts = [Partition(1, ALIGN, win_end - ALIGN, "windows", "ntfs", mbr_type=MBR_TYPE_NTFS,
+                       active=(layout == "bios"))]
+    if recovery_size:
+        # As Windows Setup leaves an MBR disk: WinRE in a primary NTFS partition of type 0x27 after Windows.
+        parts.append(Partition(2, win_end, recovery_size, "recovery", "ntfs", mbr_type=MBR_TYPE_WINRE))
+    return DiskLayout("mbr", disk_size, sector_size, tuple(parts),
                       disk_signature=derived_signature(), layout=layout)
 
 
@@ -397,7 +405,7 @@ def min_disk_size(layout: str = "uefi", sector_size: int = 512, *, recovery_size
         return ALIGN + esp_size + msr_size + MIN_NTFS_SIZE + recovery_size + ALIGN
     if layout == "native" and not mbr:
         return ALIGN + MIN_NTFS_SIZE + ALIGN
-    return ALIGN + MIN_NTFS_SIZE
+    return ALIGN + MIN_NTFS_SIZE + recovery_size
 
 
 # ===========================================================================
@@ -678,7 +686,8 @@ def read_table(target: Target, *, sector_size: int | None = None) -> DiskLayout 
         if e["lba_first"] == 0:
             raise CorruptInput(f"MBR entry {e['index']} starts at sector 0, over the MBR itself")
         start, size = e["lba_first"] * ss, e["sectors"] * ss
-        role = "data" if e["type"] in (0x07, 0x0B, 0x0C) else "other"
+        role = ("data" if e["type"] in (0x07, 0x0B, 0x0C) else
+                "recovery" if e["type"] == MBR_TYPE_WINRE else "other")
         parts.append(Partition(e["index"], start, size, role, None, mbr_type=e["type"],
                                active=bool(e["status"] & 0x80)))
     warnings = []

@@ -23,7 +23,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from wim2vhd.boot import debug as kdebug
 from wim2vhd.boot import devices as dv
+from wim2vhd.boot import winre
 from wim2vhd.boot.arch import fallback_loader
 from wim2vhd.boot.store import BcdStore
 from wim2vhd.boot.elements import E
@@ -37,6 +39,7 @@ class BootSettings:
     locale: str = "en-US"
     bcd_devices: str = "locate"       # or "partition" (see _devices)
     bios_boot_code: str | None = None  # a file of MBR boot code instead of GRUB's
+    debug: "kdebug.Debug | None" = None  # the kernel debugger (--debug)
 
 
 BOOT = "Windows\\Boot"
@@ -115,8 +118,11 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
     return store
 
 
-def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, tmp_dir: str) -> dict[str, Any]:
-    """Run the boot stage on an applied disk; returns what it did, for the summary."""
+def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, tmp_dir: str,
+                  winre_source: "winre.WinreSource | None" = None) -> dict[str, Any]:
+    """Run the boot stage on an applied disk; returns what it did, for the summary.  winre_source:
+    the image's WinRE (winre.find_winre), to move to the plan's recovery partition and start from the
+    store."""
     from wim2vhd import fs
     from wim2vhd.ntfs import NtfsWindow
     from wim2vhd.ntfs import NtfsVolume
@@ -147,9 +153,15 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
             memdiag = _find(pcat, "memtest.exe") is not None
         store = build_store(template, firmware, description, devs, locale=settings.locale, memdiag=memdiag)
         try:
+            debugger = kdebug.apply(store, store.resolve("{default}"), settings.debug) if settings.debug else None
+            if winre_source is not None:
+                winre_ids = winre.WinreIds.new()
+                winre.add_to_store(store, store.resolve("{default}"), plan, winre_ids, firmware=firmware,
+                                   locale=settings.locale)
             bcd = store.to_bytes()
         finally:
             store.close()
+        recovery = winre.install(disk, plan, vol, winre_source, winre_ids) if winre_source is not None else None
 
         if firmware == "bios":
             # bcdboot's BIOS layout: \bootmgr and \BOOTNXT at the root, the rest under \Boot.
@@ -198,9 +210,12 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
     return {
         "firmware": firmware,
         "bcd_devices": settings.bcd_devices,
+        "locale": settings.locale,
         "description": description,
         "template": template is not None,
         "files": files,
         "bcd_bytes": len(bcd),
         **({"bios_boot_code": bios["boot_code"]} if firmware == "bios" else {}),
+        **({"winre": recovery} if recovery is not None else {}),
+        **({"debug": debugger.to_dict()} if debugger is not None else {}),
     }

@@ -504,8 +504,15 @@ class E:
     RECOVERYENABLED = 0x16000009
     BADMEMORYACCESS = 0x1600000B
     DEBUGTYPE = 0x15000011
+    DEBUGPORT = 0x15000013
+    BAUDRATE = 0x15000014
+    HOSTIP = 0x1500001A     # an IPv4 address as an integer (wim2vhd.boot.debug)
+    NETPORT = 0x1500001B
+    NETKEY = 0x1200001D
     BOOTEMS = 0x16000020
     ISOLATEDCONTEXT = 0x16000060
+    DISPLAYMESSAGE = 0x15000065
+    DISPLAYMESSAGEOVERRIDE = 0x15000066
     ALLOWEDINMEMORYSETTINGS = 0x17000077
     # {bootmgr} / {fwbootmgr}
     DISPLAYORDER = 0x24000001
@@ -519,6 +526,8 @@ class E:
     RESUMEOBJECT = 0x23000003
     DETECTHAL = 0x26000010
     NX = 0x25000020
+    WINPE = 0x26000022
+    DEBUG = 0x260000A0
     BOOTMENUPOLICY = 0x250000C2
     # resume
     FILEDEVICE = 0x21000001
@@ -528,3 +537,9 @@ class E:
     HYPERVISORDEBUGTYPE = 0x250000F3
     HYPERVISORDEBUGPORT = 0x250000F4
     HYPERVISORBAUDRATE = 0x250000F5
+    # device options (a RAM disk's)
+    RAMDISKSDIDEVICE = 0x31000003
+    RAMDISKSDIPATH = 0x32000004
+    # Set to Yes on the WinRE loader by Windows (reagentc and Setup); bcdedit has no name for it and
+    # shows it as custom:46000010 (seen in stores of Windows 10 and 11, e.g. 25H2's).
+    WINRE_46000010 = 0x46000010

@@ -7,6 +7,7 @@ unchanged.
 """
 from __future__ import annotations
 
+import ipaddress
 import struct
 import uuid
 from dataclasses import dataclass, field
@@ -170,6 +171,9 @@ def format_value(element: int, value: ElementValue, object_type: int | None = No
         return [value]
     if isinstance(value, uuid.UUID):
         return [obj(value)]
+    if isinstance(value, int) and element == el.E.HOSTIP:
+        # bcdedit shows the debugger's host as an address (wim2vhd.boot.debug: how it is stored)
+        return [str(ipaddress.IPv4Address(value & 0xFFFFFFFF))]
     if isinstance(value, int):
         info = el.element_info(element, object_type)
         if info and info.enum and value in info.enum:

@@ -43,7 +43,10 @@ def apply_cmd(
     index: Optional[str] = typer.Option(None, "--index", "-i",
                                         help="Image number (see `wim2vhd info`); several as 1,3,6 or all, one disk each: "
                                              "then OUT must hold {index} or {name}, e.g. 'win-{index}.vhdx'."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Image name, instead of --index."),
+    name: Optional[str] = typer.Option(None, "--name", "-n",
+                                       help="Image name, instead of --index, as Convert-WindowsImage's -Edition: "
+                                            "any case, and a unique part of a name or display name is enough "
+                                            "('pro', 'enterprise n')."),
     ref: Optional[List[str]] = RefOpt,
     size: Optional[str] = typer.Option(None, "--size", "-s",
                                        help="Virtual disk size, e.g. 64G. Default: 25G, or 1.5x the image plus 4G if larger."),
@@ -52,7 +55,10 @@ def apply_cmd(
                                          help="uefi: GPT with ESP, MSR, Windows. bios: MBR, one active NTFS partition. "
                                               f"native: one NTFS partition for native VHD boot. Default: {D.layout}."),
     mbr: bool = typer.Option(False, "--mbr", help="With --layout native: MBR instead of GPT."),
-    recovery: Optional[str] = typer.Option(None, "--recovery", help="With --layout uefi: add a WinRE partition of this size."),
+    recovery: Optional[str] = typer.Option(None, "--recovery", metavar="SIZE",
+                                           help="With --layout uefi or bios: a WinRE partition of this size after "
+                                                "Windows, holding the image's Winre.wim (moved there, as Setup "
+                                                "does) with boot.sdi, started from the boot menu's recovery entry."),
     label: Optional[str] = typer.Option(None, "--label", help=f"NTFS volume label (default {D.label})."),
     seed: Optional[str] = typer.Option(None, "--seed", help="Reproducible builds: derive every GUID, signature and serial from this and the image, and pin every "
                                           "time stamp the run makes to SOURCE_DATE_EPOCH or else the image's time: the same "
@@ -64,12 +70,17 @@ def apply_cmd(
                                              help=f"Write-back cache of the disk layer (default {format_size(D.cache_size)})."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
                                           "wimlib (0: none). Default: one per CPU beyond the first, at most 4."),
-    locale: Optional[str] = typer.Option(None, "--locale", help=f"Boot manager locale (default {D.locale})."),
+    locale: Optional[str] = typer.Option(None, "--locale", help="Boot manager locale, e.g. de-DE. Default: the image's default language "
+                                               "(en-US if it names none)."),
     bcd_devices: Optional[str] = typer.Option(None, "--bcd-devices",
                                               help="locate: BCD devices found at boot (survive new disk IDs, "
                                                    "differencing). partition: fully qualified partition devices. "
                                                    f"Default: {D.bcd_devices}."),
     bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="bios layout: your own MBR boot code (up to 440 bytes, or a whole 512-byte MBR) instead of GRUB's, which chain-loads \\bootmgr."),
+    debug: Optional[str] = typer.Option(None, "--debug", metavar="TYPE",
+                                        help="Turn on the kernel debugger (Convert-WindowsImage's -EnableDebugger): "
+                                             "serial[:PORT[:BAUD]] (COM1, 115200 by default), net:HOSTIP:PORT[:KEY] "
+                                             "(a key is made and printed when not given), or local."),
     no_boot: bool = typer.Option(False, "--no-boot", help="Skip the boot stage (no boot files, BCD or boot code)."),
     unattend: Optional[str] = typer.Option(None, "--unattend", help="Answer file, written as \\Windows\\Panther\\unattend.xml."),
     merge: Optional[List[str]] = typer.Option(None, "--merge", help="Copy this folder's contents into the volume root "
@@ -80,6 +91,10 @@ def apply_cmd(
                                                         "profile, Users\\Default\\NTUSER.DAT); repeatable."),
     enable_rdp: bool = typer.Option(False, "--enable-rdp", help="Allow Remote Desktop connections (fDenyTSConnections=0; "
                                     "firewall rules unchanged)."),
+    no_expand_on_native_boot: bool = typer.Option(False, "--no-expand-on-native-boot",
+                                                  help="Booted natively, Windows does not expand a dynamic disk to "
+                                                       "its full size (Convert-WindowsImage's "
+                                                       "-ExpandOnNativeBoot:$false; FsDepends VirtualDiskExpandOnMount=4)."),
     driver: Optional[List[str]] = typer.Option(None, "--driver",
                                                help="Stage a folder of drivers (INF files) for Windows to install at first "
                                                     "boot: copied to \\Windows\\wim2vhd\\Drivers\\<n>-<name> and added "
@@ -95,13 +110,14 @@ def apply_cmd(
     under a temporary name beside OUT and renamed only when complete.
     """
     custom = None
-    if unattend or merge or reg_import or enable_rdp or driver:  # (the module takes a while to import)
+    if unattend or merge or reg_import or enable_rdp or driver or no_expand_on_native_boot:  # (a slow import)
         from wim2vhd.pipeline import customize
         custom = customize.from_options(unattend=unattend, merge=merge, reg_import=reg_import,
-                                        enable_rdp=enable_rdp, drivers=driver)
+                                        enable_rdp=enable_rdp, drivers=driver,
+                                        expand_on_native_boot=not no_expand_on_native_boot)
     given = dict(index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout, mbr=mbr,
                  recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
-                 cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
+                 cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code, debug=debug,
                  boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync)
     # An option left out takes ApplyOptions' default (None here means "not given").
     options = ApplyOptions.from_keywords(**{k: v for k, v in given.items() if v is not None})
@@ -119,6 +135,11 @@ def _print_applied(res) -> None:
     print(safe(f"applied image {res['image']['index']} ({res['image']['name']}) to {res['output']}"))
     print(safe(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
                f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}"))
+    boot = res.get("boot") or {}
+    if boot.get("winre"):
+        print(safe(f"  WinRE: {boot['winre']['winre']} on the recovery partition, loader {boot['winre']['loader']}"))
+    if boot.get("debug"):
+        print(safe(f"  kernel debugger: {boot['debug']['text']}"))
     print(safe("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s"))
 
 

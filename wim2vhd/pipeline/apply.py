@@ -80,6 +80,16 @@ def check_image_layout(layout: str, index: int, img: ImageInfo) -> None:
                          "use --layout uefi (or native)")
 
 
+def boot_locale(given: str | None, img: ImageInfo) -> str:
+    """The boot manager's locale: --locale, else the image's default language (as Setup leaves the
+    store: bcdboot takes the image's), else en-US when the image names none that reads as one."""
+    from wim2vhd.options import DEFAULT_LOCALE, LOCALE_RE
+    if given is not None:
+        return given
+    lang = (img.language or "").strip()
+    return lang if LOCALE_RE.fullmatch(lang) else DEFAULT_LOCALE
+
+
 # The time a reproducible run stamps on what it creates when the image says nothing: 2000-01-01 UTC.
 FALLBACK_EPOCH = 946684800
 
@@ -108,6 +118,7 @@ class _Run:
     img: ImageInfo
     size: int
     plan: partition.DiskLayout
+    winre_source: Any = None  # boot.winre.WinreSource: the image's WinRE, for the recovery partition
     report: Report = field(default_factory=Report)
     t_start: float = field(default_factory=time.monotonic)
 
@@ -116,7 +127,8 @@ def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *
           wim: Wim | None = None) -> dict[str, Any]:
     """Run the pipeline for one image; returns the summary that --json prints.  The options are
     checked by the caller (ApplyOptions.check, as api.apply_image does).  `wim`: job.source already
-    open (several editions from one source share it), left open."""
+    open (several editions from one source share it), left open; with a recovery partition, image
+    job.index of it no longer holds Winre.wim afterwards (boot.winre.stage takes it out, in memory)."""
     t_start = time.monotonic()
     fmt = format_for_path(job.out)
     if fmt is VhdDisk and opts.sector_size != 512:
@@ -140,9 +152,13 @@ def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *
                 raise NoSpace(f"image {job.index} ({img.name}) needs about {format_size(need)} of NTFS space, "
                               f"but the Windows partition would be {format_size(win.size)}",
                               hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
+            winre_source = None
+            if opts.boot and plan.role("recovery") is not None:
+                from wim2vhd.boot import winre
+                winre_source = winre.find_winre(wim, job.index, plan)  # Winre.wim must fit: checked now
             if opts.customize is not None:
                 opts.customize.apply_to_image(wim, job.index)
-            return _write(_Run(job, opts, wim, img, size, plan, t_start=t_start), progress)
+            return _write(_Run(job, opts, wim, img, size, plan, winre_source, t_start=t_start), progress)
 
 
 def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
@@ -154,8 +170,9 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
         disk = None
         tmp_dir = os.path.dirname(ao.temp)
         # The read-ahead plan loads the image's metadata on a thread while the disk is created and
-        # formatted (nothing below uses the Wim before the apply stage).
-        ra = wim.readahead(job.index, opts.threads)
+        # formatted (nothing below uses the Wim before the apply stage).  With WinRE to move, the plan
+        # waits for Winre.wim to leave the image (winre.stage, after the format stage).
+        ra = wim.readahead(job.index, opts.threads) if run.winre_source is None else None
         try:
             with rep.stage("create", progress):
                 disk = fmt.create(ao.temp, run.size, dynamic=opts.disk_type == "dynamic",
@@ -171,6 +188,10 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
                 formatted = fs.format_layout(disk, plan, windows_label=opts.label, tmp_dir=tmp_dir,
                                              target_zeroed=True)
             with rep.stage("apply", progress):
+                if run.winre_source is not None:
+                    from wim2vhd.boot import winre
+                    winre.stage(wim, job.index, disk, plan, run.winre_source)
+                    ra = wim.readahead(job.index, opts.threads)
                 window = NtfsWindow(disk, win.start, win.size, compact=True)
                 with window as dev:
                     try:
@@ -187,10 +208,11 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
             if opts.boot:
                 with rep.stage("boot", progress):
                     from wim2vhd.boot import bcdboot
-                    settings = bcdboot.BootSettings(locale=opts.locale, bcd_devices=opts.bcd_devices,
-                                                    bios_boot_code=opts.bios_boot_code)
+                    settings = bcdboot.BootSettings(locale=boot_locale(opts.locale, run.img),
+                                                    bcd_devices=opts.bcd_devices, bios_boot_code=opts.bios_boot_code,
+                                                    debug=opts.debug_settings())
                     rep.data["boot"] = bcdboot.make_bootable(disk, plan, wim, job.index, run.img, settings,
-                                                             tmp_dir=tmp_dir)
+                                                             tmp_dir=tmp_dir, winre_source=run.winre_source)
             with rep.stage("finalize", progress):
                 disk.flush()  # ao.commit() fsyncs the file (unless --no-sync)
                 # A write that failed where libntfs-3g did not pass the error on still fails the run.
@@ -208,7 +230,8 @@ def _write(run: _Run, progress: Progress | None) -> dict[str, Any]:
             ao.abandon(e, disk)
             raise
         finally:
-            ra.close()   # after extract_ntfs has closed it, a no-op
+            if ra is not None:
+                ra.close()   # after extract_ntfs has closed it, a no-op
     return {
         "output": os.path.abspath(job.out),
         "image": {**run.img.to_dict(), "source": os.path.abspath(job.source)},

@@ -22,9 +22,14 @@ Where things go (paths in the Windows volume):
                       \\Users\\Default\\NTUSER.DAT (the profile new users start from)
     --enable-rdp      fDenyTSConnections = 0 under the current control set's Control\\Terminal Server, as
                       Convert-WindowsImage's -RemoteDesktopEnable does (the firewall rules are left as they are)
+    --no-expand-on-native-boot
+                      VirtualDiskExpandOnMount = 4 (REG_DWORD) under the current control set's
+                      Services\\FsDepends\\Parameters, as Convert-WindowsImage's -ExpandOnNativeBoot:$false does:
+                      Windows booted natively from a dynamic VHD(X) then leaves the file at the size it has
+                      instead of expanding it to the disk's full size
 
 Order: merges (in the order given), drivers, the answer file (it wins over a merged one), then the hives
-(imports in order, then --enable-rdp, then DevicePath).  New files and folders inherit their folder's
+(imports in order, then --enable-rdp, --no-expand-on-native-boot, then DevicePath).  New files and folders inherit their folder's
 inheritable ACEs (wim2vhd.ntfs does that); a file that is replaced, hives included, keeps the security
 descriptor it had.
 """
@@ -46,6 +51,10 @@ DRIVERS_DEVICEPATH = "%SystemRoot%\\wim2vhd\\Drivers"
 DEVICEPATH_KEY = "Microsoft\\Windows\\CurrentVersion"
 DEVICEPATH_DEFAULT = "%SystemRoot%\\inf"  # Windows' own entry, which must stay first (and stay at all)
 TS_KEY = "Control\\Terminal Server"
+FSDEPENDS_KEY = "Services\\FsDepends\\Parameters"
+# FsDepends' VirtualDiskExpandOnMount: 4 is the value Convert-WindowsImage writes to turn off the
+# expansion of a natively booted dynamic virtual disk (its -ExpandOnNativeBoot:$false).
+NO_EXPAND_ON_MOUNT = 4
 
 # Characters Windows does not allow in a file name, and names it reserves for devices.
 _BAD_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
@@ -86,6 +95,7 @@ class Customizations:
     reg_import: Sequence[str] = ()
     enable_rdp: bool = False
     drivers: Sequence[str] = ()
+    expand_on_native_boot: bool = True   # False: --no-expand-on-native-boot
 
     _plan: list[_Entry] | None = field(default=None, init=False, repr=False)
     _regs: list[regedit.RegFile] = field(default_factory=list, init=False, repr=False)
@@ -101,13 +111,14 @@ class Customizations:
 
     @property
     def empty(self) -> bool:
-        return not (self.unattend or self.merge or self.reg_import or self.enable_rdp or self.drivers)
+        return not (self.unattend or self.merge or self.reg_import or self.enable_rdp or self.drivers
+                    or not self.expand_on_native_boot)
 
     def hives(self) -> list[str]:
         """The hives (keys of regedit.HIVE_FILES) these customizations change."""
         self.validate()
         names = {regedit.locate(op.key).hive for rf in self._regs for op in rf.ops}
-        if self.enable_rdp:
+        if self.enable_rdp or not self.expand_on_native_boot:
             names.add("SYSTEM")
         if self.drivers:
             names.add("SOFTWARE")
@@ -170,15 +181,16 @@ class Customizations:
         edited = set()
         for rf in self._regs:
             edited |= {regedit.locate(op.key).hive for op in rf.ops}
-        if self.enable_rdp:
+        if self.enable_rdp or not self.expand_on_native_boot:
             edited.add("SYSTEM")
         if self.drivers:
             edited.add("SOFTWARE")
         for h in sorted(edited):
             e = plan.get(regedit.HIVE_FILES[h].lower())
             if e is not None:
-                raise UsageError(f"{e.origin} replaces \\{regedit.HIVE_FILES[h]}, which --reg-import, --enable-rdp or "
-                                 f"--driver also change: merge a hive, or edit it, not both")
+                raise UsageError(f"{e.origin} replaces \\{regedit.HIVE_FILES[h]}, which --reg-import, --enable-rdp, "
+                                 f"--no-expand-on-native-boot or --driver also change: merge a hive, or edit it, "
+                                 f"not both")
         self._plan = list(plan.values())
 
     # -- hook 1: before anything is written ----------------------------------------------------------------
@@ -229,6 +241,10 @@ class Customizations:
                     changes += 1
             if name == "SYSTEM" and self.enable_rdp:
                 _ensure_key(hive, f"{ccs}\\{TS_KEY}").set_value(Value.dword("fDenyTSConnections", 0))
+                changes += 1
+            if name == "SYSTEM" and not self.expand_on_native_boot:
+                _ensure_key(hive, f"{ccs}\\{FSDEPENDS_KEY}").set_value(
+                    Value.dword("VirtualDiskExpandOnMount", NO_EXPAND_ON_MOUNT))
                 changes += 1
             if name == "SOFTWARE" and self._device_paths:
                 key = _ensure_key(hive, DEVICEPATH_KEY)
@@ -307,6 +323,7 @@ class Customizations:
             "drivers": [f"\\{DRIVERS_DIR}\\{p.split(DRIVERS_DEVICEPATH + chr(92), 1)[1]}"
                         for p in self._device_paths],
             "enable_rdp": self.enable_rdp,
+            "expand_on_native_boot": self.expand_on_native_boot,
             "registry": dict(hive_changes or {}),
         }
 
@@ -454,10 +471,11 @@ def _check_unattend(path: str) -> None:
 
 def from_options(unattend: str | None = None, merge: Sequence[str] | None = None,
                  reg_import: Sequence[str] | None = None, enable_rdp: bool = False,
-                 drivers: Sequence[str] | None = None) -> Customizations | None:
+                 drivers: Sequence[str] | None = None, expand_on_native_boot: bool = True) -> Customizations | None:
     """Customizations for the apply command's options, validated; None when there are none."""
     c = Customizations(unattend=unattend, merge=tuple(merge or ()), reg_import=tuple(reg_import or ()),
-                       enable_rdp=enable_rdp, drivers=tuple(drivers or ()))
+                       enable_rdp=enable_rdp, drivers=tuple(drivers or ()),
+                       expand_on_native_boot=expand_on_native_boot)
     if c.empty:
         return None
     c.validate()

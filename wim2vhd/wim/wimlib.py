@@ -265,6 +265,7 @@ class ImageInfo:
     total_bytes: int
     files: int
     directories: int
+    language: str | None = None  # the default language (WINDOWS/LANGUAGES/DEFAULT), e.g. "de-DE"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -377,6 +378,7 @@ class Wim:
             total_bytes=int(p(index, "TOTALBYTES") or 0),
             files=int(p(index, "FILECOUNT") or 0),
             directories=int(p(index, "DIRCOUNT") or 0),
+            language=p(index, "WINDOWS/LANGUAGES/DEFAULT"),
         )
 
     def image_time(self, index: int) -> int | None:
@@ -399,10 +401,7 @@ class Wim:
         if index is not None and name is not None:
             raise UsageError("give --index or --name, not both")
         if name is not None:
-            for i in imgs:
-                if i.name == name:
-                    return i.index
-            raise ImageNotFound(f"{self.path} has no image named {name!r}; images: {listing}")
+            return self._by_name(imgs, name)
         if index is None:
             if len(imgs) == 1:
                 return 1
@@ -410,6 +409,42 @@ class Wim:
         if not 1 <= index <= len(imgs):
             raise ImageNotFound(f"{self.path} has no image {index}; images: {listing}")
         return index
+
+    def find_file(self, index: int, folder: str, name: str, *, recursive: bool = False) -> tuple[str, int] | None:
+        """The file called `name` (without regard to case) in `folder` of image `index` (with
+        recursive, in its subfolders too; of several, the first by path): (its path, '\\'-separated
+        without a leading one, and its size), from the image's metadata; None if there is none."""
+        path = ffi.new("char[]", 4096)
+        size = ffi.new("uint64_t *")
+        wim_folder = "/" + folder.replace("\\", "/").strip("/")
+        ret = lib.w2v_wim_find_file(self._wim, index, wim_folder.encode(), name.encode(), int(recursive),
+                                    path, 4096, size)
+        if ret == -1:
+            return None
+        _check(ret, f"looking for {name} in image {index} of {self.path}")
+        return ffi.string(path).decode().replace("/", "\\").strip("\\"), int(size[0])
+
+    def _by_name(self, imgs: list[ImageInfo], name: str) -> int:
+        """--name as Convert-WindowsImage's -Edition takes it: the image whose name or display name it
+        is, without regard to case; else the one image whose name or display name holds it ("pro",
+        "Enterprise N").  None or several such images is a usage error (exit 2) listing them."""
+        want = name.strip().casefold()
+        if not want:
+            raise UsageError("--name must not be empty")
+        listing = "; ".join(f"{i.index}: {i.name!r}" + (f" ({i.display_name!r})" if i.display_name and
+                                                         i.display_name != i.name else "") for i in imgs) or "none"
+
+        def names(i: ImageInfo) -> list[str]:
+            return [n.casefold() for n in (i.name, i.display_name) if n]
+
+        for found in ([i for i in imgs if want in names(i)], [i for i in imgs if any(want in n for n in names(i))]):
+            if len(found) == 1:
+                return found[0].index
+            if found:
+                which = ", ".join(f"{i.index} ({i.name!r})" for i in found)
+                raise UsageError(f"--name {name!r} matches images {which} of {self.path}: give more of the name, "
+                                 f"or --index", hint=f"images: {listing}")
+        raise UsageError(f"{self.path} has no image whose name or display name holds {name!r}; images: {listing}")
 
     # -- extraction ------------------------------------------------------------
     def readahead(self, index: int, threads: int | None = None) -> "ReadAhead":
@@ -441,6 +476,25 @@ class Wim:
         _check(lib.wimlib_extract_paths(self._wim, index, target_dir.encode(), ffi.new("char *[]", arr),
                                         len(arr), lib.WIMLIB_EXTRACT_FLAG_GLOB_PATHS),
                f"extracting {', '.join(paths)} from image {index}")
+
+    def extract_file_ntfs(self, index: int, path: str, device: str) -> None:
+        """Extract one file of image `index` to the NTFS volume on `device`, at the same path (its
+        data, attributes and times; not its security descriptor, which the caller sets).  (wimlib 1.13
+        fails in NTFS mode with WIMLIB_EXTRACT_FLAG_NO_PRESERVE_DIR_STRUCTURE: the folders come too.)"""
+        flags = lib.WIMLIB_EXTRACT_FLAG_NTFS | lib.WIMLIB_EXTRACT_FLAG_NO_ACLS
+        wim_path = ffi.new("char[]", ("/" + path.replace("\\", "/").strip("/")).encode())
+        _check(lib.wimlib_extract_paths(self._wim, index, device.encode(), ffi.new("char *[]", [wim_path]), 1, flags),
+               f"extracting \\{path} from image {index} of {self.path}")
+
+    def delete_path(self, index: int, path: str) -> None:
+        """Take a file out of image `index` in memory (the WIM file is not changed): extracting the
+        image then leaves it out."""
+        cmd = ffi.new("struct wimlib_update_command *")
+        wim_path = ffi.new("char[]", ("/" + path.replace("\\", "/").strip("/")).encode())
+        cmd.op = lib.WIMLIB_UPDATE_OP_DELETE
+        cmd.delete_.wim_path = wim_path
+        cmd.delete_.delete_flags = 0
+        _check(lib.wimlib_update_image(self._wim, index, cmd, 1, 0), f"leaving \\{path} out of image {index}")
 
     def add_files(self, index: int, items: list[tuple[str, str]]) -> None:
         """Add host files or folders to the image in memory (not written back): (host path, image path)."""
