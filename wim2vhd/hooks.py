@@ -27,7 +27,7 @@ COSTS = {
     "readahead": "apply will be slower (wimlib decompresses every chunk on its one thread)",
     "read-window": "apply will be slower (wimlib reads every chunk a second time, and each small file "
                    "with a read of its own)",
-    "compact-allocation": "dynamic disks will be about 2.4 times larger (libntfs-3g spreads new files "
+    "compact-allocation": "dynamic disks will be 2 to 2.5 times larger (libntfs-3g spreads new files "
                           "across the volume)",
     "clock": "with --seed the identifiers are still reproducible, but the NTFS volume is not "
              "(libntfs-3g stamps what it creates with the current time)",
