@@ -8,15 +8,51 @@ The extension links the system's libwim, libntfs-3g and hivex.
 
     make native      # rebuild in place (pip install -e . without build isolation)
 """
+import ctypes.util
 import pathlib
 import re
+import subprocess
 
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 
 # Headers of our C code that Python calls (w2v_block_int.h, w2v_got.h and w2v_ntfs3g.h are internal).
-PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfs_device.h", "w2v_wim.h", "w2v_ntfs_files.h", "w2v_readahead.h")
+PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfs_device.h", "w2v_wim.h", "w2v_ntfs_files.h", "w2v_readahead.h",
+                  "w2v_hooks.h")
+
+# The libraries linked: (macro suffix, -l name, pkg-config name).  The GOT hooks (w2v_got.c) find
+# each by its exact soname, the one the linker resolves -l<name> to, as the loader will.  wimlib's
+# version comes from wimlib.h itself (its .pc file can lag behind: Debian 12's says 1.13.5 of 1.13.6).
+LIBRARIES = (("WIM", "wim", None), ("NTFS3G", "ntfs-3g", "libntfs-3g"), ("HIVEX", "hivex", "hivex"))
+
+
+def soname(lib: str) -> str:
+    """The soname of lib<lib>.so as the system's loader cache knows it (libwim.so.15, ...)."""
+    name = ctypes.util.find_library(lib)
+    if not name or not re.fullmatch(r"lib[\w.+-]+\.so\.\d+", name):
+        raise SystemExit(f"native/build_native.py: cannot find the soname of lib{lib} (got {name!r}); "
+                         f"is its -dev package installed?")
+    return name
+
+
+def built_version(pkg: str) -> str:
+    """The version pkg-config gives for pkg's headers, or "" without pkg-config."""
+    try:
+        return subprocess.run(["pkg-config", "--modversion", pkg], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def library_macros() -> list[tuple[str, str]]:
+    out = []
+    for macro, lib, pkg in LIBRARIES:
+        out.append((f"W2V_SONAME_{macro}", f'"{soname(lib)}"'))
+        if pkg:
+            out.append((f"W2V_VERSION_{macro}", f'"{built_version(pkg)}"'))
+    return out
+
 
 
 def header_cdef(path: pathlib.Path) -> str:
@@ -42,6 +78,7 @@ ffibuilder.set_source(
     + "".join(f'#include "{h}"\n' for h in PUBLIC_HEADERS),
     sources=[str(p.relative_to(HERE.parent)) for p in sorted(HERE.glob("*.c"))],
     include_dirs=[str(HERE)],
+    define_macros=library_macros(),
     libraries=["wim", "ntfs-3g", "hivex", "pthread", "dl"],
     extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
 )

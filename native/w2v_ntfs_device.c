@@ -311,8 +311,8 @@ int w2v_ntfsdev_register(w2v_disk *disk, uint64_t offset, uint64_t length, uint3
  * callers see the stock allocator.
  */
 typedef runlist *(*cluster_alloc_fn)(ntfs_volume *, VCN, s64, LCN, const NTFS_CLUSTER_ALLOCATION_ZONES);
-static cluster_alloc_fn orig_cluster_alloc;
-static int compact_state; /* 0 not tried, 1 installed, -1 unavailable */
+/* Set before any slot leads to the wrapper: a call that enters it finds it set. */
+static const cluster_alloc_fn orig_cluster_alloc = ntfs_cluster_alloc;
 
 static runlist *compact_cluster_alloc(ntfs_volume *vol, VCN start_vcn, s64 count, LCN start_lcn,
 				      const NTFS_CLUSTER_ALLOCATION_ZONES zone)
@@ -345,35 +345,26 @@ static runlist *compact_cluster_alloc(ntfs_volume *vol, VCN start_vcn, s64 count
 	return rl;
 }
 
-static int install_compact(void)
-{
-	if (compact_state)
-		return compact_state;
-	/* Save the original before the slot points at the wrapper: a thread that
-	 * enters the wrapper right after the patch must find it set. */
-	orig_cluster_alloc = ntfs_cluster_alloc;
-	if (w2v_got_patch("libntfs-3g.so", "ntfs_cluster_alloc", (void *)ntfs_cluster_alloc,
-			  (void *)compact_cluster_alloc) != 0) {
-		compact_state = -1;
-		return -1;
-	}
-	compact_state = 1;
-	return 1;
-}
+static struct w2v_got_hook compact_hooks[] = {
+	{ "ntfs_cluster_alloc", (void *)ntfs_cluster_alloc, (void *)compact_cluster_alloc, NULL, NULL },
+};
+struct w2v_got_group w2v_hooks_compact = {
+	"compact-allocation", W2V_SONAME_NTFS3G, compact_hooks, 1, NULL, 0, NULL
+};
 
 int w2v_ntfsdev_set_compact(int id, int on)
 {
 	if (id < 0 || id >= MAX_DEVS)
 		return -EINVAL;
 	pthread_mutex_lock(&reg_lock);
-	int r = on ? install_compact() : 0;
-	if (r >= 0) {
+	int r = on ? w2v_got_install(&w2v_hooks_compact) : W2V_HOOK_INSTALLED;
+	if (r == W2V_HOOK_INSTALLED) {
 		windows[id].compact = on;
 		windows[id].next_lcn = -1;
 		windows[id].next_mft_lcn = -1;
 	}
 	pthread_mutex_unlock(&reg_lock);
-	return r < 0 ? -ENOSYS : 0;
+	return r == W2V_HOOK_INSTALLED ? 0 : -ENOSYS;
 }
 
 int w2v_ntfsdev_full(int id)
@@ -404,8 +395,7 @@ void w2v_ntfsdev_unregister(int id)
  * above); every other clock, and every other library, is left alone.
  */
 typedef int (*clock_gettime_fn)(clockid_t, struct timespec *);
-static clock_gettime_fn orig_clock_gettime;
-static int clock_state; /* 0 not tried, 1 installed, -1 unavailable */
+static const clock_gettime_fn orig_clock_gettime = clock_gettime;
 static volatile int fixed_on;
 static struct timespec fixed_ts;
 
@@ -418,16 +408,19 @@ static int fixed_clock_gettime(clockid_t id, struct timespec *ts)
 	return orig_clock_gettime(id, ts);
 }
 
+static struct w2v_got_hook clock_hooks[] = {
+	{ "clock_gettime", (void *)clock_gettime, (void *)fixed_clock_gettime, NULL, NULL },
+};
+struct w2v_got_group w2v_hooks_clock = {
+	"clock", W2V_SONAME_NTFS3G, clock_hooks, 1, NULL, 0, NULL
+};
+
 int w2v_ntfsdev_fix_clock(int on, int64_t unix_seconds)
 {
+	int state = on ? w2v_got_install(&w2v_hooks_clock) : W2V_HOOK_INSTALLED;
 	pthread_mutex_lock(&reg_lock);
-	if (on && !clock_state) {
-		orig_clock_gettime = clock_gettime;
-		clock_state = w2v_got_patch("libntfs-3g.so", "clock_gettime", (void *)clock_gettime,
-					    (void *)fixed_clock_gettime) == 0 ? 1 : -1;
-	}
 	int r = 0;
-	if (on && clock_state < 0) {
+	if (state != W2V_HOOK_INSTALLED) {
 		r = -ENOSYS;
 	} else {
 		fixed_ts.tv_sec = unix_seconds;

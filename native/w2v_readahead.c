@@ -160,8 +160,6 @@ struct w2v_readahead {
 };
 
 static struct w2v_readahead *active;
-static int hooks_state; /* 0 not tried, 1 installed, -1 unavailable */
-static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Load resource ri's chunk table (with ra->lock held).  0, or -1 to skip the resource. */
 static int load_table(struct w2v_readahead *ra)
@@ -458,25 +456,29 @@ static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
 	return pread(fd, buf, n, off);
 }
 
+/* The decompressor's three functions, together: decompressors created before this are not known,
+ * and are served by wimlib alone. */
+static struct w2v_got_hook decompressor_hooks[] = {
+	{ "wimlib_create_decompressor", (void *)wimlib_create_decompressor, (void *)hook_create, NULL, NULL },
+	{ "wimlib_free_decompressor", (void *)wimlib_free_decompressor, (void *)hook_free, NULL, NULL },
+	{ "wimlib_decompress", (void *)wimlib_decompress, (void *)take_or_decompress, NULL, NULL },
+};
+struct w2v_got_group w2v_hooks_readahead = {
+	"readahead", W2V_SONAME_WIM, decompressor_hooks, 3, NULL, 0, NULL
+};
+/* Optional: without it, wimlib reads each chunk itself as well, and each small file with a pread. */
+static struct w2v_got_hook pread_hooks[] = {
+	{ "pread64", (void *)pread, (void *)hook_pread, NULL, NULL },
+};
+struct w2v_got_group w2v_hooks_read_window = {
+	"read-window", W2V_SONAME_WIM, pread_hooks, 1, &w2v_hooks_readahead, 0, NULL
+};
+
 int w2v_readahead_install(void)
 {
-	pthread_mutex_lock(&hooks_lock);
-	if (!hooks_state) {
-		/* Decompressors created before this are not known, and are served by wimlib alone. */
-		int ok = w2v_got_patch("libwim.so", "wimlib_create_decompressor",
-				       (void *)wimlib_create_decompressor, (void *)hook_create) == 0 &&
-			 w2v_got_patch("libwim.so", "wimlib_free_decompressor",
-				       (void *)wimlib_free_decompressor, (void *)hook_free) == 0 &&
-			 w2v_got_patch("libwim.so", "wimlib_decompress",
-				       (void *)wimlib_decompress, (void *)take_or_decompress) == 0;
-		hooks_state = ok ? 1 : -1;
-		/* Optional: without it, wimlib reads each chunk itself as well. */
-		if (ok)
-			w2v_got_patch("libwim.so", "pread64", (void *)pread, (void *)hook_pread);
-	}
-	int r = hooks_state;
-	pthread_mutex_unlock(&hooks_lock);
-	return r > 0 ? 0 : -ENOSYS;
+	int r = w2v_got_install(&w2v_hooks_readahead);
+	w2v_got_install(&w2v_hooks_read_window);
+	return r == W2V_HOOK_INSTALLED ? 0 : -ENOSYS;
 }
 
 /* ---- the plan: the image's resources, in wimlib's reading order ------------- */
@@ -515,7 +517,7 @@ static int by_offset(const void *a, const void *b)
 w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *path, uint64_t max_bytes)
 {
 	struct wimlib_wim_info info;
-	if (hooks_state != 1 || wimlib_get_wim_info(wim, &info) != 0 || info.pipable)
+	if (w2v_got_state(&w2v_hooks_readahead) != W2V_HOOK_INSTALLED || wimlib_get_wim_info(wim, &info) != 0 || info.pipable)
 		return NULL;
 	/* Chunks are planned where a helper can decompress them.  An uncompressed WIM, or an image
 	 * with no compressed resource, gets a plan with no chunks: the window for wimlib's small

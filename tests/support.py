@@ -206,3 +206,26 @@ def regipy_key_security(path: Path) -> dict:
 
     walk(hive.root, "")
     return out
+
+
+TREE_IGNORE = {"Index", "Subdir Count", "Link Group ID"}  # bookkeeping of one WIM; link groups compared apart
+
+
+def assert_same_tree(src, back, extra=()):
+    """Every file of `src` in `back` with the same wimdir --detailed metadata (streams by hash and size);
+    `back` has nothing more than `extra` (and what Windows keeps in System Volume Information)."""
+    from fixtures.wimdir import link_groups
+    got = {p for p in back if not p.startswith("/System Volume Information")}
+    assert got == set(src) | set(extra)
+    for path, e in src.items():
+        b = back[path]
+        for k, v in e.items():
+            if k in TREE_IGNORE:
+                continue
+            if k == "streams":
+                assert stream_ids(b.get(k, {})) == stream_ids(v), f"{path}: streams"
+                continue
+            assert b.get(k) == v, f"{path}: {k}: {v!r} != {b.get(k)!r}"
+    assert link_groups(src) == link_groups({p: e for p, e in back.items() if p in src}) and link_groups(src)
+    kinds = {k for e in src.values() for k in e}
+    assert {"Security Descriptor", "Attributes", "Short Name", "Link Count", "Creation Time"} <= kinds

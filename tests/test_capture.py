@@ -5,34 +5,14 @@ import os
 
 import pytest
 
-from fixtures.wimdir import link_groups, wimdir_detailed
-from tests.support import NOBODY, fails, leftovers, ntfs_partition, run, stream_ids, w2v
+from fixtures.wimdir import wimdir_detailed
+from tests.support import NOBODY, assert_same_tree, fails, leftovers, ntfs_partition, run, stream_ids, w2v
 
 APPLY = ["--size", "1G", "--no-boot", "--seed", "capture"]
-IGNORE = {"Index", "Subdir Count", "Link Group ID"}  # bookkeeping of one WIM; link groups compared apart
 # what wimlib reads from the hives and kernel32.dll (wiminfo's words)
 WINDOWS_FACTS = ("Architecture", "Product Name", "Edition ID", "Installation Type", "HAL", "Product Type",
                  "Product Suite", "Languages", "Default Language", "System Root", "Major Version", "Minor Version",
                  "Build", "Service Pack Build", "Service Pack Level", "Flags", "Display Name")
-
-
-def assert_same_tree(src, back, extra=()):
-    """Every file of `src` in `back` with the same wimdir --detailed metadata (streams by hash and size);
-    `back` has nothing more than `extra` (and what Windows keeps in System Volume Information)."""
-    got = {p for p in back if not p.startswith("/System Volume Information")}
-    assert got == set(src) | set(extra)
-    for path, e in src.items():
-        b = back[path]
-        for k, v in e.items():
-            if k in IGNORE:
-                continue
-            if k == "streams":
-                assert stream_ids(b.get(k, {})) == stream_ids(v), f"{path}: streams"
-                continue
-            assert b.get(k) == v, f"{path}: {k}: {v!r} != {b.get(k)!r}"
-    assert link_groups(src) == link_groups({p: e for p, e in back.items() if p in src}) and link_groups(src)
-    kinds = {k for e in src.values() for k in e}
-    assert {"Security Descriptor", "Attributes", "Short Name", "Link Count", "Creation Time"} <= kinds
 
 
 def without_refcounts(tree):

@@ -15,8 +15,8 @@ LAYERS = [
     ("pipelines", ("wim2vhd.pipeline", "wim2vhd.verify", "wim2vhd.build")),
     ("parts", ("wim2vhd.boot", "wim2vhd.fs", "wim2vhd.ntfs", "wim2vhd.registry", "wim2vhd.wim",
                "wim2vhd.disk", "wim2vhd.partition", "wim2vhd.options")),
-    ("base", ("wim2vhd.errors", "wim2vhd.units", "wim2vhd.ondisk", "wim2vhd.repro", "wim2vhd.atomic",
-              "wim2vhd.security", "wim2vhd._lib", "wim2vhd._native", "wim2vhd")),
+    ("base", ("wim2vhd.errors", "wim2vhd.units", "wim2vhd.ondisk", "wim2vhd.repro", "wim2vhd.atomic", "wim2vhd.hooks",
+              "wim2vhd.security", "wim2vhd.hooks", "wim2vhd._lib", "wim2vhd._native", "wim2vhd")),
 ]
 # Modules longer than this say why in the README's layout section, as do these functions.
 MAX_LINES = 600

@@ -348,3 +348,10 @@ def bcd_add_vhd(path: str, vhd_path: str, *, host: Any = None, description: str 
     from wim2vhd.boot.edit import add_vhd_entry
     return add_vhd_entry(path, vhd_path, host=host, description=description, default=default,
                          firmware=firmware, locale=locale)
+
+
+def version() -> dict[str, Any]:
+    """wim2vhd's version, the libraries it runs with, and each native hook: installed or why not
+    (wim2vhd.hooks; asking installs them, which changes nothing until they are used)."""
+    from wim2vhd import __version__, hooks
+    return {"version": __version__, "libraries": hooks.libraries(), "hooks": hooks.status()}

@@ -168,6 +168,7 @@ struct wimlib_update_command {
 #define WIMLIB_PROGRESS_MSG_TEST_FILE_EXCLUSION ...
 #define WIMLIB_PROGRESS_MSG_HANDLE_ERROR ...
 
+uint32_t wimlib_get_version(void);
 int wimlib_global_init(int init_flags);
 void wimlib_global_cleanup(void);
 int wimlib_set_print_errors(_Bool show_messages);

@@ -33,17 +33,30 @@ def _register() -> None:
     from wim2vhd.cli import bcd, disk, image, verify  # noqa: F401 (each adds its commands)
 
 
-def _version(value: bool) -> None:
-    if value:
-        from wim2vhd import __version__
-        print(f"wim2vhd {__version__}")
-        raise typer.Exit()
+def _print_version(as_json: bool) -> None:
+    from wim2vhd import __version__
+    if as_json:
+        from wim2vhd import api
+        from wim2vhd.cli._common import emit_json
+        emit_json(api.version())
+        return
+    from wim2vhd import hooks
+    print(f"wim2vhd {__version__}")
+    for line in hooks.missing_lines():  # nothing when every hook is installed
+        print(line)
 
 
-@app.callback()
-def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+@app.callback(invoke_without_command=True)
+def _main(ctx: typer.Context,
+          version: bool = typer.Option(False, "--version", help="Print the version and exit (with --json: the "
+                                       "libraries and whether each native hook is installed)."),
+          as_json: bool = typer.Option(False, "--json", help="With --version: print it as JSON.")) -> None:
     """Turn Windows images (WIM, ESD, split WIM, ISO) into bootable VHD and VHDX disks, on Linux, unprivileged."""
+    if version:
+        _print_version(as_json)
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        ctx.fail("Missing command.")  # what click says without invoke_without_command
 
 
 def main(argv: list[str] | None = None) -> None:

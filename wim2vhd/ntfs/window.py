@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from wim2vhd import hooks
 from wim2vhd._lib import lib
 from wim2vhd.disk import Disk
 from wim2vhd.errors import UsageError, from_errno
@@ -26,8 +27,9 @@ class NtfsWindow:
         disk.windows += 1
         _open[self.name] = self
         # Contiguous allocation keeps dynamic disks small; where it cannot be installed,
-        # libntfs-3g's own allocator is used and only the file size differs.
-        self.compact = bool(compact) and lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
+        # libntfs-3g's own allocator is used, only the file size differs, and hooks.need says so.
+        self.compact = bool(compact) and hooks.need("compact-allocation") and \
+            lib.w2v_ntfsdev_set_compact(self.id, 1) == 0
 
     @property
     def full(self) -> bool:
@@ -60,8 +62,10 @@ def window_named(name: str) -> NtfsWindow | None:
 
 @contextlib.contextmanager
 def fixed_clock(unix_time: int | None) -> Iterator[None]:
-    """libntfs-3g reads unix_time as now, within the block (see native/w2v_ntfs_device.c); None: no change."""
-    if unix_time is None:
+    """libntfs-3g reads unix_time as now, within the block (see native/w2v_ntfs_device.c); None: no change.
+    Without the clock hook (hooks.need says so) libntfs-3g keeps its own clock: the run still derives
+    every identifier, and only the times libntfs-3g stamps differ from run to run."""
+    if unix_time is None or not hooks.need("clock"):
         yield
         return
     r = lib.w2v_ntfsdev_fix_clock(1, unix_time)

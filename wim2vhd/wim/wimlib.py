@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
+from wim2vhd import hooks
 from wim2vhd._lib import ffi, lib
 from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, InputError, InternalError, NoSpace,
                             UnsupportedInput, UsageError, Wim2VhdError, from_errno)
@@ -50,6 +51,9 @@ class ReadAhead:
         self._thread: threading.Thread | None = None
         if self.threads <= 0:
             return
+        # Without the hooks there is no plan (w2v_readahead_plan says NULL); say once what that costs.
+        if hooks.need("readahead"):
+            hooks.need("read-window")
         args = (wim._wim, index, wim.path.encode())
         if background:
             self._thread = threading.Thread(target=self._plan, args=args, name="wim2vhd-plan", daemon=True)
