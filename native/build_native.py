@@ -15,8 +15,9 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# Headers of our C code that Python calls (w2v_block_int.h, w2v_got.h and w2v_ntfs3g.h are internal).
-PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfsdev.h", "w2v_wim.h", "w2v_ntfsvol.h", "w2v_readahead.h")
+# Headers of our C code that Python calls (w2v_block_int.h, w2v_got.h, w2v_ntfs3g.h and w2v_vfile_int.h are
+# internal).
+PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfsdev.h", "w2v_wim.h", "w2v_ntfsvol.h", "w2v_readahead.h", "w2v_vfile.h")
 
 
 def header_cdef(path: pathlib.Path) -> str:

@@ -7,7 +7,7 @@
  * that one slot changes what libfoo calls and nothing else: other libraries,
  * and our own calls to the function, still reach the original.  This is how
  * native/ wraps libntfs-3g's cluster allocator and clock (w2v_ntfsdev.c) and
- * wimlib's chunk decompression (w2v_readahead.c).
+ * wimlib's chunk decompression (w2v_readahead.c) and file reads (w2v_vfile.c).
  *
  * A library linked with RELRO and BIND_NOW (Debian's libntfs-3g) has its GOT
  * read-only after relocation: the page is made writable for the store only.
@@ -80,14 +80,30 @@ static int find_slot(struct dl_phdr_info *info, size_t size, void *data)
 	return 1;
 }
 
+/* The slot and its state: 1 it leads to orig (or the lazy stub), 0 lib does not import sym, -1 it
+ * leads elsewhere or there is no such library. */
+static int locate(const char *lib, const char *sym, void *orig, struct slot_search *ss)
+{
+	*ss = (struct slot_search){ lib, sym, NULL, 0, 0, 0, 0 };
+	int found_lib = dl_iterate_phdr(find_slot, ss);
+	if (!ss->slot)
+		return found_lib ? 0 : -1;
+	uintptr_t now = (uintptr_t)*ss->slot;
+	if (now != (uintptr_t)orig && !(now >= ss->text_lo && now < ss->text_hi))
+		return -1;
+	return 1;
+}
+
+int w2v_got_probe(const char *lib, const char *sym, void *orig)
+{
+	struct slot_search ss;
+	return locate(lib, sym, orig, &ss);
+}
+
 int w2v_got_patch(const char *lib, const char *sym, void *orig, void *repl)
 {
-	struct slot_search ss = { lib, sym, NULL, 0, 0, 0, 0 };
-	dl_iterate_phdr(find_slot, &ss);
-	if (!ss.slot)
-		return -1;
-	uintptr_t now = (uintptr_t)*ss.slot;
-	if (now != (uintptr_t)orig && !(now >= ss.text_lo && now < ss.text_hi))
+	struct slot_search ss;
+	if (locate(lib, sym, orig, &ss) != 1)
 		return -1;
 	uintptr_t at = (uintptr_t)ss.slot;
 	if (at >= ss.relro_lo && at < ss.relro_hi) {

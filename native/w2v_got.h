@@ -9,4 +9,7 @@
  * library or slot, or the slot leads elsewhere (someone else patched it).
  */
 int w2v_got_patch(const char *lib, const char *sym, void *orig, void *repl);
+/* Whether w2v_got_patch(lib, sym, orig, ...) would succeed, without patching: 1 it would, 0 the
+ * library does not import sym (so never calls it), -1 it would fail. */
+int w2v_got_probe(const char *lib, const char *sym, void *orig);
 #endif

@@ -187,7 +187,7 @@ def test_iso9660_iso_with_esd(fixture_wim, wim_trees, tmp):
     src = xorriso_iso(tmp / "x.iso", tmp / "t")
     f = iso.find_install_image(str(src))
     assert f.filesystem == "ISO 9660" and f.path.lower() == "\\sources\\install.esd"
-    assert info(src)["compression"] == "lzms"
+    assert info(src)["compression"] == "lzms" and info(src)["install_image_read"] == "in place"
     w2v("apply", src, tmp / "x.vhdx", "--index", "1", *APPLY)
     assert volume_tree(tmp / "x.vhdx", tmp) == wim_trees[1]
     assert not leftovers(tmp)

@@ -163,26 +163,28 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
 def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
     """The images of a WIM, ESD, split WIM or Windows ISO (its \\sources\\install.wim or .esd)."""
     from wim2vhd.wim import Wim, compression_name
-    with _source(image, metadata_only=True) as (src, inner), Wim(src, refs=refs) as w:
+    with _source(image, metadata_only=True) as (src, inner, how), Wim(src, refs=refs) as w:
         res = {"path": os.path.abspath(image), "parts": w.total_parts,
                "compression": compression_name(w.compression),
                "images": [i.to_dict() for i in w.images()]}
     if inner:
         res["install_image"] = inner
+        res["install_image_read"] = how
     return res
 
 
 @contextlib.contextmanager
 def _source(image: str, *, temp_dir: str | None = None, metadata_only: bool = False):
-    """(path wimlib opens, path inside the ISO or None): a Windows ISO's install.wim/esd comes through
-    wim2vhd.wim.iso as a temporary copy (removed when the block ends); anything else is passed on."""
+    """(path wimlib opens, path inside the ISO or None, how the ISO is read or None): a Windows ISO's
+    install.wim/esd is read in place through wim2vhd.wim.iso (or, where it cannot be, a temporary copy
+    removed when the block ends); anything else is passed on."""
     if os.fspath(image).lower().endswith(".iso"):
         from wim2vhd.wim import iso
         found = iso.find_install_image(image)
-        with iso.install_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as p:
-            yield p, found.path
+        with iso.open_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as (p, how):
+            yield p, found.path, how
     else:
-        yield image, None
+        yield image, None, None
 
 
 ALL_IMAGES = "all"
@@ -241,7 +243,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     if not os.path.isdir(out_dir):
         raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")
     results: list[dict[str, Any]] = []
-    with _source(image, temp_dir=out_dir) as (src, inner), Wim(src, refs=opts.refs) as wim:
+    with _source(image, temp_dir=out_dir) as (src, inner, how), Wim(src, refs=opts.refs) as wim:
         # every image and every output name settled before the first disk is made
         if wim.part_number > 1:
             raise InputError(f"{image} is part {wim.part_number} of a split WIM of {wim.total_parts} parts: give the "
@@ -285,6 +287,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
             res["image"]["source"] = os.path.abspath(image)
             if inner:
                 res["image"]["install_image"] = inner
+                res["image"]["install_image_read"] = how  # "in place", or "copied (why)"
             if opts.customize is not None:
                 res["customizations"] = opts.customize.last_report
             results.append(res)

@@ -120,6 +120,9 @@ def _print_applied(res) -> None:
     print(f"  {d['format']} {d['type']}, {format_size(d['virtual_size'])} virtual, "
           f"{format_size(d['file_size'])} file, layout {res['layout'].get('layout')}")
     print("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s")
+    read = res["image"].get("install_image_read")
+    if read and read != "in place":  # an ISO that could not be read in place says so
+        print(f"  {res['image']['install_image']} of the ISO was {read}")
 
 
 @app.command("capture")

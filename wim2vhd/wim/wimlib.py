@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 from wim2vhd._lib import ffi, lib
+from wim2vhd.wim import view
 from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, InputError, InternalError, NoSpace,
                             UnsupportedInput, UsageError, Wim2VhdError, from_errno)
 
@@ -284,10 +285,14 @@ def _check_header_sizes(path: str) -> None:
     memory for one of its tables than this machine has (a damaged field such as 2^64-1, which
     wimlib tries to allocate), else nothing (the memory did run out)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(_HEADER_SIZE)
+        v = view.lookup(path)
+        if v is not None:
+            head = v.read(0, _HEADER_SIZE)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(_HEADER_SIZE)
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
+    except (OSError, ValueError, Wim2VhdError):
         return
     if len(head) < _HEADER_SIZE:
         return
@@ -304,10 +309,11 @@ class Wim:
     def __init__(self, path: str, *, refs: Iterable[str] = (), write: bool = False):
         _init()
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise InputError(f"{self.path}: no such file")
-        if os.path.isdir(self.path):
-            raise InputError(f"{self.path}: is a directory, not a WIM")
+        if view.lookup(self.path) is None:  # (a view's name is wimlib's only: wim2vhd.wim.view)
+            if not os.path.exists(self.path):
+                raise InputError(f"{self.path}: no such file")
+            if os.path.isdir(self.path):
+                raise InputError(f"{self.path}: is a directory, not a WIM")
         pp = ffi.new("WIMStruct **")
         flags = lib.WIMLIB_OPEN_FLAG_WRITE_ACCESS if write else 0
         lib.w2v_quiet_xml()  # libxml2 keeps its handlers per thread: this one's too
