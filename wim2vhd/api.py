@@ -239,6 +239,8 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
         raise UsageError(f"several images need one disk each: put {{index}} or {{name}} in OUT "
                          f"(e.g. win-{{index}}{os.path.splitext(out)[1] or '.vhdx'})")
     opts.check()
+    if opts.host_bcd is not None:
+        _check_host_entry(opts, out, several)
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")
@@ -291,7 +293,42 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
             if opts.customize is not None:
                 res["customizations"] = opts.customize.last_report
             results.append(res)
+    if opts.host_bcd is not None:  # only now: the disk is complete
+        results[0]["host_bcd"] = _add_host_entry(opts, results[0])
     return results if several else results[0]
+
+
+_NATIVE_BOOT_FORMATS = (".vhd", ".vhdx")
+
+
+def _check_host_entry(opts: "ApplyOptions", out: str, several: bool) -> None:
+    """--host-bcd: everything that could make the store's edit fail, checked before any disk is made
+    (the edit itself runs in memory, the store is left as it is)."""
+    from wim2vhd.boot.edit import add_vhd_entry
+    if several:
+        raise UsageError("--host-bcd adds one boot entry: apply one image (one --index or --name)")
+    ext, vext = os.path.splitext(out)[1].lower(), os.path.splitext(opts.vhd_path or "")[1].lower()
+    if ext not in _NATIVE_BOOT_FORMATS:
+        raise UsageError(f"native VHD boot needs a .vhd or .vhdx disk, not {out!r}")
+    if vext != ext:
+        raise UsageError(f"--vhd-path {opts.vhd_path!r} must name a {ext} file, as OUT is one")
+    add_vhd_entry(opts.host_bcd, opts.vhd_path, host=opts.host_device(), dry_run=True)
+
+
+def _add_host_entry(opts: "ApplyOptions", res: dict[str, Any]) -> dict[str, Any]:
+    """The complete disk's boot entry in the host's store (replaced atomically, the old one kept as
+    .bak).  Should that fail, the disk stays: the error names it and says how to add the entry."""
+    from wim2vhd.boot.edit import add_vhd_entry
+    from wim2vhd.errors import OutputError, Wim2VhdError
+    try:
+        return add_vhd_entry(opts.host_bcd, opts.vhd_path, host=opts.host_device(),
+                             description=res["image"].get("name") or "Windows")
+    except Wim2VhdError as e:
+        host = f" --host-mbr {opts.host_mbr}" if opts.host_mbr else f" --host-gpt {opts.host_gpt}" if opts.host_gpt else ""
+        raise OutputError(f"{res['output']} is complete, but its boot entry could not be added to "
+                          f"{opts.host_bcd} (left as it was): {e.message}",
+                          hint=f"add it with: wim2vhd bcd add-vhd {opts.host_bcd} --vhd-path '{opts.vhd_path}'{host}",
+                          errno=e.errno, host=e.host) from None
 
 
 def _holds_ntfs(disk: Disk, p) -> bool:
