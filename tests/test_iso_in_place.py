@@ -191,3 +191,32 @@ def test_wimlib_opens_a_view_of_scattered_pieces(big_wim, tmp):
     digest = hashlib.sha256((tmp / "blob.bin").read_bytes()).hexdigest()
     run("wimextract", big_wim, "1", "/blob.bin", f"--dest-dir={tmp / 'ref'}")
     assert digest == sha(tmp / "ref" / "blob.bin")
+
+
+def test_several_editions_of_an_iso_open_it_once(fixture_wim, tmp, monkeypatch):
+    """--index all of an ISO: one view, one Wim (the header, blob table and XML read once) for every
+    edition; each disk is the one that edition gives alone from the WIM, with the same seed."""
+    from wim2vhd import api
+    from wim2vhd.wim import wimlib
+    src = udf_iso(tmp / "two.iso", {"sources/install.wim": open(fixture_wim, "rb").read()})
+    opened, views = [], []
+    real_init, real_view = wimlib.Wim.__init__, view.View.__init__
+
+    def counting_init(self, path, **kw):
+        opened.append(path)
+        real_init(self, path, **kw)
+
+    def counting_view(self, name, *a):
+        views.append(name)
+        real_view(self, name, *a)
+
+    monkeypatch.setattr(wimlib.Wim, "__init__", counting_init)
+    monkeypatch.setattr(view.View, "__init__", counting_view)
+    args = dict(size="1G", layout="native", boot=False, seed="editions")
+    res = api.apply_image(str(src), str(tmp / "e-{index}.vhdx"), index="all", **args)
+    assert [r["image"]["index"] for r in res] == [1, 2]
+    assert len(views) == 1 and opened == views, (opened, views)
+    monkeypatch.undo()
+    for i in (1, 2):  # (an edition's seed is the run's and its index, alone or not)
+        alone = api.apply_image(fixture_wim, str(tmp / f"w-{i}.vhdx"), index=str(i), **args)
+        assert sha(tmp / f"e-{i}.vhdx") == sha(alone["output"])

@@ -13,7 +13,7 @@ import threading
 from typing import Iterable
 
 from wim2vhd._lib import ffi, lib
-from wim2vhd.errors import EnvironmentFault, InternalError, from_errno
+from wim2vhd.errors import EnvironmentFault, InternalError, from_errno, from_oserror
 
 _lock = threading.Lock()
 _views: dict[str, "View"] = {}
@@ -47,7 +47,10 @@ class View:
         if covered < size:
             ext.append((-1, size - covered))  # an unrecorded tail reads as zeros, as a copy's would
         self.name, self.path, self.size = name, path, size
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise from_oserror(e, path) from None
         try:
             src = ffi.new("int64_t[]", [o for o, _ in ext] or [0])
             lens = ffi.new("uint64_t[]", [n for _, n in ext] or [0])
