@@ -225,7 +225,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     ApplyOptions.from_keywords).  index: a number, "1,3,6" or "all"; with several, OUT must hold
     {index} or {name} (one disk per image) and a list of summaries is returned.  The source is
     opened once for all of them.  Everything is checked before anything is read or written."""
-    from wim2vhd.apply import ApplyJob, apply, check_image_layout
+    from wim2vhd.apply import ApplyJob, apply_several, check_image_layout
     from wim2vhd.errors import InputError, OutputError, OutputExists, Wim2VhdError
     from wim2vhd.options import ApplyOptions
     from wim2vhd.wim import Wim
@@ -271,6 +271,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
             seen[key] = i
             if len(targets) > 1 and os.path.lexists(target) and not opts.force:
                 raise OutputExists(f"{target} exists: use --force to replace it")
+        jobs = []
         for i, target in targets:
             edition = opts
             if opts.seed is not None:
@@ -278,13 +279,20 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
                 # Windows takes a disk whose GUID it has already seen offline.  The same edition with the
                 # same seed gives the same disk, whether applied alone or with others.
                 edition = dataclasses.replace(opts, seed=f"{opts.seed}:image{i}")
+            jobs.append((ApplyJob(src, target, i), edition))
+        made = apply_several(jobs, wim, progress)  # the next disk is formatted while one applies
+        for i, _target in targets:
             try:
-                res = apply(ApplyJob(src, target, i), edition, progress, wim=wim)
+                res = next(made)
             except Wim2VhdError as e:
+                made.close()
                 if results:  # the disks already made are complete: say which they are
                     done = ", ".join(r["output"] for r in results)
                     e.message = f"image {i}: {e.message} (already written: {done})"
                     e.args = (e.message if not e.hint else f"{e.message} ({e.hint})",)
+                raise
+            except BaseException:
+                made.close()
                 raise
             res["image"]["source"] = os.path.abspath(image)
             if inner:
