@@ -17,9 +17,10 @@ from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# Headers of our C code that Python calls (w2v_block_int.h, w2v_got.h and w2v_ntfs3g.h are internal).
+# Headers of our C code that Python calls (w2v_block_int.h, w2v_got.h, w2v_ntfs3g.h and w2v_vfile_int.h
+# are internal).
 PUBLIC_HEADERS = ("w2v_block.h", "w2v_ntfs_device.h", "w2v_wim.h", "w2v_ntfs_files.h", "w2v_readahead.h",
-                  "w2v_hooks.h")
+                  "w2v_hooks.h", "w2v_vfile.h")
 
 # The libraries linked: (macro suffix, -l name, pkg-config name).  The GOT hooks (w2v_got.c) find
 # each by its exact soname, the one the linker resolves -l<name> to, as the loader will.  wimlib's

@@ -8,7 +8,7 @@
  * that one slot changes what libfoo calls and nothing else: other libraries,
  * and our own calls to the function, still reach the original.  This is how
  * native/ wraps libntfs-3g's cluster allocator and clock (w2v_ntfs_device.c) and
- * wimlib's chunk decompression (w2v_readahead.c).
+ * wimlib's chunk decompression (w2v_readahead.c) and file reads (w2v_vfile.c).
  *
  * A library linked with RELRO and BIND_NOW (Debian's libntfs-3g) has its GOT
  * read-only after relocation: the page is made writable for the store only.
@@ -35,6 +35,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "w2v_got.h"
+#include "w2v_readahead.h"
 
 /* The slots are found through the ELF64 dynamic section, and only where the PLT's relocations are
  * RELA jump slots: x86-64 (R_X86_64_JUMP_SLOT) and AArch64 (R_AARCH64_JUMP_SLOT). */
@@ -275,12 +276,17 @@ static struct w2v_got_group *const groups[W2V_HOOK_COUNT] = {
 	[W2V_HOOK_READ_WINDOW] = &w2v_hooks_read_window,
 	[W2V_HOOK_COMPACT] = &w2v_hooks_compact,
 	[W2V_HOOK_CLOCK] = &w2v_hooks_clock,
+	[W2V_HOOK_VFILE] = &w2v_hooks_vfile,
 };
 
 int w2v_hook_install(int i)
 {
 	if (i < 0 || i >= W2V_HOOK_COUNT)
 		return -EINVAL;
+	/* libwim's pread64 slot is shared: the file views' hook (w2v_vfile.c) must go in before the
+	 * read window, which chains to it (w2v_readahead.c installs them in that order). */
+	if (i == W2V_HOOK_READAHEAD || i == W2V_HOOK_READ_WINDOW)
+		w2v_readahead_install();
 	return w2v_got_install(groups[i]);
 }
 

@@ -30,6 +30,7 @@ int w2v_got_install(struct w2v_got_group *g);
 /* g's state, read atomically. */
 int w2v_got_state(const struct w2v_got_group *g);
 
-/* The groups, defined where their replacements are (w2v_readahead.c, w2v_ntfs_device.c). */
-extern struct w2v_got_group w2v_hooks_readahead, w2v_hooks_read_window, w2v_hooks_compact, w2v_hooks_clock;
+/* The groups, defined where their replacements are (w2v_readahead.c, w2v_ntfs_device.c, w2v_vfile.c). */
+extern struct w2v_got_group w2v_hooks_readahead, w2v_hooks_read_window, w2v_hooks_compact, w2v_hooks_clock,
+	w2v_hooks_vfile;
 #endif

@@ -2,11 +2,12 @@
 #define W2V_HOOKS_H
 #include <stdint.h>
 /* The native hooks in wimlib and libntfs-3g, and whether each is installed (w2v_got.c). */
-#define W2V_HOOK_COUNT 4
+#define W2V_HOOK_COUNT 5
 #define W2V_HOOK_READAHEAD 0      /* libwim: its decompressor, for read-ahead decompression */
 #define W2V_HOOK_READ_WINDOW 1    /* libwim: its pread64, for chunks already read and small reads */
 #define W2V_HOOK_COMPACT 2        /* libntfs-3g: ntfs_cluster_alloc, compact allocation */
 #define W2V_HOOK_CLOCK 3          /* libntfs-3g: clock_gettime, the fixed clock of --seed */
+#define W2V_HOOK_VFILE 4          /* libwim: its file calls, to read an ISO's install image in place */
 
 /* A hook's state: installed, not tried yet, or why it is not installed. */
 #define W2V_HOOK_INSTALLED 1
@@ -21,7 +22,7 @@
 #define W2V_HOOK_NEEDS -8         /* a hook this one needs is not installed */
 
 struct w2v_hook_info {
-	const char *name;        /* "readahead", "read-window", "compact-allocation", "clock" */
+	const char *name;        /* "readahead", "read-window", "compact-allocation", "clock", "iso-in-place" */
 	const char *soname;      /* the library patched, e.g. "libntfs-3g.so.89" */
 	const char *failed;      /* the symbol that could not be hooked, or NULL */
 	const char *needs;       /* the hook this one needs, or NULL */

@@ -32,6 +32,9 @@
  * small reads reads WINDOW bytes, and the reads after it that fall inside
  * are copied from there.  Anything else goes to the real pread.
  *
+ * A view's descriptor (w2v_vfile.c: an ISO's install.wim read in place) is
+ * read through w2v_vfile_pread, by the helpers and by wimlib alike.
+ *
  * Not planned: solid resources (ESD, LZMS; their chunks are large and
  * their tables differ), pipable WIMs, parts of a split WIM other than the
  * one opened.  wimlib decompresses those itself, as before.
@@ -49,6 +52,7 @@
 #include <wimlib.h>
 #include "w2v_got.h"
 #include "w2v_readahead.h"
+#include "w2v_vfile_int.h"
 
 /* ---- which decompressor is which ----------------------------------------
  * wimlib keeps one decompressor per WIM (struct wimlib_decompressor is
@@ -177,7 +181,7 @@ static int load_table(struct w2v_readahead *ra)
 	t[0] = 0;
 	if (n > 1) {
 		uint8_t *raw = malloc(tbytes);
-		if (!raw || pread(ra->fd, raw, tbytes, r->offset) != (ssize_t)tbytes) {
+		if (!raw || w2v_vfile_pread(ra->fd, raw, tbytes, r->offset) != (ssize_t)tbytes) {
 			free(raw);
 			return -1;
 		}
@@ -253,7 +257,7 @@ static int fill_one(struct w2v_readahead *ra, struct wimlib_decompressor *d)
 	s->csize = cs;
 	s->usize = us;
 	pthread_mutex_unlock(&ra->lock);
-	int read_ok = pread(ra->fd, s->cbuf, cs, off) == (ssize_t)cs;
+	int read_ok = w2v_vfile_pread(ra->fd, s->cbuf, cs, off) == (ssize_t)cs;
 	int ok = read_ok && wimlib_decompress(s->cbuf, cs, s->ubuf, us, d) == 0;
 	pthread_mutex_lock(&ra->lock);
 	s->read_ok = read_ok;
@@ -431,7 +435,7 @@ static int windowed(struct w2v_readahead *ra, int fd, void *buf, size_t n, uint6
 			return 0;
 		if (!ra->win && !(ra->win = malloc(WINDOW)))
 			return 0;
-		ssize_t r = pread(fd, ra->win, WINDOW, (off_t)off);
+		ssize_t r = w2v_vfile_pread(fd, ra->win, WINDOW, (off_t)off);
 		ra->win_len = 0;
 		if (r < (ssize_t)n)
 			return 0;   /* an error or the end of the file: pread says so itself */
@@ -453,7 +457,7 @@ static ssize_t hook_pread(int fd, void *buf, size_t n, off_t off)
 		if (done)
 			return (ssize_t)n;
 	}
-	return pread(fd, buf, n, off);
+	return w2v_vfile_pread(fd, buf, n, off);
 }
 
 /* The decompressor's three functions, together: decompressors created before this are not known,
@@ -468,7 +472,7 @@ struct w2v_got_group w2v_hooks_readahead = {
 };
 /* Optional: without it, wimlib reads each chunk itself as well, and each small file with a pread. */
 static struct w2v_got_hook pread_hooks[] = {
-	{ "pread64", (void *)pread, (void *)hook_pread, NULL, NULL },
+	{ "pread64", (void *)pread64, (void *)hook_pread, NULL, NULL },
 };
 struct w2v_got_group w2v_hooks_read_window = {
 	"read-window", W2V_SONAME_WIM, pread_hooks, 1, &w2v_hooks_readahead, 0, NULL
@@ -477,6 +481,10 @@ struct w2v_got_group w2v_hooks_read_window = {
 int w2v_readahead_install(void)
 {
 	int r = w2v_got_install(&w2v_hooks_readahead);
+	/* When views are hooked (first: w2v_vfile.c), libwim's pread64 already leads to w2v_vfile_pread,
+	 * which hook_pread calls in its turn; the window's slot must find that there. */
+	if (r == W2V_HOOK_INSTALLED && w2v_got_state(&w2v_hooks_read_window) == W2V_HOOK_UNTRIED)
+		pread_hooks[0].orig = w2v_vfile_install() == 0 ? (void *)w2v_vfile_pread : (void *)pread64;
 	w2v_got_install(&w2v_hooks_read_window);
 	return r == W2V_HOOK_INSTALLED ? 0 : -ENOSYS;
 }
@@ -556,7 +564,7 @@ w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *
 		uint64_t n = max_bytes / (2ull * info.chunk_size);
 		ra->nslots = (unsigned)(n < 8 ? 8 : n > 4096 ? 4096 : n);
 	}
-	ra->fd = open(path, O_RDONLY | O_CLOEXEC);
+	ra->fd = w2v_vfile_open(path);   /* a view's name too (w2v_vfile.c) */
 	ra->wim_fd = ra->other_fd = -1;
 	struct stat st;
 	if (ra->fd >= 0 && fstat(ra->fd, &st) == 0) {
@@ -632,7 +640,7 @@ void w2v_readahead_stop(w2v_readahead *ra, struct w2v_readahead_stats *stats)
 	free(ra->res);
 	free(ra->win);
 	if (ra->fd >= 0)
-		close(ra->fd);
+		w2v_vfile_close(ra->fd);
 	pthread_mutex_destroy(&ra->lock);
 	pthread_cond_destroy(&ra->cond);
 	free(ra);

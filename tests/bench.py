@@ -1,12 +1,16 @@
 """`make bench`: wim2vhd side by side with its anchors, alternating, medians of several runs.
 
-    python -m tests.bench [--runs N] [--only convert,chain,apply,capture,scale] [--work DIR]
+    python -m tests.bench [--runs N] [--only convert,chain,apply,capture,editions,iso,scale] [--work DIR]
 
 Anchors (named in the issues):
   convert  raw (sparse, 1 GiB of data) -> dynamic VHDX: `wim2vhd disk convert` vs `qemu-img convert -O vhdx`
   apply    a WIM of /usr/share: `wim2vhd apply` to a dynamic VHDX vs `mkntfs` + `wimapply` into a raw
            sparse image + `sync` (the anchor), and `wimverify` (the floor)
   capture  `wim2vhd capture` from that VHDX vs `wimcapture` from the equivalent raw NTFS image
+  editions k editions of one WIM (sharing their files, as a Windows install.wim's do) in one
+           `apply --index all` against k separate applies, and one alone
+  iso      the /usr/share WIM applied as it is, from an ISO read in place, and from an ISO copied first
+           (WIM2VHD_ISO_COPY=1, the way before ISOs were read in place), side by side
   scale    apply time against the number of files (10k, 50k, 150k) and bytes
   chain    `wim2vhd disk convert` of differencing chains 5 to 100 deep (VHD and VHDX): time per level,
            which must stay flat (it grew about 1.7 times per level before the chain was read linearly)
@@ -253,6 +257,93 @@ def bench_scale(work: str) -> None:
         rm(out)
 
 
+def editions_wim(k: int = 3) -> str:
+    """A WIM of k editions that share their files, as a Windows install.wim's do: the 10k-file tree
+    captured once and appended k-1 times (wimlib stores each blob once)."""
+    path = os.path.join(CACHE, f"editions-{k}.wim")
+    if not os.path.exists(path):
+        root = synthetic_tree(os.path.join(CACHE, "tree-10000"), 10_000, lambda r: r.choice((200, 1500, 6000, 20000)))
+        subprocess.run(["wimcapture", root, path + ".part", "edition 1", "--compress=lzx"], check=True,
+                       stdout=subprocess.DEVNULL)
+        for i in range(2, k + 1):
+            subprocess.run(["wimappend", root, path + ".part", f"edition {i}"], check=True, stdout=subprocess.DEVNULL)
+        os.replace(path + ".part", path)
+    return path
+
+
+def bench_editions(runs: int, work: str, k: int = 3) -> None:
+    """k editions of one source in one run (`--index all`: the WIM opened once) against k runs of one."""
+    wim = editions_wim(k)
+    args = ["--layout", "native", "--no-boot", "--size", "4G"]
+    outs = [os.path.join(work, f"e-{i}.vhdx") for i in range(1, k + 1)]
+
+    def together():
+        rm(*outs)
+        return run([W2V, "apply", wim, os.path.join(work, "e-{index}.vhdx"), "--index", "all", *args])
+
+    def apart():
+        rm(*outs)
+        t = rss = 0
+        for i, out in enumerate(outs, 1):
+            dt, r = run([W2V, "apply", wim, out, "--index", str(i), *args])
+            t, rss = t + dt, max(rss, r)
+        return t, rss
+
+    def one():
+        rm(outs[0])
+        return run([W2V, "apply", wim, outs[0], "--index", "1", *args])
+
+    r = alternate(runs, {"together": together, "apart": apart, "one": one})
+    print(f"editions: {k} editions of one WIM (10k files each, shared), {runs} runs, medians")
+    line(f"wim2vhd apply --index all ({k} disks)", med(r["together"]), f"peak RSS {peak(r['together']) / MiB:.0f} MiB")
+    line(f"{k} x wim2vhd apply --index N", med(r["apart"]))
+    line("one edition", med(r["one"]))
+    print(f"  ratio together/apart: {med(r['together']) / med(r['apart']):.2f}; together/one: "
+          f"{med(r['together']) / med(r['one']):.2f} (k = {k}; goal well under k)")
+    rm(*outs)
+
+
+def iso_of(wim: str) -> str:
+    """An ISO 9660 image (xorriso) holding wim as \\sources\\install.wim, as a Windows ISO holds it."""
+    path = os.path.splitext(wim)[0] + ".iso"
+    if not os.path.exists(path):
+        tree = path + ".tree"
+        shutil.rmtree(tree, ignore_errors=True)
+        os.makedirs(os.path.join(tree, "sources"))
+        try:
+            os.link(wim, os.path.join(tree, "sources", "install.wim"))
+        except OSError:
+            shutil.copyfile(wim, os.path.join(tree, "sources", "install.wim"))
+        subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-iso-level", "3", "-o", path + ".part", tree],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(tree)
+        os.replace(path + ".part", path)
+    return path
+
+
+def bench_iso(runs: int, work: str, wim: str, label: str) -> None:
+    """The same WIM applied as it is, from an ISO in place, and from an ISO through a copy (the old way)."""
+    iso = iso_of(wim)
+    out = os.path.join(work, "i.vhdx")
+    args = ["--layout", "native", "--no-boot", "--size", "16G", "--index", "1"]
+
+    def case(src, env=None):
+        def fn():
+            rm(out)
+            return run([W2V, "apply", src, out, *args], env={**os.environ, **(env or {})})
+        return fn
+
+    r = alternate(runs, {"wim": case(wim), "iso": case(iso), "copy": case(iso, {"WIM2VHD_ISO_COPY": "1"})})
+    print(f"iso: {label} as a WIM and inside an ISO ({os.path.getsize(wim) / MiB:.0f} MiB WIM), {runs} runs, medians")
+    line("wim2vhd apply WIM", med(r["wim"]), f"peak RSS {peak(r['wim']) / MiB:.0f} MiB")
+    line("wim2vhd apply ISO (read in place)", med(r["iso"]), f"peak RSS {peak(r['iso']) / MiB:.0f} MiB")
+    line("wim2vhd apply ISO (WIM2VHD_ISO_COPY=1: copied)", med(r["copy"]),
+         f"and {os.path.getsize(wim) / MiB:.0f} MiB more free space needed")
+    print(f"  ratio ISO/WIM: {med(r['iso']) / med(r['wim']):.2f} in place (goal about 1.0), "
+          f"{med(r['copy']) / med(r['wim']):.2f} copied")
+    rm(out)
+
+
 def bench_chain(runs: int, work: str) -> None:
     from tests.chain import make_chain
     print(f"chain: disk convert of a 64 MiB differencing chain -> raw, {runs} runs, medians")
@@ -280,7 +371,7 @@ def bench_chain(runs: int, work: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="convert,chain,apply,capture,scale")
+    ap.add_argument("--only", default="convert,chain,apply,capture,editions,iso,scale")
     ap.add_argument("--work", default=os.path.join(CACHE, "work"),
                     help="where the outputs go (e.g. a tmpfs, to leave the disk's writeback out)")
     args = ap.parse_args()
@@ -300,6 +391,10 @@ def main() -> None:
         if "capture" in only:
             bench_capture(args.runs, res)
         rm(res["vhdx"], res["raw"])
+    if "editions" in only:
+        bench_editions(args.runs, work)
+    if "iso" in only:
+        bench_iso(args.runs, work, tree_wim(os.path.join(CACHE, "usr-share.wim"), "/usr/share"), "/usr/share")
     if "scale" in only:
         bench_scale(work)
 

@@ -229,3 +229,17 @@ def assert_same_tree(src, back, extra=()):
     assert link_groups(src) == link_groups({p: e for p, e in back.items() if p in src}) and link_groups(src)
     kinds = {k for e in src.values() for k in e}
     assert {"Security Descriptor", "Attributes", "Short Name", "Link Count", "Creation Time"} <= kinds
+
+
+def in_small_fs(tmp, size: str, script: str) -> subprocess.CompletedProcess:
+    """Run a shell script with $M a fresh tmpfs of `size` bytes, in a namespace of its own."""
+    m = tmp / "m"
+    m.mkdir()
+    full = f'mount -t tmpfs -o size={size} tmpfs "$M" || exit 99\n{script}'
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", full], env={**os.environ, "M": str(m), "W2V": W2V},
+                       capture_output=True, text=True)
+    if p.returncode == 99 or "unshare failed" in p.stderr or "Operation not permitted" in p.stderr[:200]:
+        if os.environ.get("CI"):
+            pytest.fail(f"no user/mount namespace for the full-disk test: {p.stderr.strip()}")
+        pytest.skip(f"no user/mount namespace here: {p.stderr.strip()}")
+    return p

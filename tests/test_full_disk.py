@@ -3,27 +3,11 @@ behind, and an existing output (replaced with --force) untouched.
 
 The full file system is a real one: a small tmpfs mounted in a user and mount namespace of our own
 (`unshare -rm`), which needs no privileges where unprivileged user namespaces are allowed."""
-import os
 import shutil
-import subprocess
 
 import pytest
 
-from tests.support import W2V, run, w2v
-
-
-def in_small_fs(tmp, size: str, script: str) -> subprocess.CompletedProcess:
-    """Run a shell script with $M a fresh tmpfs of `size` bytes, in a namespace of its own."""
-    m = tmp / "m"
-    m.mkdir()
-    full = f'mount -t tmpfs -o size={size} tmpfs "$M" || exit 99\n{script}'
-    p = subprocess.run(["unshare", "-rm", "sh", "-c", full], env={**os.environ, "M": str(m), "W2V": W2V},
-                       capture_output=True, text=True)
-    if p.returncode == 99 or "unshare failed" in p.stderr or "Operation not permitted" in p.stderr[:200]:
-        if os.environ.get("CI"):
-            pytest.fail(f"no user/mount namespace for the full-disk test: {p.stderr.strip()}")
-        pytest.skip(f"no user/mount namespace here: {p.stderr.strip()}")
-    return p
+from tests.support import in_small_fs, run, w2v
 
 
 def check(p, m, *, listing: str, kept: str = "keep", host_says: str):

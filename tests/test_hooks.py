@@ -21,7 +21,8 @@ from tests.support import assert_same_tree, ntfs_partition, run, w2v
 HOOKS = {"readahead": ("libwim.so.", ["wimlib_create_decompressor", "wimlib_free_decompressor", "wimlib_decompress"]),
          "read-window": ("libwim.so.", ["pread64"]),
          "compact-allocation": ("libntfs-3g.so.", ["ntfs_cluster_alloc"]),
-         "clock": ("libntfs-3g.so.", ["clock_gettime"])}
+         "clock": ("libntfs-3g.so.", ["clock_gettime"]),
+         "iso-in-place": ("libwim.so.", ["open64", "realpath", "read", "pread64", "lseek64", "close", "fstat64"])}
 
 
 def env(**kw):
@@ -52,7 +53,10 @@ def test_version_json_lists_every_hook_installed():
         h = hooks[name]
         assert h["library"].startswith(lib) and h["symbols"] == symbols, h
         assert h["installed"] and h["reason"] is None, h
-        assert h["slots"] == len(symbols) and h["patched"] == len(symbols), h  # read back from the GOT
+        # read back from the GOT; libwim's pread64 slot is shared: the read window, installed after the
+        # ISO views, holds it and passes view reads on to them (native/w2v_readahead.c)
+        shared = 1 if name == "iso-in-place" else 0
+        assert h["slots"] == len(symbols) and h["patched"] == len(symbols) - shared, h
 
 
 def test_libraries_by_their_exact_soname():

@@ -187,7 +187,7 @@ def test_iso9660_iso_with_esd(fixture_wim, wim_trees, tmp):
     src = xorriso_iso(tmp / "x.iso", tmp / "t")
     f = iso.find_install_image(str(src))
     assert f.filesystem == "ISO 9660" and f.path.lower() == "\\sources\\install.esd"
-    assert info(src)["compression"] == "lzms"
+    assert info(src)["compression"] == "lzms" and info(src)["install_image_read"] == "in place"
     w2v("apply", src, tmp / "x.vhdx", "--index", "1", *APPLY)
     assert volume_tree(tmp / "x.vhdx", tmp) == wim_trees[1]
     assert not leftovers(tmp)
@@ -325,3 +325,54 @@ def test_several_editions_bad_requests(fixture_wim, tmp):
     p = w2v("apply", fixture_wim, out, "--index", "all", *APPLY, check=False)
     assert p.returncode == 4 and "--force" in p.stderr
     assert not (tmp / "e-1.vhdx").exists() and (tmp / "e-2.vhdx").read_bytes() == b"keep"
+
+
+def test_several_editions_overlap_and_fail_in_turn(fixture_wim, tmp, monkeypatch):
+    """The next edition's disk is formatted on a thread while one applies (apply.apply_several): shown by
+    edition 1's extraction waiting for edition 2's format to begin (it would wait in vain without the
+    overlap).  An edition whose disk fails ahead fails in its turn, after the ones before are complete;
+    one that fails while the next is made ahead leaves neither behind."""
+    import threading
+    from wim2vhd import api, fs
+    from wim2vhd.pipeline import apply as pipeline
+    from wim2vhd.errors import NoSpace
+    from wim2vhd.wim import wimlib
+    monkeypatch.setattr(pipeline, "_can_overlap", lambda: True)
+    real_format, real_extract = fs.format_layout, wimlib.Wim.extract_ntfs
+    formats, began = [], threading.Event()
+    fail = {"format": None, "extract": None}
+
+    def format_layout(*a, **kw):
+        formats.append(threading.current_thread().name)
+        if len(formats) == 2:
+            began.set()
+        if fail["format"] == len(formats):
+            raise NoSpace("the test's format failure")
+        return real_format(*a, **kw)
+
+    def extract_ntfs(self, index, *a, **kw):
+        if index == 1:
+            assert began.wait(60), "edition 2's disk was not being made while edition 1 applied"
+        if fail["extract"] == index:
+            raise NoSpace("the test's apply failure")
+        return real_extract(self, index, *a, **kw)
+
+    monkeypatch.setattr(fs, "format_layout", format_layout)
+    monkeypatch.setattr(wimlib.Wim, "extract_ntfs", extract_ntfs)
+    args = dict(index="all", size="1G", layout="native", boot=False)
+    res = api.apply_image(fixture_wim, str(tmp / "e-{index}.vhdx"), **args)
+    assert [r["image"]["index"] for r in res] == [1, 2]
+    assert formats == ["MainThread", "wim2vhd-prepare"]
+    for p in tmp.glob("e-*.vhdx"):
+        p.unlink()
+    formats.clear(), began.clear()
+    fail["format"] = 2  # edition 2's disk fails while edition 1 applies: reported after 1 is complete
+    with pytest.raises(NoSpace, match=r"image 2: the test's format failure \(already written: .*e-1.vhdx\)"):
+        api.apply_image(fixture_wim, str(tmp / "e-{index}.vhdx"), **args)
+    assert sorted(os.listdir(tmp)) == ["e-1.vhdx"]
+    (tmp / "e-1.vhdx").unlink()
+    formats.clear(), began.clear()
+    fail["format"], fail["extract"] = None, 1  # edition 1 fails: edition 2's disk made ahead goes too
+    with pytest.raises(NoSpace, match="the test's apply failure"):
+        api.apply_image(fixture_wim, str(tmp / "e-{index}.vhdx"), **args)
+    assert os.listdir(tmp) == [] and len(formats) == 2

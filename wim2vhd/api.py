@@ -169,26 +169,28 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
 def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
     """The images of a WIM, ESD, split WIM or Windows ISO (its \\sources\\install.wim or .esd)."""
     from wim2vhd.wim import Wim, compression_name
-    with _source(image, metadata_only=True) as (src, inner), Wim(src, refs=refs) as w:
+    with _source(image, metadata_only=True) as (src, inner, how), Wim(src, refs=refs) as w:
         res = {"path": os.path.abspath(image), "parts": w.total_parts,
                "compression": compression_name(w.compression),
                "images": [i.to_dict() for i in w.images()]}
     if inner:
         res["install_image"] = inner
+        res["install_image_read"] = how
     return res
 
 
 @contextlib.contextmanager
 def _source(image: str, *, temp_dir: str | None = None, metadata_only: bool = False):
-    """(path wimlib opens, path inside the ISO or None): a Windows ISO's install.wim/esd comes through
-    wim2vhd.wim.iso as a temporary copy (removed when the block ends); anything else is passed on."""
+    """(path wimlib opens, path inside the ISO or None, how the ISO is read or None): a Windows ISO's
+    install.wim/esd is read in place through wim2vhd.wim.iso (or, where it cannot be, a temporary copy
+    removed when the block ends); anything else is passed on."""
     if os.fspath(image).lower().endswith(".iso"):
         from wim2vhd.wim import iso
         found = iso.find_install_image(image)
-        with iso.install_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as p:
-            yield p, found.path
+        with iso.open_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as (p, how):
+            yield p, found.path, how
     else:
-        yield image, None
+        yield image, None, None
 
 
 ALL_IMAGES = "all"
@@ -229,7 +231,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     ApplyOptions.from_keywords).  index: a number, "1,3,6" or "all"; with several, OUT must hold
     {index} or {name} (one disk per image) and a list of summaries is returned.  The source is
     opened once for all of them.  Everything is checked before anything is read or written."""
-    from wim2vhd.pipeline.apply import ApplyJob, apply, check_image_layout
+    from wim2vhd.pipeline.apply import ApplyJob, apply_several, check_image_layout
     from wim2vhd.errors import InputError, OutputError, OutputExists, Wim2VhdError
     from wim2vhd.options import ApplyOptions
     from wim2vhd.wim import Wim
@@ -243,11 +245,13 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
         raise UsageError(f"several images need one disk each: put {{index}} or {{name}} in OUT "
                          f"(e.g. win-{{index}}{os.path.splitext(out)[1] or '.vhdx'})")
     opts.check()
+    if opts.host_bcd is not None:
+        _check_host_entry(opts, out, several)
     out_dir = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(out_dir):
         raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")
     results: list[dict[str, Any]] = []
-    with _source(image, temp_dir=out_dir) as (src, inner), Wim(src, refs=opts.refs) as wim:
+    with _source(image, temp_dir=out_dir) as (src, inner, how), Wim(src, refs=opts.refs) as wim:
         # every image and every output name settled before the first disk is made
         if wim.part_number > 1:
             raise InputError(f"{image} is part {wim.part_number} of a split WIM of {wim.total_parts} parts: give the "
@@ -273,6 +277,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
             seen[key] = i
             if len(targets) > 1 and os.path.lexists(target) and not opts.force:
                 raise OutputExists(f"{target} exists: use --force to replace it")
+        jobs = []
         for i, target in targets:
             edition = opts
             if opts.seed is not None:
@@ -280,21 +285,64 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
                 # Windows takes a disk whose GUID it has already seen offline.  The same edition with the
                 # same seed gives the same disk, whether applied alone or with others.
                 edition = dataclasses.replace(opts, seed=f"{opts.seed}:image{i}")
+            jobs.append((ApplyJob(src, target, i), edition))
+        made = apply_several(jobs, wim, progress)  # the next disk is formatted while one applies
+        for i, _target in targets:
             try:
-                res = apply(ApplyJob(src, target, i), edition, progress, wim=wim)
+                res = next(made)
             except Wim2VhdError as e:
+                made.close()
                 if results:  # the disks already made are complete: say which they are
                     done = ", ".join(r["output"] for r in results)
                     e.message = f"image {i}: {e.message} (already written: {done})"
                     e.args = (e.message if not e.hint else f"{e.message} ({e.hint})",)
                 raise
+            except BaseException:
+                made.close()
+                raise
             res["image"]["source"] = os.path.abspath(image)
             if inner:
                 res["image"]["install_image"] = inner
+                res["image"]["install_image_read"] = how  # "in place", or "copied (why)"
             if opts.customize is not None:
                 res["customizations"] = opts.customize.last_report
             results.append(res)
+    if opts.host_bcd is not None:  # only now: the disk is complete
+        results[0]["host_bcd"] = _add_host_entry(opts, results[0])
     return results if several else results[0]
+
+
+_NATIVE_BOOT_FORMATS = (".vhd", ".vhdx")
+
+
+def _check_host_entry(opts: "ApplyOptions", out: str, several: bool) -> None:
+    """--host-bcd: everything that could make the store's edit fail, checked before any disk is made
+    (the edit itself runs in memory, the store is left as it is)."""
+    from wim2vhd.boot.edit import add_vhd_entry
+    if several:
+        raise UsageError("--host-bcd adds one boot entry: apply one image (one --index or --name)")
+    ext, vext = os.path.splitext(out)[1].lower(), os.path.splitext(opts.vhd_path or "")[1].lower()
+    if ext not in _NATIVE_BOOT_FORMATS:
+        raise UsageError(f"native VHD boot needs a .vhd or .vhdx disk, not {out!r}")
+    if vext != ext:
+        raise UsageError(f"--vhd-path {opts.vhd_path!r} must name a {ext} file, as OUT is one")
+    add_vhd_entry(opts.host_bcd, opts.vhd_path, host=opts.host_device(), dry_run=True)
+
+
+def _add_host_entry(opts: "ApplyOptions", res: dict[str, Any]) -> dict[str, Any]:
+    """The complete disk's boot entry in the host's store (replaced atomically, the old one kept as
+    .bak).  Should that fail, the disk stays: the error names it and says how to add the entry."""
+    from wim2vhd.boot.edit import add_vhd_entry
+    from wim2vhd.errors import OutputError, Wim2VhdError
+    try:
+        return add_vhd_entry(opts.host_bcd, opts.vhd_path, host=opts.host_device(),
+                             description=res["image"].get("name") or "Windows")
+    except Wim2VhdError as e:
+        host = f" --host-mbr {opts.host_mbr}" if opts.host_mbr else f" --host-gpt {opts.host_gpt}" if opts.host_gpt else ""
+        raise OutputError(f"{res['output']} is complete, but its boot entry could not be added to "
+                          f"{opts.host_bcd} (left as it was): {e.message}",
+                          hint=f"add it with: wim2vhd bcd add-vhd {opts.host_bcd} --vhd-path '{opts.vhd_path}'{host}",
+                          errno=e.errno, host=e.host) from None
 
 
 def capture(disk_path: str, out: str, options: "CaptureOptions | None" = None, *,

@@ -20,7 +20,7 @@ from typing import Any
 from wim2vhd._lib import ffi, lib
 
 # By the index native/w2v_hooks.h gives each.
-NAMES = ("readahead", "read-window", "compact-allocation", "clock")
+NAMES = ("readahead", "read-window", "compact-allocation", "clock", "iso-in-place")
 
 # What the missing hook costs, as said to the user.
 COSTS = {
@@ -31,6 +31,8 @@ COSTS = {
                           "across the volume)",
     "clock": "with --seed the identifiers are still reproducible, but the NTFS volume is not "
              "(libntfs-3g stamps what it creates with the current time)",
+    "iso-in-place": "an ISO's install image is copied beside the output before it is applied (as much "
+                    "free space as the image, and the time to copy it)",
 }
 
 # Why not, by state (native/w2v_hooks.h); {sym} is the symbol at fault, {soname} the library.

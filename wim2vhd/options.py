@@ -63,6 +63,11 @@ class ApplyOptions:
     force: bool = _opt(False, "--force")
     sync: bool = _opt(True, "--no-sync")                  # False: page-cache writes, no fsync (wim2vhd.atomic)
     customize: Any = _opt(None, "--unattend, --merge, --reg-import, ...")  # a customize.Customizations
+    # Native VHD boot in one command: the host's BCD store gets an entry for the disk once it is complete
+    host_bcd: str | None = _opt(None, "--host-bcd")       # the host's store, e.g. the ESP's EFI/Microsoft/Boot/BCD
+    vhd_path: str | None = _opt(None, "--vhd-path")       # where the disk will be on its host volume: \vhds\win.vhdx
+    host_mbr: str | None = _opt(None, "--host-mbr")       # that volume as SIG:OFFSET; neither: bcdedit's [locate]
+    host_gpt: str | None = _opt(None, "--host-gpt")       # or as DISK-GUID:PARTITION-GUID
 
     @classmethod
     def keywords(cls) -> dict[str, str]:
@@ -130,6 +135,7 @@ class ApplyOptions:
                                  "or --no-boot")
         if self.customize is not None:
             self.customize.validate()
+        self._check_host_bcd()
 
     def debug_settings(self):
         """--debug, parsed (wim2vhd.boot.debug.Debug), or None."""
@@ -137,3 +143,22 @@ class ApplyOptions:
             return None
         from wim2vhd.boot import debug
         return debug.parse(self.debug)
+
+    def host_device(self) -> Any:
+        """The host volume of --host-mbr / --host-gpt as a boot.devices.Device (None: [locate])."""
+        from wim2vhd.boot.edit import host_device
+        return host_device(None, self.host_gpt, self.host_mbr)
+
+    def _check_host_bcd(self) -> None:
+        if self.host_bcd is None:
+            if self.vhd_path is not None or self.host_mbr is not None or self.host_gpt is not None:
+                raise UsageError("--vhd-path, --host-mbr and --host-gpt go with --host-bcd STORE")
+            return
+        if self.layout != "native":
+            raise UsageError("--host-bcd adds a native VHD boot entry: it goes with --layout native")
+        if self.vhd_path is None:
+            raise UsageError("--host-bcd needs --vhd-path: where the disk will be on its host volume, "
+                             "e.g. '\\vhds\\win.vhdx'")
+        from wim2vhd.boot.edit import normalize_windows_path
+        normalize_windows_path(self.vhd_path, "--vhd-path")
+        self.host_device()

@@ -10,7 +10,8 @@ from wim2vhd.boot.devices import Device, Locate, Vhd
 from wim2vhd.boot.elements import E
 from wim2vhd.boot.store import BcdStore, check_firmware
 from wim2vhd.boot.values import guid_text
-from wim2vhd.errors import InputError, OutputExists, UsageError
+from wim2vhd.errors import InputError, OutputError, OutputExists, UsageError
+
 
 def create_store_file(path: str | os.PathLike, *, firmware: str = "uefi", force: bool = False,
                       locale: str = "en-US") -> dict:
@@ -40,16 +41,41 @@ def normalize_windows_path(path: str, what: str = "path") -> str:
     return p
 
 
+def host_device(host: str | None = None, host_gpt: str | None = None, host_mbr: str | None = None) -> Device | None:
+    """The volume holding a VHD, from the options that name it (`bcd add-vhd`'s and apply's): host
+    "locate" (or nothing: None, bcdedit's [locate]) or "boot", host_gpt DISK:PART, host_mbr SIG:OFFSET."""
+    from wim2vhd.boot.devices import Boot, parse_host
+    given = [x for x in (host, host_gpt, host_mbr) if x is not None]
+    if len(given) > 1:
+        raise UsageError("give only one of --host, --host-gpt and --host-mbr")
+    try:
+        if host_gpt is not None:
+            return parse_host("gpt:" + host_gpt)
+        if host_mbr is not None:
+            return parse_host("mbr:" + host_mbr)
+    except ValueError as e:
+        raise UsageError(str(e).replace("gpt:", "--host-gpt ").replace("mbr:", "--host-mbr ")) from None
+    if host is None or host.strip().lower() == "locate":
+        return None  # [locate]: add_vhd_entry searches for the VHD's own path
+    if host.strip().lower() == "boot":
+        return Boot()
+    raise UsageError(f"--host must be locate or boot, not {host!r} (or use --host-gpt / --host-mbr)")
+
+
 def add_vhd_entry(path: str | os.PathLike, vhd_path: str, *, host: Device | None = None,
                   description: str = "Windows", default: bool = False, firmware: str | None = None,
-                  locale: str = "en-US", backup: bool = True) -> dict:
+                  locale: str = "en-US", dry_run: bool = False) -> dict:
     """Add a Windows Boot Loader (+ resume) booting from a VHD/VHDX to the store at `path`.
 
     `host` holds the VHD file: None or Locate.by_path(...) for bcdedit's
     `[locate]`, Boot(), MbrPartition or GptPartition.  The store is replaced
-    atomically and the old one kept as STORE.bak.
+    atomically and the old one kept as STORE.bak.  dry_run: every check (the store opens for
+    writing, has a {bootmgr}, takes the entry; its folder is writable), the store left as it is.
     """
     p = os.path.abspath(os.fspath(path))
+    if dry_run and not os.access(os.path.dirname(p), os.W_OK):
+        raise OutputError(f"cannot write in {os.path.dirname(p)}: permission denied (the store {p} "
+                          "is replaced there)")
     vp = normalize_windows_path(vhd_path, "--vhd-path")
     if host is None or (isinstance(host, Locate) and host.kind == 1 and not host.path):
         host = Locate.by_path(vp)
@@ -66,9 +92,10 @@ def add_vhd_entry(path: str | os.PathLike, vhd_path: str, *, host: Device | None
                                    default=default)
         loader = store.object(guid)
         resume = loader.get(E.RESUMEOBJECT)
-        store.save(p, overwrite=True, backup=backup)
+        if not dry_run:
+            store.save(p, overwrite=True, backup=True)
         is_default = store.object(el.BOOTMGR).get(E.DEFAULT) == guid
     return {"store": p, "id": guid_text(guid),
             "resume": guid_text(resume) if isinstance(resume, uuid.UUID) else None,
             "device": device.text(), "firmware": fw, "default": is_default,
-            "backup": p + ".bak" if backup else None}
+            "backup": p + ".bak"}

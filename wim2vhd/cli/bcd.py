@@ -1,17 +1,13 @@
 """`wim2vhd bcd ...`: create, show and edit Boot Configuration Data stores."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
 from wim2vhd.cli._common import ForceOpt, JsonOpt, emit_json, safe
-from wim2vhd.errors import UsageError
-
-if TYPE_CHECKING:
-    from wim2vhd.boot.devices import Device
 
 # The BCD library is imported by the commands that use it, so that every other command starts
 # without it (a third of the CLI's import time).
@@ -57,25 +53,6 @@ def show(
         print(safe(info["text"], lines=True), end="")
 
 
-def _host(host: Optional[str], host_gpt: Optional[str], host_mbr: Optional[str]) -> Optional["Device"]:
-    from wim2vhd.boot.devices import Boot, parse_host
-    given = [x for x in (host, host_gpt, host_mbr) if x is not None]
-    if len(given) > 1:
-        raise UsageError("give only one of --host, --host-gpt and --host-mbr")
-    try:
-        if host_gpt is not None:
-            return parse_host("gpt:" + host_gpt)
-        if host_mbr is not None:
-            return parse_host("mbr:" + host_mbr)
-    except ValueError as e:
-        raise UsageError(str(e).replace("gpt:", "--host-gpt ").replace("mbr:", "--host-mbr ")) from None
-    if host is None or host.strip().lower() == "locate":
-        return None  # [locate]: api.bcd_add_vhd searches for the VHD's own path
-    if host.strip().lower() == "boot":
-        return Boot()
-    raise UsageError(f"--host must be locate or boot, not {host!r} (or use --host-gpt / --host-mbr)")
-
-
 @bcd_app.command("add-vhd")
 def add_vhd(
     store: str = typer.Argument(..., help="The BCD store to add to (replaced atomically; the old one is kept as STORE.bak)."),
@@ -90,7 +67,8 @@ def add_vhd(
     json: bool = JsonOpt,
 ) -> None:
     """Add a Windows Boot Loader (+ resume) that boots from a VHD/VHDX; prints its GUID."""
-    h = _host(host, host_gpt, host_mbr)
+    from wim2vhd.boot.edit import host_device
+    h = host_device(host, host_gpt, host_mbr)
     info = api.bcd_add_vhd(store, vhd_path, host=h, description=description, default=default,
                            firmware=_firmware(firmware), locale=locale)
     if json:

@@ -100,6 +100,20 @@ def apply_cmd(
                                                     "boot: copied to \\Windows\\wim2vhd\\Drivers\\<n>-<name> and added "
                                                     "to DevicePath. Staging, not DISM's offline install: a boot-critical "
                                                     "storage driver is not found in time. Repeatable."),
+    host_bcd: Optional[str] = typer.Option(None, "--host-bcd",
+                                           help="Native VHD boot in one command: add the disk's boot entry to this host "
+                                                "BCD store (e.g. the ESP's EFI/Microsoft/Boot/BCD), as `bcd add-vhd` "
+                                                "does (replaced atomically, the old one kept as STORE.bak). With "
+                                                "--layout native and --vhd-path. The store is checked before the disk "
+                                                "is made and changed only once the disk is complete; should that edit "
+                                                "fail, the disk stays and the error says so (exit 4)."),
+    vhd_path: Optional[str] = typer.Option(None, "--vhd-path", help="With --host-bcd: where the disk will be on its "
+                                           "host volume, e.g. '\\vhds\\win.vhdx'."),
+    host_mbr: Optional[str] = typer.Option(None, "--host-mbr", help="With --host-bcd: the host volume as SIG:OFFSET "
+                                           "(MBR disk signature, partition offset in bytes). Default: searched at "
+                                           "boot ([locate])."),
+    host_gpt: Optional[str] = typer.Option(None, "--host-gpt", help="With --host-bcd: the host volume as "
+                                           "DISKGUID:PARTGUID (a GPT partition)."),
     force: bool = ForceOpt,
     sync: bool = SyncOpt,
     json: bool = JsonOpt,
@@ -117,8 +131,9 @@ def apply_cmd(
                                         expand_on_native_boot=not no_expand_on_native_boot)
     given = dict(index=index, name=name, refs=tuple(ref or ()), size=size, type=type, layout=layout, mbr=mbr,
                  recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
-                 cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code, debug=debug,
-                 boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync)
+                 cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
+                 debug=debug, boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync,
+                 host_bcd=host_bcd, vhd_path=vhd_path, host_mbr=host_mbr, host_gpt=host_gpt)
     # An option left out takes ApplyOptions' default (None here means "not given").
     options = ApplyOptions.from_keywords(**{k: v for k, v in given.items() if v is not None})
     with Progress(enabled=None if not json else False) as prog:
@@ -141,6 +156,12 @@ def _print_applied(res) -> None:
     if boot.get("debug"):
         print(safe(f"  kernel debugger: {boot['debug']['text']}"))
     print(safe("  " + ", ".join(f"{k} {v:.2f}s" for k, v in res["stages"].items()) + f"; total {res['seconds']:.2f}s"))
+    if res.get("host_bcd"):
+        h = res["host_bcd"]
+        print(safe(f"  boot entry {h['id']} ({h['device']}) added to {h['store']}; the old store is {h['backup']}"))
+    read = res["image"].get("install_image_read")
+    if read and read != "in place":  # an ISO that could not be read in place says so
+        print(safe(f"  {res['image']['install_image']} of the ISO was {read}"))
 
 
 @app.command("capture")

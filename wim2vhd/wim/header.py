@@ -2,7 +2,10 @@
 header, blob table, XML and solid-resource headers lie."""
 from __future__ import annotations
 
+import os
 import struct
+
+from wim2vhd.errors import CorruptInput, Wim2VhdError
 
 # WIM layout (as wimlib and Microsoft write it): a 208-byte header whose resource headers are a 7-byte stored
 # size and a flags byte, the offset, and the original size; blob table entries are such a resource header,
@@ -46,3 +49,30 @@ def metadata_ranges(read, size: int) -> list[tuple[int, int]] | None:
                 return None
             ranges.append((off, SOLID_HEADER))
     return ranges
+
+
+# The WIM header's resource headers: (offset in the header, what it holds).
+HEADER_RESOURCES = ((48, "lookup table"), (72, "XML data"), (96, "boot metadata"), (124, "integrity table"))
+
+
+def check_sizes(path: str, view=None) -> None:
+    """After wimlib ran out of memory opening `path` (read through `view`, a wim.view.View, when it
+    is one): a CorruptInput if the header asks for more memory for one of its tables than this
+    machine has (a damaged field such as 2^64-1, which wimlib tries to allocate), else nothing (the
+    memory did run out)."""
+    try:
+        if view is not None:
+            head = view.read(0, WIM_HEADER_SIZE)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(WIM_HEADER_SIZE)
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, Wim2VhdError):
+        return
+    if len(head) < WIM_HEADER_SIZE:
+        return
+    for off, name in HEADER_RESOURCES:
+        original = resource_header(head, off)[3]
+        if original > memory:
+            raise CorruptInput(f"{path}: the WIM is damaged: its header gives the {name} a size of {original} "
+                               f"bytes, more than this machine's memory")

@@ -1,8 +1,8 @@
 """A Windows ISO's install image (\\sources\\install.wim or install.esd), found without a mount.
 
     f = iso.find_install_image("Win11.iso")          # IsoFile: its path, size and extents in the ISO
-    with iso.install_image("Win11.iso", temp_dir=os.path.dirname(out)) as path:
-        ...                                           # path: a file wimlib can open, removed afterwards
+    with iso.open_image("Win11.iso", temp_dir=os.path.dirname(out)) as (path, how):
+        ...                # path: a name wimlib can open; how: "in place", or why it was copied
 
 Windows ISOs (oscdimg -u2) carry their files in UDF only; the ISO 9660 side holds a README.  So UDF
 (ECMA-167 / OSTA UDF: anchor at sector 256, volume descriptors, partition, file set, file entries and
@@ -10,15 +10,17 @@ identifiers) is read first, and ISO 9660 (with multi-extent files, as xorriso wr
 more) when there is no UDF or the file is not in it.  Only what is needed to find one file is parsed here.
 
 wimlib opens files by path and reads them at absolute offsets, and Linux offers no unprivileged way to
-name a byte range of another file as a file (that takes a loop device or FUSE).  So:
+name a byte range of another file as a file (that takes a loop device or FUSE).  So (open_image):
 
-* apply copies the install image to a temporary file beside the output, with copy_file_range: the kernel
-  moves the data without a trip through user space, and file systems that share blocks (btrfs, XFS, NFS 4.2)
-  may clone them instead of copying.  The file is registered with wim2vhd.atomic's cleanup and removed on
-  every path: success, error, Ctrl-C, SIGTERM.
-* info (metadata_only=True) needs only the WIM header, the blob table and the XML, which are all wimlib
-  reads when it opens a WIM: they are copied at their offsets into a sparse file of the image's size, so
-  listing the editions of a 5 GB ISO copies a few hundred kilobytes.
+* apply and info read the install image in place: wimlib is given the name of a view (wim2vhd.wim.view,
+  native/w2v_vfile.c) whose bytes are the file's extents in the ISO, served from libwim's own hooked file
+  calls.  An ISO then needs no more free space than its WIM, and reads as fast.
+* where those calls cannot be hooked (another wimlib build), or with WIM2VHD_ISO_COPY=1 in the
+  environment, apply copies the install image to a temporary file beside the output (install_image),
+  with copy_file_range: the kernel moves the data without a trip through user space, and file systems that
+  share blocks (btrfs, XFS, NFS 4.2) may clone them.  The file is registered with wim2vhd.atomic's cleanup
+  and removed on every path: success, error, Ctrl-C, SIGTERM.  info (metadata_only=True) then copies only
+  the WIM header, the blob table and the XML, at their offsets into a sparse file of the image's size.
 """
 from __future__ import annotations
 
@@ -494,3 +496,43 @@ def install_image(iso_path: str, *, temp_dir: str | None = None, metadata_only: 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         atomic.untrack(tmp)
+
+
+IN_PLACE = "in place"
+COPY_ENV = "WIM2VHD_ISO_COPY"  # set to 1: read ISOs through a temporary copy (to compare, or to rule the views out)
+
+
+def _renaming(name: str, shown: str):
+    """An error naming `name` (a copy or a view, which mean nothing to people) names `shown` instead."""
+    @contextlib.contextmanager
+    def block():
+        try:
+            yield
+        except Wim2VhdError as e:
+            if name not in str(e):
+                raise
+            raise e.renamed(name, shown) from None
+    return block()
+
+
+@contextlib.contextmanager
+def open_image(iso_path: str, *, temp_dir: str | None = None, metadata_only: bool = False,
+               found: IsoFile | None = None) -> Iterator[tuple[str, str]]:
+    """(a name wimlib can open for the ISO's install image, how it is read: IN_PLACE, or "copied: why").
+    In place through a view of its extents when libwim's file calls can be hooked, else through
+    install_image's temporary copy (temp_dir, metadata_only: as there)."""
+    from wim2vhd.wim import view
+    f = found or find_install_image(iso_path)
+    why = None
+    if os.environ.get(COPY_ENV, "") not in ("", "0"):
+        why = f"{COPY_ENV} is set"
+    elif not view.available():
+        why = "this wimlib's file calls cannot be hooked"
+    if why is not None:
+        with install_image(iso_path, temp_dir=temp_dir, metadata_only=metadata_only, found=f) as path:
+            yield path, f"copied ({why})"
+        return
+    # A name no file has: wimlib's hooked calls alone know it (os.path.exists is False).
+    name = f"{os.path.abspath(iso_path)}#w2v-view-{secrets.token_hex(4)}{f.suffix}"
+    with view.View(name, iso_path, f.size, f.extents), _renaming(name, f"{iso_path} ({f.path})"):
+        yield name, IN_PLACE

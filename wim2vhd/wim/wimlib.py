@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 from wim2vhd import hooks
 from wim2vhd._lib import ffi, lib
+from wim2vhd.wim import header, view
 from wim2vhd.errors import (CorruptInput, EnvironmentFault, ImageNotFound, InputError, InternalError, NoSpace,
                             UnsupportedInput, UsageError, Wim2VhdError, from_errno)
 
@@ -278,47 +279,23 @@ class ImageInfo:
 _ARCH = {"0": "x86", "5": "arm", "6": "ia64", "9": "x64", "12": "arm64"}
 
 
-# The WIM header's resource headers: (offset in the header, what it holds).  A resource header
-# is 24 bytes: the size in the file (7 bytes) and flags (1), the offset (8), the original size (8).
-_HEADER_SIZE = 208
-_HEADER_RESOURCES = ((48, "lookup table"), (72, "XML data"), (96, "boot metadata"), (124, "integrity table"))
-
-
-def _check_header_sizes(path: str) -> None:
-    """After wimlib ran out of memory opening `path`: a CorruptInput if the header asks for more
-    memory for one of its tables than this machine has (a damaged field such as 2^64-1, which
-    wimlib tries to allocate), else nothing (the memory did run out)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(_HEADER_SIZE)
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return
-    if len(head) < _HEADER_SIZE:
-        return
-    for off, name in _HEADER_RESOURCES:
-        original = int.from_bytes(head[off + 16:off + 24], "little")
-        if original > memory:
-            raise CorruptInput(f"{path}: the WIM is damaged: its header gives the {name} a size of {original} "
-                               f"bytes, more than this machine's memory")
-
-
 class Wim:
     """An open WIM (or ESD, or split WIM with refs)."""
 
     def __init__(self, path: str, *, refs: Iterable[str] = (), write: bool = False):
         _init()
         self.path = os.fspath(path)
-        if not os.path.exists(self.path):
-            raise InputError(f"{self.path}: no such file")
-        if os.path.isdir(self.path):
-            raise InputError(f"{self.path}: is a directory, not a WIM")
+        if view.lookup(self.path) is None:  # (a view's name is wimlib's only: wim2vhd.wim.view)
+            if not os.path.exists(self.path):
+                raise InputError(f"{self.path}: no such file")
+            if os.path.isdir(self.path):
+                raise InputError(f"{self.path}: is a directory, not a WIM")
         pp = ffi.new("WIMStruct **")
         flags = lib.WIMLIB_OPEN_FLAG_WRITE_ACCESS if write else 0
         lib.w2v_quiet_xml()  # libxml2 keeps its handlers per thread: this one's too
         ret = lib.wimlib_open_wim(self.path.encode(), flags, pp)
         if ret == lib.WIMLIB_ERR_NOMEM:
-            _check_header_sizes(self.path)
+            header.check_sizes(self.path, view.lookup(self.path))
         _check(ret, self.path)
         self._wim = pp[0]
         try:
