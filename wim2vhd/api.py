@@ -208,10 +208,26 @@ def _parse_index(index: str | int | None) -> tuple[list[int] | str | None, bool]
 _PLACEHOLDERS = ("{index}", "{name}")
 
 
+def file_component(text: str, fallback: str) -> str:
+    """text made safe as one file name component (no slashes or control characters), else fallback."""
+    return re.sub(r"[/\\\x00-\x1f]", "_", text).strip() or fallback
+
+
 def output_name(template: str, index: int, name: str) -> str:
     """OUT with {index} and {name} filled in (the name made safe as one file name component)."""
-    safe = re.sub(r"[/\\\x00-\x1f]", "_", name).strip() or f"image{index}"
-    return template.replace("{index}", str(index)).replace("{name}", safe)
+    return template.replace("{index}", str(index)).replace("{name}", file_component(name, f"image{index}"))
+
+
+def check_parts(image: str, wim: Any, refs: tuple[str, ...]) -> None:
+    """Refuse a later part of a split WIM, or its first part without the others (--ref)."""
+    from wim2vhd.errors import InputError
+    if wim.part_number > 1:
+        raise InputError(f"{image} is part {wim.part_number} of a split WIM of {wim.total_parts} parts: give the "
+                         f"first part as IMAGE and the others with --ref")
+    if wim.total_parts > 1 and not refs:
+        stem = os.path.splitext(image)[0]
+        raise InputError(f"{image} is part 1 of a split WIM of {wim.total_parts} parts: pass the others too",
+                         hint=f"--ref '{stem}*.swm'")
 
 
 def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
@@ -243,13 +259,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     results: list[dict[str, Any]] = []
     with _source(image, temp_dir=out_dir) as (src, inner), Wim(src, refs=opts.refs) as wim:
         # every image and every output name settled before the first disk is made
-        if wim.part_number > 1:
-            raise InputError(f"{image} is part {wim.part_number} of a split WIM of {wim.total_parts} parts: give the "
-                             f"first part as IMAGE and the others with --ref")
-        if wim.total_parts > 1 and not opts.refs:
-            stem = os.path.splitext(image)[0]
-            raise InputError(f"{image} is part 1 of a split WIM of {wim.total_parts} parts: pass the others too",
-                             hint=f"--ref '{stem}*.swm'")
+        check_parts(image, wim, opts.refs)
         if wanted == ALL_IMAGES:
             indexes = list(range(1, wim.image_count + 1))
         elif wanted is None:
@@ -427,3 +437,42 @@ def bcd_add_vhd(path: str, vhd_path: str, *, host: Any = None, description: str 
     from wim2vhd.boot.edit import add_vhd_entry
     return add_vhd_entry(path, vhd_path, host=host, description=description, default=default,
                          firmware=firmware, locale=locale)
+
+
+# -- builds from a recipe (the `wim2vhd build` command; wim2vhd.build) ---------------------------------
+BuildEvent = Callable[[str, str, int, int], None]  # (job id, stage, done, total)
+
+
+def build(recipe: str, *, jobs: int | None = None, only: tuple[str, ...] = (), rebuild: bool = False,
+          fail_fast: bool = False, manifest: str | None = None, progress: BuildEvent | None = None) -> dict[str, Any]:
+    """Build the recipe's jobs that are not up to date, `jobs` at once (None: by cores and memory), and
+    write the manifest.  The summary's "failed" (and "stopped", "not run") count the jobs that did not
+    succeed; wim2vhd.build.pipeline.failure(summary) is the error the CLI exits with."""
+    from wim2vhd.build import pipeline
+    return pipeline.build(recipe, parallel=jobs, only=only, rebuild=rebuild, fail_fast=fail_fast,
+                          manifest_path=manifest, event=progress)
+
+
+def list_jobs(recipe: str, *, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The recipe's jobs, each with its stable id, output and inputs (for a CI matrix)."""
+    from wim2vhd.build import pipeline
+    return pipeline.list_jobs(recipe, only)
+
+
+def merge_manifests(recipe: str, paths: list[str], *, manifest: str | None = None) -> dict[str, Any]:
+    """Join the manifests found in paths (folders or files) into the recipe's manifest."""
+    from wim2vhd.build import pipeline
+    return pipeline.merge_manifests(recipe, paths, manifest_path=manifest)
+
+
+def check_build(recipe: str, *, jobs: int | None = None, only: tuple[str, ...] = (), manifest: str | None = None,
+                progress: BuildEvent | None = None) -> dict[str, Any]:
+    """Rebuild the (seeded) jobs into a temporary folder and compare their sha256 with the manifest's."""
+    from wim2vhd.build import pipeline
+    return pipeline.check(recipe, parallel=jobs, only=only, manifest_path=manifest, event=progress)
+
+
+def versions() -> dict[str, Any]:
+    """The versions of wim2vhd, wimlib, libntfs-3g and hivex (and the packages of the tools it runs)."""
+    from wim2vhd.versions import versions as v
+    return v()

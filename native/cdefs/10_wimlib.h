@@ -169,6 +169,7 @@ struct wimlib_update_command {
 #define WIMLIB_PROGRESS_MSG_HANDLE_ERROR ...
 
 int wimlib_global_init(int init_flags);
+const char *wimlib_get_version_string(void);
 void wimlib_global_cleanup(void);
 int wimlib_set_print_errors(_Bool show_messages);
 const char *wimlib_get_error_string(int code);
