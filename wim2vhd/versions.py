@@ -24,7 +24,9 @@ TOOLS = ("mkntfs", "mkfs.fat", "mcopy", "grub-mkimage")
 GRUB_FILES = ("/usr/lib/grub/i386-pc/boot.img",)  # boot/biosboot.py's boot code
 
 
-def _quiet(args: list[str]) -> str | None:
+def _quiet(args: list[str], *, partial: bool = False) -> str | None:
+    """The command's output, or None when it fails (partial: its output even then, as dpkg-query -S
+    gives for the paths it knows when some are not)."""
     if not shutil.which(args[0]):
         return None
     try:
@@ -32,7 +34,8 @@ def _quiet(args: list[str]) -> str | None:
                             env={**os.environ, "LC_ALL": "C"})
     except (OSError, subprocess.SubprocessError):
         return None
-    return cp.stdout.strip() if cp.returncode == 0 and cp.stdout.strip() else None
+    ok = cp.returncode == 0 or partial
+    return cp.stdout.strip() if ok and cp.stdout.strip() else None
 
 
 def _loaded(stem: str) -> str | None:
@@ -48,20 +51,35 @@ def _loaded(stem: str) -> str | None:
     return None
 
 
-def package_of(path: str) -> str | None:
-    """'name version' of the distribution package that installed path, or None."""
+def _names(path: str) -> list[str]:
+    """The names a file may have in the package database: with a merged /usr, dpkg knows the one its
+    package gave it (/lib/... or /usr/lib/..., /sbin/... or /usr/sbin/...)."""
     real = os.path.realpath(path)
-    # With a merged /usr a file has two names, and dpkg knows the one its package gave it.
     other = [re.sub(r"^/usr(?=/(s?bin|lib)/)", "", q) if q.startswith("/usr/") else "/usr" + q for q in (path, real)]
-    for p in dict.fromkeys((path, real, *other)):
-        out = _quiet(["dpkg-query", "-S", p])
+    return list(dict.fromkeys((path, real, *other)))
+
+
+def packages_of(paths: list[str]) -> dict[str, str]:
+    """{path: "name version"} of the distribution packages that installed the paths (those known):
+    two dpkg-query runs for all of them, else rpm for each."""
+    names = {n: p for p in paths for n in _names(p)}
+    owners: dict[str, str] = {}
+    out = _quiet(["dpkg-query", "-S", *names], partial=True)
+    for line in (out or "").splitlines():
+        pkg, _, file = line.partition(": ")
+        if file in names and "," not in pkg:
+            owners.setdefault(names[file], pkg.split(":")[0].strip())
+    if owners:
+        listed = _quiet(["dpkg-query", "-W", "-f=${Package} ${Version}\\n", *sorted(set(owners.values()))],
+                        partial=True)
+        vers = dict(line.split(" ", 1) for line in (listed or "").splitlines() if " " in line)
+        return {p: f"{pkg} {vers[pkg]}" for p, pkg in owners.items() if pkg in vers}
+    res = {}
+    for p in paths:
+        out = _quiet(["rpm", "-qf", "--qf", "%{NAME} %{VERSION}-%{RELEASE}", os.path.realpath(p)])
         if out:
-            name = out.splitlines()[0].split(":")[0].strip()
-            ver = _quiet(["dpkg-query", "-W", "-f=${Version}", name])
-            if ver:
-                return f"{name} {ver}"
-    out = _quiet(["rpm", "-qf", "--qf", "%{NAME} %{VERSION}-%{RELEASE}", real])
-    return out or None
+            res[p] = out
+    return res
 
 
 def _upstream(package: str) -> str:
@@ -80,29 +98,22 @@ def versions() -> dict[str, Any]:
     from wim2vhd.fs.tools import find_tool
     from wim2vhd.errors import EnvironmentFault
     res: dict[str, Any] = {"wim2vhd": __version__}
-    packages: dict[str, str] = {}
-    for name, (stem, module) in LIBRARIES.items():
-        path = _loaded(stem)
-        pkg = package_of(path) if path else None
-        if pkg:
-            n, v = pkg.split(" ", 1)
-            packages[n] = v
+    loaded = {name: _loaded(stem) for name, (stem, _) in LIBRARIES.items()}
+    files = [p for p in loaded.values() if p]
+    for tool in TOOLS:
+        try:
+            files.append(find_tool(tool))
+        except EnvironmentFault:
+            continue
+    files += [f for f in GRUB_FILES if os.path.exists(f)]
+    owners = packages_of(files)
+    for name, (_, module) in LIBRARIES.items():
+        pkg = owners.get(loaded[name] or "")
         if name == "wimlib":
             res[name] = ffi.string(lib.wimlib_get_version_string()).decode()
         elif pkg:
             res[name] = _upstream(pkg)
         else:
             res[name] = _quiet(["pkg-config", "--modversion", module]) or "unknown"
-    files = []
-    for tool in TOOLS:
-        try:
-            files.append(find_tool(tool))
-        except EnvironmentFault:
-            continue
-    for path in (*files, *(f for f in GRUB_FILES if os.path.exists(f))):
-        pkg = package_of(path)
-        if pkg:
-            n, v = pkg.split(" ", 1)
-            packages[n] = v
-    res["packages"] = dict(sorted(packages.items()))
+    res["packages"] = dict(sorted(pkg.split(" ", 1) for pkg in set(owners.values())))
     return res
