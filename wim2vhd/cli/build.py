@@ -59,8 +59,7 @@ def build_cmd(
         if json:
             emit_json(res)
         else:
-            print(f"merged {len(res['merged'])} manifest(s) into {res['manifest']}: {res['outputs']} output(s)"
-                  + (f"; missing: {', '.join(res['missing'])}" if res["missing"] else ""))
+            print(f"merged {len(res['merged'])} manifest(s) into {res['manifest']}: {res['outputs']} output(s)")
         return
     with JobProgress(enabled=is_tty() and not json) as prog:
         if check:
