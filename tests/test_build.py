@@ -8,6 +8,7 @@ nobody here wrote."""
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -316,3 +317,20 @@ output = "out/good-{index}.vhdx"
     assert "3 of 3 job(s) failed" in p.stderr and "not run (--fail-fast)" in p.stderr
     assert [j["state"] for j in res["jobs"]] == ["failed", "not run", "not run"]
     assert sorted(os.listdir(tmp / "out")) == ["good-1.vhdx", "good-2.vhdx", "manifest.json"]
+
+
+def test_the_ci_example_fits_the_cli(built, tmp):
+    """docs/ci-github-actions.md: its jq program makes a GitHub matrix of --list-jobs' output (jq, not us),
+    and every flag its build commands use is one `wim2vhd build --help` lists."""
+    from tests.support import ROOT
+    d, _, _ = built
+    doc = open(os.path.join(ROOT, "docs", "ci-github-actions.md")).read()
+    (tmp / "jobs.json").write_text(build(d / "nightly.toml", "--list-jobs", "--json").stdout)
+    program = re.search(r"jq -c '([^']+)' jobs\.json", doc).group(1)
+    matrix = json.loads(run("jq", "-c", program, tmp / "jobs.json").stdout)
+    assert [m["id"] for m in matrix["include"]] == IDS
+    assert all((d / m["output"]).is_file() for m in matrix["include"])
+    help_text = build("--help").stdout
+    used = set(re.findall(r"(--[a-z][a-z-]+)", " ".join(re.findall(r"wim2vhd build .*", doc))))
+    assert {"--list-jobs", "--json", "--only", "--manifest", "--merge-manifests"} <= used
+    assert all(flag in help_text for flag in used), used
