@@ -194,8 +194,21 @@ def test_only_builds_one_and_a_changed_input_rebuilds(fixture_wim, tmp):
     (tmp / "corp.reg").write_text(REG.replace("0000002a", "0000002b"))
     res = json.loads(build(tmp / "r.toml", "--only", "fixture-2-native-vhd", "--json").stdout)
     assert [(j["state"], j["reason"]) for j in res["jobs"]] == [("built", "an input changed")]
+    without_epoch = res["jobs"][0]["sha256"]
     system = hive_out(ntfs_partition(tmp / "out" / "Enterprise-native.vhd", tmp), "SYSTEM", tmp)
     assert hivexget(system, r"ControlSet001\Services\w2vbuild", "Nightly") == "43"
+    # SOURCE_DATE_EPOCH changes a reproducible disk's time stamps: recorded, compared, and used by --check.
+    one = ["--only", "fixture-2-native-vhd", "--json"]
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000"}
+    res = json.loads(w2v("build", tmp / "r.toml", *one, env=env).stdout)
+    assert [(j["state"], j["reason"]) for j in res["jobs"]] == [("built", "SOURCE_DATE_EPOCH changed")]
+    m = json.loads((tmp / "out" / "manifest.json").read_text())
+    assert m["outputs"][0]["source_date_epoch"] == "1700000000"
+    assert m["outputs"][0]["sha256"] == sha256(tmp / "out" / "Enterprise-native.vhd") != without_epoch
+    res = json.loads(w2v("build", tmp / "r.toml", "--check", *one).stdout)  # without it: the manifest's
+    assert [j["state"] for j in res["jobs"]] == ["same"]
+    res = json.loads(w2v("build", tmp / "r.toml", *one, env=env).stdout)
+    assert [j["state"] for j in res["jobs"]] == ["skipped"]
 
 
 def test_fanned_out_manifests_merge(built, fixture_wim, tmp):

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 FORMAT = 1
 KEY = "wim2vhd_manifest"
 NAME = "manifest.json"
+# A reproducible apply stamps this time, when it is set, on what it makes (apply.reproducible_time).
+EPOCH = "SOURCE_DATE_EPOCH"
 _CHUNK = 4 << 20
 
 
@@ -153,10 +155,12 @@ def compared(entry: dict[str, Any]) -> dict[str, Any]:
     src = entry["source"]
     return {"source": [src["sha256"], src["index"]], "format": entry["format"], "layout": entry["layout"],
             "options": {k: v for k, v in entry["options"].items() if k not in HOW_NOT_WHAT},
-            "apply_seed": entry.get("apply_seed"), "inputs": entry["inputs"], "versions": entry["versions"]}
+            "apply_seed": entry.get("apply_seed"), "source_date_epoch": entry.get("source_date_epoch"),
+            "inputs": entry["inputs"], "versions": entry["versions"]}
 
 
-def entry(recipe: "Recipe", job: "Job", *, sha256: str, hashes: Hashes, versions: dict[str, Any]) -> dict[str, Any]:
+def entry(recipe: "Recipe", job: "Job", *, sha256: str, hashes: Hashes, versions: dict[str, Any],
+          epoch: str | None) -> dict[str, Any]:
     """The manifest's record of a job's output (which exists)."""
     st = os.stat(job.path)
     src = os.stat(job.spec.source)
@@ -167,8 +171,8 @@ def entry(recipe: "Recipe", job: "Job", *, sha256: str, hashes: Hashes, versions
         source["install_image"] = job.install_image
     return {"id": job.id, "output": job.output, "sha256": sha256, "size": st.st_size, "format": job.format,
             "layout": job.layout, "source": source, "options": job.options(), "seed": job.seed,
-            "apply_seed": job.apply_seed, "inputs": inputs_of(recipe, job, hashes), "versions": versions,
-            "mtime_ns": st.st_mtime_ns}
+            "apply_seed": job.apply_seed, "source_date_epoch": epoch if job.seed is not None else None,
+            "inputs": inputs_of(recipe, job, hashes), "versions": versions, "mtime_ns": st.st_mtime_ns}
 
 
 def known_files(recipe: "Recipe", manifest: dict[str, Any] | None) -> dict[str, tuple[int, int, str]]:
@@ -185,7 +189,7 @@ def known_files(recipe: "Recipe", manifest: dict[str, Any] | None) -> dict[str, 
 
 
 def why_stale(recipe: "Recipe", job: "Job", old: dict[str, Any] | None, hashes: Hashes,
-              versions: dict[str, Any]) -> str | None:
+              versions: dict[str, Any], epoch: str | None) -> str | None:
     """None when the job's output is up to date with its manifest entry `old`; else why it is not."""
     if old is None:
         return "not in the manifest"
@@ -198,9 +202,11 @@ def why_stale(recipe: "Recipe", job: "Job", old: dict[str, Any] | None, hashes: 
     now = compared({"format": job.format, "layout": job.layout,
                     "source": {"sha256": hashes(job.spec.source), "index": job.index},
                     "options": job.options(), "apply_seed": job.apply_seed,
+                    "source_date_epoch": epoch if job.seed is not None else None,
                     "inputs": inputs_of(recipe, job, hashes), "versions": versions})
     for key, what in (("source", "the source changed"), ("inputs", "an input changed"),
                       ("options", "the options changed"), ("apply_seed", "the seed changed"),
+                      ("source_date_epoch", f"{EPOCH} changed"),
                       ("format", "the format changed"), ("layout", "the layout changed"),
                       ("versions", "the versions changed")):
         if now[key] != before[key]:

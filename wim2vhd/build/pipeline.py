@@ -55,11 +55,12 @@ def list_jobs(recipe_path: str, only: Iterable[str] = ()) -> dict[str, Any]:
     return {"recipe": recipe.path, "jobs": [j.to_dict(recipe) for j in selected]}
 
 
-def _work(job: Job, out: str, *, force: bool, threads: int) -> runner.Work:
+def _work(job: Job, out: str, *, force: bool, threads: int, epoch: str | None = None) -> runner.Work:
     kw = job.keywords()
     kw["force"] = force or bool(kw.get("force"))
     kw.setdefault("threads", threads)
-    return runner.Work(job.id, job.spec.source, out, kw, dict(job.spec.custom))
+    environ = {manifest.EPOCH: epoch} if job.seed is not None else {}
+    return runner.Work(job.id, job.spec.source, out, kw, dict(job.spec.custom), environ)
 
 
 def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] = (), rebuild: bool = False,
@@ -73,11 +74,12 @@ def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
     old = manifest.load(mpath)
     old_by_id = {e.get("id"): e for e in (old or {}).get("outputs", ())}
     vers = versions()
+    epoch = os.environ.get(manifest.EPOCH)
     hashes = manifest.Hashes(manifest.known_files(recipe, old))
     todo: list[tuple[Job, str]] = []
     rows: dict[str, dict[str, Any]] = {}
     for job in selected:
-        why = "--rebuild" if rebuild else manifest.why_stale(recipe, job, old_by_id.get(job.id), hashes, vers)
+        why = "--rebuild" if rebuild else manifest.why_stale(recipe, job, old_by_id.get(job.id), hashes, vers, epoch)
         rows[job.id] = {"id": job.id, "output": job.output, "state": "skipped" if why is None else "queued",
                         "reason": why or "up to date"}
         if why is not None:
@@ -96,7 +98,7 @@ def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
     if n < 1:
         raise UsageError("-j must be 1 or more")
     threads = runner.threads_per_job(min(n, max(1, len(todo))))
-    works = [_work(job, job.path, force=True, threads=threads) for job, _ in todo]
+    works = [_work(job, job.path, force=True, threads=threads, epoch=epoch) for job, _ in todo]
     entries = {e.get("id"): e for e in (old or {}).get("outputs", ())}
     reasons = {job.id: why for job, why in todo}
     by_id = {job.id: job for job, _ in todo}
@@ -115,7 +117,8 @@ def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
         job, row = by_id[o.id], rows[o.id]
         row.update(state="built" if o.ok else o.state, seconds=o.seconds)
         if o.ok:
-            entries[job.id] = manifest.entry(recipe, job, sha256=o.result["sha256"], hashes=hashes, versions=vers)
+            entries[job.id] = manifest.entry(recipe, job, sha256=o.result["sha256"], hashes=hashes, versions=vers,
+                                             epoch=epoch)
             row["sha256"] = o.result["sha256"]
         else:
             row.update(error=o.error, exit_code=o.exit_code)
@@ -183,7 +186,9 @@ def check(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
     try:
         n = parallel if parallel is not None else runner.default_jobs(len(selected))
         threads = runner.threads_per_job(min(n, len(selected)))
-        works = [_work(j, os.path.join(tmp, f"{j.id}.{j.format}"), force=False, threads=threads) for j in selected]
+        # Each job as the manifest says it was made: with its SOURCE_DATE_EPOCH (or none).
+        works = [_work(j, os.path.join(tmp, f"{j.id}.{j.format}"), force=False, threads=threads,
+                       epoch=by_id[j.id].get("source_date_epoch")) for j in selected]
         outcomes = {o.id: o for o in runner.run(works, n, event=event)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -34,12 +34,13 @@ JOB_MEMORY = 512 << 20
 
 @dataclass
 class Work:
-    """What a job's process needs (picklable)."""
+    """What a job's process needs (sent to it as JSON)."""
     id: str
     source: str
     out: str
     keywords: dict[str, Any]
     custom: dict[str, Any]
+    environ: dict[str, str | None] = field(default_factory=dict)   # variables to set (None: unset)
 
 
 @dataclass

@@ -37,6 +37,11 @@ def main() -> None:
     install_signal_handlers()
     try:
         work = json.loads(sys.stdin.read())
+        for k, v in work["environ"].items():  # SOURCE_DATE_EPOCH, which a reproducible apply reads
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         from wim2vhd import api, customize
         from wim2vhd.build.manifest import sha256_file
         from wim2vhd.options import ApplyOptions
