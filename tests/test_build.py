@@ -347,3 +347,34 @@ def test_the_ci_example_fits_the_cli(built, tmp):
     used = set(re.findall(r"(--[a-z][a-z-]+)", " ".join(re.findall(r"wim2vhd build .*", doc))))
     assert {"--list-jobs", "--json", "--only", "--manifest", "--merge-manifests"} <= used
     assert all(flag in help_text for flag in used), used
+
+
+def test_an_interrupted_build_keeps_what_it_made(fixture_wim, tmp):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) at whatever point: no temporary file,
+    no job process left, every disk in the folder listed in the manifest with its hash, and the next
+    build makes just the rest."""
+    import signal
+    import subprocess
+    import time
+    from tests.support import W2V
+    make_inputs(tmp, fixture_wim, iso=False)
+    (tmp / "r.toml").write_text(RECIPE.split("[[image]]\nsource = \"win.iso\"")[0])
+    p = subprocess.Popen([W2V, "build", tmp / "r.toml", "-j", "2"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for _ in range(600):  # until the first disk is whole (or the build has ended)
+        if p.poll() is not None or ((tmp / "out").is_dir() and
+                                    any(n.endswith((".vhd", ".vhdx")) for n in os.listdir(tmp / "out"))):
+            break
+        time.sleep(0.1)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode in (130, 0), err  # 0: it had finished before the signal came
+    assert not leftovers(tmp / "out")
+    assert not run("pgrep", "-f", "wim2vhd.build.worker", check=False).stdout.strip()  # none left running
+    listed = {}
+    if (tmp / "out" / "manifest.json").exists():
+        listed = {e["output"]: e["sha256"] for e in json.loads((tmp / "out" / "manifest.json").read_text())["outputs"]}
+    disks = {f"out/{n}" for n in os.listdir(tmp / "out") if n != "manifest.json"}
+    assert disks == set(listed) and all(sha256(tmp / d) == listed[d] for d in disks)
+    res = json.loads(build(tmp / "r.toml", "-j", "2", "--json").stdout)
+    assert res["built"] == len(FIXTURE_IDS) - len(disks) and res["skipped"] == len(disks)

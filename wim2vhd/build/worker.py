@@ -48,8 +48,17 @@ def main() -> None:
         custom = customize.from_options(**work["custom"]) if work["custom"] else None
         opts = ApplyOptions.from_keywords(**work["keywords"], customize=custom)
         res = api.apply_image(work["source"], work["out"], opts, progress=progress)
-        progress("hash", 0, 0)
-        res["sha256"] = sha256_file(work["out"])
+        try:
+            progress("hash", 0, 0)
+            res["sha256"] = sha256_file(work["out"])
+        except BaseException:
+            # Stopped before its hash is known, the output would be one the manifest does not list
+            # (and the next build would refuse to replace it): the job leaves nothing.
+            try:
+                os.unlink(work["out"])
+            except OSError:
+                pass
+            raise
         send({"done": res})
     except Wim2VhdError as e:
         send({"failed": [str(e), e.exit_code]})

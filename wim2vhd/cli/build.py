@@ -12,7 +12,7 @@ from wim2vhd.cli._common import JsonOpt, console, emit_json, is_tty
 
 @app.command("build")
 def build_cmd(
-    recipe: str = typer.Argument(..., help="The recipe: a TOML file of [defaults] and [[image]] tables (see the README)."),
+    recipe: str = typer.Argument(..., help="The recipe: a TOML file with a defaults table and image tables (see the README)."),
     paths: Optional[List[str]] = typer.Argument(None, help="With --merge-manifests: the folders (or files) that "
                                                            "hold the manifests to join.", show_default=False),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Jobs at once (default: what the cores and the "
