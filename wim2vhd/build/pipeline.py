@@ -55,6 +55,14 @@ def list_jobs(recipe_path: str, only: Iterable[str] = ()) -> dict[str, Any]:
     return {"recipe": recipe.path, "jobs": [j.to_dict(recipe) for j in selected]}
 
 
+def _parallel(parallel: int | None, n_jobs: int) -> int:
+    if parallel is None:
+        return runner.default_jobs(n_jobs)
+    if parallel < 1:
+        raise UsageError(f"-j must be 1 or more, not {parallel}")
+    return parallel
+
+
 def _work(job: Job, out: str, *, force: bool, threads: int, epoch: str | None = None) -> runner.Work:
     kw = job.keywords()
     kw["force"] = force or bool(kw.get("force"))
@@ -69,6 +77,7 @@ def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
     Returns the summary (see the README); its "failed" count says whether every job succeeded."""
     from wim2vhd.versions import versions
     t0 = time.monotonic()
+    _parallel(parallel, 1)  # a bad -j before anything else
     recipe, every, selected = plan(recipe_path, only)
     mpath = os.path.abspath(manifest_path) if manifest_path else manifest.default_path(recipe)
     old = manifest.load(mpath)
@@ -94,9 +103,7 @@ def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
             os.makedirs(os.path.dirname(path), exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot make the folder of {shown}: {e.strerror}") from None
-    n = parallel if parallel is not None else runner.default_jobs(len(todo))
-    if n < 1:
-        raise UsageError("-j must be 1 or more")
+    n = _parallel(parallel, len(todo))
     threads = runner.threads_per_job(min(n, max(1, len(todo))))
     works = [_work(job, job.path, force=True, threads=threads, epoch=epoch) for job, _ in todo]
     entries = {e.get("id"): e for e in (old or {}).get("outputs", ())}
@@ -165,6 +172,7 @@ def check(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
     recipe and seed give the same bytes on any machine with the manifest's versions."""
     from wim2vhd.versions import versions
     t0 = time.monotonic()
+    _parallel(parallel, 1)
     recipe, every, selected = plan(recipe_path, only)
     unseeded = [j for j in selected if j.seed is None]
     if unseeded:
@@ -184,7 +192,7 @@ def check(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
     os.makedirs(folder, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".w2v-tmp-check-", dir=folder)
     try:
-        n = parallel if parallel is not None else runner.default_jobs(len(selected))
+        n = _parallel(parallel, len(selected))
         threads = runner.threads_per_job(min(n, len(selected)))
         # Each job as the manifest says it was made: with its SOURCE_DATE_EPOCH (or none).
         works = [_work(j, os.path.join(tmp, f"{j.id}.{j.format}"), force=False, threads=threads,
