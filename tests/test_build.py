@@ -378,3 +378,42 @@ def test_an_interrupted_build_keeps_what_it_made(fixture_wim, tmp):
     assert disks == set(listed) and all(sha256(tmp / d) == listed[d] for d in disks)
     res = json.loads(build(tmp / "r.toml", "-j", "2", "--json").stdout)
     assert res["built"] == len(FIXTURE_IDS) - len(disks) and res["skipped"] == len(disks)
+
+
+def test_key_lines_step_over_arrays_strings_and_comments():
+    """The scanner that gives tomllib's keys their lines (tomllib keeps none), against tomllib's own reading
+    of the same text: every key tomllib sees is found, on a line that holds it."""
+    import tomllib
+    from wim2vhd.build.recipe import key_lines
+    text = '''\
+# a comment with key = "value"
+[defaults]
+size = "1G"   # trailing [comment]
+label = "a = b [c]"
+
+[[image]]
+source = "x.wim"
+editions = [
+  1,
+  "name = with [brackets]",
+]
+"output" = """
+not_a_key = 1
+[not_a_table]
+"""
+
+[[image]]
+source = 'y.wim'
+formats = ["vhd"] # [
+'''
+    data = tomllib.loads(text)
+    found = key_lines(text)
+    lines = text.splitlines()
+    tables = [(("defaults", 0), data["defaults"])] + [(("image", n), t) for n, t in enumerate(data["image"], 1)]
+    for table, values in tables:
+        assert set(found[table]) - {""} == set(values), (table, found[table])
+        for key, n in found[table].items():
+            if key:
+                assert key in lines[n - 1], (key, n)
+    assert found[("image", 1)][""] == 6 and found[("image", 2)][""] == 17
+    assert found[("image", 1)]["output"] == 12 and "not_a_key" not in found[("image", 1)]

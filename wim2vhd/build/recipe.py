@@ -124,11 +124,13 @@ def key_lines(text: str) -> dict[tuple[str, int], dict[str, int]]:
             if m:
                 key = m.group(1).strip("\"'")
                 out.setdefault(table, {}).setdefault(key, n)
-        body = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'", "", line.split("=", 1)[-1] if depth == 0 else line)
+        body = line.split("=", 1)[-1] if depth == 0 else line
         for q in ('"""', "'''"):
-            if body.count(q) % 2:
+            if body.count(q) % 2:  # a multi-line string opens here
                 in_string = q
-        body = body.split("#", 1)[0]
+        if in_string:
+            continue
+        body = re.sub(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'", "", body).split("#", 1)[0]
         depth = max(0, depth + body.count("[") + body.count("{") - body.count("]") - body.count("}"))
     return out
 
