@@ -39,6 +39,12 @@ def have(tool):
     return shutil.which(tool) is not None
 
 
+def xorriso_iso(path, tree_dir):
+    """An ISO 9660 (Rock Ridge, Joliet) image by xorriso, which writes no UDF."""
+    run("xorriso", "-as", "mkisofs", "-quiet", "-iso-level", "3", "-J", "-R", "-o", path, tree_dir)
+    return path
+
+
 NOBODY = 65534
 
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fixtures.wimdir import wimdir_detailed
-from tests.support import fails, hive_out, hivexget, leftovers, ntfs_partition, ntfsls, run, stream_ids, w2v
+from tests.support import (fails, hive_out, hivexget, leftovers, ntfs_partition, ntfsls, run, stream_ids, w2v,
+                           xorriso_iso)
 from wim2vhd.wim import iso
 from wim2vhd.errors import InputError, UnsupportedInput
 
@@ -156,12 +157,6 @@ def udf_iso(path, files, readme=True):
         w.add_fp(io.BytesIO(text), len(text), "/README.TXT;1")
     w.write(str(path))
     w.close()
-    return path
-
-
-def xorriso_iso(path, tree_dir):
-    """An ISO 9660 (Rock Ridge, Joliet) image by xorriso, which writes no UDF."""
-    run("xorriso", "-as", "mkisofs", "-quiet", "-iso-level", "3", "-J", "-R", "-o", path, tree_dir)
     return path
 
 

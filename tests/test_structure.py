@@ -10,11 +10,11 @@ PKG = Path(__file__).resolve().parents[1] / "wim2vhd"
 
 # From the top down.  A module may import its own layer and the layers below it.
 LAYERS = [
-    ("cli", ("wim2vhd.cli", "wim2vhd.__main__", "wim2vhd.demo")),
+    ("cli", ("wim2vhd.cli", "wim2vhd.__main__", "wim2vhd.demo", "wim2vhd.build.worker")),  # entry points
     ("api", ("wim2vhd.api",)),
     ("pipelines", ("wim2vhd.pipeline", "wim2vhd.verify", "wim2vhd.build")),
     ("parts", ("wim2vhd.boot", "wim2vhd.fs", "wim2vhd.ntfs", "wim2vhd.registry", "wim2vhd.wim",
-               "wim2vhd.disk", "wim2vhd.partition", "wim2vhd.options")),
+               "wim2vhd.disk", "wim2vhd.partition", "wim2vhd.options", "wim2vhd.versions")),
     ("base", ("wim2vhd.errors", "wim2vhd.units", "wim2vhd.ondisk", "wim2vhd.repro", "wim2vhd.atomic", "wim2vhd.hooks",
               "wim2vhd.security", "wim2vhd.hooks", "wim2vhd._lib", "wim2vhd._native", "wim2vhd")),
 ]

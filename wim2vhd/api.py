@@ -5,10 +5,8 @@ returns a plain dict that the CLI prints as text or JSON.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -16,6 +14,7 @@ from wim2vhd.atomic import AtomicOutput
 from wim2vhd.disk import Disk, Qcow2Disk, RawDisk, VhdDisk, create_disk, format_for_path, open_disk
 from wim2vhd.errors import UsageError
 from wim2vhd.units import MiB, align_up, parse_size
+from wim2vhd.wim import sources
 
 if TYPE_CHECKING:
     from wim2vhd.options import ApplyOptions
@@ -169,7 +168,7 @@ def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = F
 def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
     """The images of a WIM, ESD, split WIM or Windows ISO (its \\sources\\install.wim or .esd)."""
     from wim2vhd.wim import Wim, compression_name
-    with _source(image, metadata_only=True) as (src, inner, how), Wim(src, refs=refs) as w:
+    with sources.open_source(image, metadata_only=True) as (src, inner, how), Wim(src, refs=refs) as w:
         res = {"path": os.path.abspath(image), "parts": w.total_parts,
                "compression": compression_name(w.compression),
                "images": [i.to_dict() for i in w.images()]}
@@ -177,20 +176,6 @@ def image_info(image: str, *, refs: tuple[str, ...] = ()) -> dict[str, Any]:
         res["install_image"] = inner
         res["install_image_read"] = how
     return res
-
-
-@contextlib.contextmanager
-def _source(image: str, *, temp_dir: str | None = None, metadata_only: bool = False):
-    """(path wimlib opens, path inside the ISO or None, how the ISO is read or None): a Windows ISO's
-    install.wim/esd is read in place through wim2vhd.wim.iso (or, where it cannot be, a temporary copy
-    removed when the block ends); anything else is passed on."""
-    if os.fspath(image).lower().endswith(".iso"):
-        from wim2vhd.wim import iso
-        found = iso.find_install_image(image)
-        with iso.open_image(image, temp_dir=temp_dir, metadata_only=metadata_only, found=found) as (p, how):
-            yield p, found.path, how
-    else:
-        yield image, None, None
 
 
 ALL_IMAGES = "all"
@@ -216,12 +201,6 @@ def _parse_index(index: str | int | None) -> tuple[list[int] | str | None, bool]
 _PLACEHOLDERS = ("{index}", "{name}")
 
 
-def output_name(template: str, index: int, name: str) -> str:
-    """OUT with {index} and {name} filled in (the name made safe as one file name component)."""
-    safe = re.sub(r"[/\\\x00-\x1f]", "_", name).strip() or f"image{index}"
-    return template.replace("{index}", str(index)).replace("{name}", safe)
-
-
 def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
                 progress: ProgressFn | None = None, **keywords: Any) -> dict[str, Any] | list[dict[str, Any]]:
     """Apply images of a WIM, ESD, split WIM or Windows ISO to new virtual disks (see wim2vhd.pipeline.apply).
@@ -232,7 +211,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     {index} or {name} (one disk per image) and a list of summaries is returned.  The source is
     opened once for all of them.  Everything is checked before anything is read or written."""
     from wim2vhd.pipeline.apply import ApplyJob, apply_several, check_image_layout
-    from wim2vhd.errors import InputError, OutputError, OutputExists, Wim2VhdError
+    from wim2vhd.errors import OutputError, OutputExists, Wim2VhdError
     from wim2vhd.options import ApplyOptions
     from wim2vhd.wim import Wim
     if options is not None and keywords:
@@ -251,22 +230,16 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     if not os.path.isdir(out_dir):
         raise OutputError(f"cannot write {out}: directory {out_dir} does not exist")
     results: list[dict[str, Any]] = []
-    with _source(image, temp_dir=out_dir) as (src, inner, how), Wim(src, refs=opts.refs) as wim:
+    with sources.open_source(image, temp_dir=out_dir) as (src, inner, how), Wim(src, refs=opts.refs) as wim:
         # every image and every output name settled before the first disk is made
-        if wim.part_number > 1:
-            raise InputError(f"{image} is part {wim.part_number} of a split WIM of {wim.total_parts} parts: give the "
-                             f"first part as IMAGE and the others with --ref")
-        if wim.total_parts > 1 and not opts.refs:
-            stem = os.path.splitext(image)[0]
-            raise InputError(f"{image} is part 1 of a split WIM of {wim.total_parts} parts: pass the others too",
-                             hint=f"--ref '{stem}*.swm'")
+        sources.check_parts(image, wim, opts.refs)
         if wanted == ALL_IMAGES:
             indexes = list(range(1, wim.image_count + 1))
         elif wanted is None:
             indexes = [wim.resolve(None, opts.name)]
         else:
             indexes = [wim.resolve(i) for i in wanted]
-        targets = [(i, output_name(out, i, wim.image(i).name)) for i in indexes]
+        targets = [(i, sources.output_name(out, i, wim.image(i).name)) for i in indexes]
         for i in indexes:  # before the first disk: an image later in the list may not fit the layout
             check_image_layout(opts.layout, i, wim.image(i))
         seen: dict[str, int] = {}
@@ -403,3 +376,42 @@ def version() -> dict[str, Any]:
     (wim2vhd.hooks; asking installs them, which changes nothing until they are used)."""
     from wim2vhd import __version__, hooks
     return {"version": __version__, "libraries": hooks.libraries(), "hooks": hooks.status()}
+
+
+# -- builds from a recipe (the `wim2vhd build` command; wim2vhd.build) ---------------------------------
+BuildEvent = Callable[[str, str, int, int], None]  # (job id, stage, done, total)
+
+
+def build(recipe: str, *, jobs: int | None = None, only: tuple[str, ...] = (), rebuild: bool = False,
+          fail_fast: bool = False, manifest: str | None = None, progress: BuildEvent | None = None) -> dict[str, Any]:
+    """Build the recipe's jobs that are not up to date, `jobs` at once (None: by cores and memory), and
+    write the manifest.  The summary's "failed" (and "stopped", "not run") count the jobs that did not
+    succeed; wim2vhd.build.pipeline.failure(summary) is the error the CLI exits with."""
+    from wim2vhd.build import pipeline
+    return pipeline.build(recipe, parallel=jobs, only=only, rebuild=rebuild, fail_fast=fail_fast,
+                          manifest_path=manifest, event=progress)
+
+
+def list_jobs(recipe: str, *, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The recipe's jobs, each with its stable id, output and inputs (for a CI matrix)."""
+    from wim2vhd.build import pipeline
+    return pipeline.list_jobs(recipe, only)
+
+
+def merge_manifests(recipe: str, paths: list[str], *, manifest: str | None = None) -> dict[str, Any]:
+    """Join the manifests found in paths (folders or files) into the recipe's manifest."""
+    from wim2vhd.build import pipeline
+    return pipeline.merge_manifests(recipe, paths, manifest_path=manifest)
+
+
+def check_build(recipe: str, *, jobs: int | None = None, only: tuple[str, ...] = (), manifest: str | None = None,
+                progress: BuildEvent | None = None) -> dict[str, Any]:
+    """Rebuild the (seeded) jobs into a temporary folder and compare their sha256 with the manifest's."""
+    from wim2vhd.build import pipeline
+    return pipeline.check(recipe, parallel=jobs, only=only, manifest_path=manifest, event=progress)
+
+
+def versions() -> dict[str, Any]:
+    """The versions of wim2vhd, wimlib, libntfs-3g and hivex (and the packages of the tools it runs)."""
+    from wim2vhd.versions import versions as v
+    return v()

@@ -31,10 +31,23 @@ DEFAULT_CACHE = 32 * MiB
 MAX_THREADS = 8
 
 
-def _opt(default: Any, flag: str, *, size: bool = False, keyword: str | None = None) -> Any:
+def _opt(default: Any, flag: str, *, size: bool = False, keyword: str | None = None, path: bool = False) -> Any:
     """A field with its command-line flag; size: given as "64G" or bytes; keyword: its name in the
-    Python API and in recipes when that differs from the field's."""
-    return field(default=default, metadata={"flag": flag, "size": size, "keyword": keyword})
+    Python API when that differs from the field's; path: names files (a recipe resolves them from its
+    folder)."""
+    return field(default=default, metadata={"flag": flag, "size": size, "keyword": keyword, "path": path})
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One option as its flag names it (ApplyOptions.flags)."""
+    keyword: str      # its name in from_keywords
+    field: str        # the ApplyOptions field
+    flag: str         # "--no-boot"
+    negated: bool     # the flag turns a True default off
+    type: str         # the field's annotation, e.g. "str | None"
+    size: bool        # "64G" or bytes
+    path: bool        # names files
 
 
 @dataclass
@@ -43,7 +56,7 @@ class ApplyOptions:
 
     index: str | int | None = _opt(None, "--index")       # a number, "1,3,6" or "all"
     name: str | None = _opt(None, "--name")
-    refs: tuple[str, ...] = _opt((), "--ref")             # the other parts of a split WIM
+    refs: tuple[str, ...] = _opt((), "--ref", path=True)             # the other parts of a split WIM
     size: int | None = _opt(None, "--size", size=True)    # None: apply.default_size of the image
     disk_type: str = _opt("dynamic", "--type", keyword="type")
     layout: str = _opt("uefi", "--layout")
@@ -57,14 +70,14 @@ class ApplyOptions:
     threads: int | None = _opt(None, "--threads")         # read-ahead helpers; None: by CPU count, 0: none
     locale: str | None = _opt(None, "--locale")           # None: the image's default language (apply.boot_locale)
     bcd_devices: str = _opt("locate", "--bcd-devices")
-    bios_boot_code: str | None = _opt(None, "--bios-boot-code")
+    bios_boot_code: str | None = _opt(None, "--bios-boot-code", path=True)
     debug: str | None = _opt(None, "--debug")             # serial[:PORT[:BAUD]], net:HOSTIP:PORT[:KEY], local
     boot: bool = _opt(True, "--no-boot")                  # the flag turns it off
     force: bool = _opt(False, "--force")
     sync: bool = _opt(True, "--no-sync")                  # False: page-cache writes, no fsync (wim2vhd.atomic)
     customize: Any = _opt(None, "--unattend, --merge, --reg-import, ...")  # a customize.Customizations
     # Native VHD boot in one command: the host's BCD store gets an entry for the disk once it is complete
-    host_bcd: str | None = _opt(None, "--host-bcd")       # the host's store, e.g. the ESP's EFI/Microsoft/Boot/BCD
+    host_bcd: str | None = _opt(None, "--host-bcd", path=True)  # the host's store, e.g. the ESP's EFI/Microsoft/Boot/BCD
     vhd_path: str | None = _opt(None, "--vhd-path")       # where the disk will be on its host volume: \vhds\win.vhdx
     host_mbr: str | None = _opt(None, "--host-mbr")       # that volume as SIG:OFFSET; neither: bcdedit's [locate]
     host_gpt: str | None = _opt(None, "--host-gpt")       # or as DISK-GUID:PARTITION-GUID
@@ -73,6 +86,20 @@ class ApplyOptions:
     def keywords(cls) -> dict[str, str]:
         """{keyword: field name} for every option."""
         return {f.metadata["keyword"] or f.name: f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def flags(cls) -> dict[str, "Flag"]:
+        """Every option with one command-line flag, by that flag without its dashes ("-" as "_"), as a
+        recipe names it: size, type, ref, no_boot, bios_boot_code, ..."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            flag = f.metadata["flag"]
+            if "," in flag:  # several flags (the customizations): not one option
+                continue
+            negated = flag.startswith("--no-") and f.default is True
+            out[flag[2:].replace("-", "_")] = Flag(f.metadata["keyword"] or f.name, f.name, flag, negated,
+                                                   f.type, f.metadata["size"], f.metadata["path"])
+        return out
 
     @classmethod
     def from_keywords(cls, **keywords: Any) -> "ApplyOptions":

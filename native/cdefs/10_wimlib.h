@@ -170,6 +170,7 @@ struct wimlib_update_command {
 
 uint32_t wimlib_get_version(void);
 int wimlib_global_init(int init_flags);
+const char *wimlib_get_version_string(void);
 void wimlib_global_cleanup(void);
 int wimlib_set_print_errors(_Bool show_messages);
 const char *wimlib_get_error_string(int code);

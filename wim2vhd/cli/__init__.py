@@ -30,7 +30,7 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 
 def _register() -> None:
     # Each module adds its commands to `app`.
-    from wim2vhd.cli import bcd, disk, image, verify  # noqa: F401 (each adds its commands)
+    from wim2vhd.cli import bcd, build, disk, image, verify  # noqa: F401 (each adds its commands)
 
 
 def _print_version(as_json: bool) -> None:
