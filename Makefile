@@ -2,6 +2,7 @@
 #   make demo    set up, build the sample WIM from fixtures/, apply it, print how to boot it
 #   make test    set up and run the test suite
 #   make bench   set up and run the benchmarks (not part of make test)
+#   make fuzz    set up and run every fuzz target for FUZZ_SECONDS (default 60) each (docs/fuzzing.md)
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,8 +14,10 @@ APT_PACKAGES := wimtools libwim-dev ntfs-3g ntfs-3g-dev libhivex-dev libhivex-bi
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/cdefs/*.h native/build_native.py)
 NATIVE_SO = $(firstword $(wildcard wim2vhd/_native*.so) wim2vhd/_native.so)
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := vhd vhdx hive bcd bcd_element regfile iso partition
 
-.PHONY: setup apt venv native pyc test demo bench clean
+.PHONY: setup apt venv native pyc test demo bench fuzz clean
 
 setup: apt venv native pyc
 
@@ -35,7 +38,7 @@ venv: $(VENV)/.deps-stamp
 $(VENV)/.deps-stamp: pyproject.toml setup.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip setuptools wheel cffi
-	@$(PY) -m pip install -q -e '.[test]'
+	@$(PY) -m pip install -q -e '.[test,fuzz]'
 	@touch $@
 
 native: $(VENV)/.native-stamp
@@ -57,6 +60,16 @@ demo: setup
 
 bench: setup
 	$(PY) -m tests.bench
+
+# One coverage-guided run per parser of untrusted input (tests/fuzz/run.py); stops at the first input that
+# breaks the promise and leaves it in build/fuzz/TARGET/.
+fuzz: setup
+	@mkdir -p build/fuzz; for t in $(FUZZ_TARGETS); do \
+		log=build/fuzz/$$t.log; \
+		$(PY) -m tests.fuzz.run $$t --seconds $(FUZZ_SECONDS) 2>$$log; rc=$$?; \
+		grep -E '^(fuzz |Done |INFO: seed corpus|stat::(number_of_executed_units|new_units_added))' $$log; \
+		if [ $$rc -ne 0 ]; then tail -40 $$log; echo "fuzz $$t: the promise broke (exit $$rc), see $$log"; exit 1; fi; \
+	done
 
 clean:
 	rm -rf build $(VENV) wim2vhd/_native*.so native/*.o *.egg-info

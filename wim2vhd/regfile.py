@@ -191,7 +191,7 @@ def _quoted(s: str, pos: int) -> tuple[str, int]:
                 break
             n = s[i + 1]
             if n not in "\\\"":
-                raise _Syntax(f"unknown escape \\{n} in a string (write \\\\ for a backslash, \\\" for a quote)")
+                raise _Syntax(f"unknown escape {chr(92) + n!r} in a string (write \\\\ for a backslash, \\\" for a quote)")
             out.append(n)
             i += 2
             continue

@@ -1,0 +1,105 @@
+"""The fuzz targets (tests/fuzz/): every committed input keeps the promise, and each target fuzzes briefly.
+
+The promise (tests/fuzz/targets.py): a parser of untrusted input succeeds or raises InputError with one
+printable line; no other exception, no crash or hang, no change to its input file.  The corpus holds seeds
+(seed-*, made by tests/fuzz/seeds.py, many by other people's writers), inputs the fuzzers found (found-*,
+fixed since: regression cases) and inputs that still break the promise in code this branch leaves alone
+(known-*, listed in tests/fuzz/known.py).  `make fuzz` runs the targets for longer."""
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tests.fuzz import known
+from tests.fuzz.targets import TARGETS, BrokenPromise, Runner, decode_sparse, encode_sparse
+
+CORPUS = Path(__file__).resolve().parent / "fuzz" / "corpus"
+REPO = Path(__file__).resolve().parents[1]
+SECONDS = int(os.environ.get("FUZZ_TEST_SECONDS", "3"))
+
+
+def _inputs(prefixes):
+    return [pytest.param(t, p, id=f"{t}/{p.name}") for t in TARGETS for p in sorted((CORPUS / t).iterdir())
+            if p.name.startswith(prefixes)]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    with Runner(known.classify) as r:
+        yield r
+
+
+def test_every_target_has_seeds():
+    for t in TARGETS:
+        seeds = [p for p in (CORPUS / t).iterdir() if p.name.startswith("seed-")]
+        assert seeds, t
+        assert all(p.stat().st_size <= 128 << 10 for p in (CORPUS / t).iterdir()), t  # small files only
+
+
+@pytest.mark.parametrize("target,path", _inputs(("seed-", "found-")))
+def test_corpus_keeps_the_promise(runner, target, path):
+    assert runner.run(target, path.read_bytes()) is None
+
+
+@pytest.mark.parametrize("target,path", _inputs(("known-",)))
+def test_known_findings_still_break_it(runner, target, path):
+    """A known-* input breaks the promise in the way known.py says; once it does not (the code was fixed
+    elsewhere), say so: rename it found-* and drop its entry."""
+    label = runner.run(target, path.read_bytes())
+    if label is None:
+        warnings.warn(f"{path.name} keeps the promise now: rename it found-* and drop its entry in known.py")
+        return
+    assert path.name.startswith(f"known-{label}"), (path.name, label)
+    pytest.xfail(f"known finding {label}: {next(k.what for k in known.KNOWN if k.label == label)}")
+
+
+def test_every_known_finding_has_an_input():
+    names = [p.name for t in TARGETS for p in (CORPUS / t).iterdir()]
+    for k in known.KNOWN:
+        assert any(n.startswith(f"known-{k.label}") for n in names), k.label
+
+
+def test_the_promise_is_checked(runner, monkeypatch):
+    """The runner catches each way of breaking the promise (so that the tests above can fail)."""
+    import wim2vhd.regfile as rf
+    from wim2vhd.errors import InputError, UsageError
+
+    def raises(exc):
+        def parse(*a, **k):
+            raise exc
+        return parse
+
+    data = (CORPUS / "regfile" / "seed-forms.reg").read_bytes()
+    for exc in (ValueError("boom"), UsageError("a usage error"), InputError("two\nlines"),
+                InputError("an \x1b[31mescape")):
+        monkeypatch.setattr(rf, "parse", raises(exc))
+        with pytest.raises(BrokenPromise):
+            runner.run("regfile", data)
+
+    def writes(path):
+        with open(path, "ab") as f:
+            f.write(b"x")
+    monkeypatch.setattr(rf, "load", writes)
+    with pytest.raises(BrokenPromise, match="changed its input"):
+        runner.run("regfile", data)
+
+
+def test_sparse_encoding_round_trips():
+    image = bytes(1000) + b"abc" + bytes(70000) + b"\x01" * 70000 + bytes(10)
+    size, chunks = decode_sparse(encode_sparse(image))
+    back = bytearray(size)
+    for off, piece in chunks:
+        back[off:off + len(piece)] = piece
+    assert size == len(image) and bytes(back) == image
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_fuzz_briefly(target):
+    """Each target under atheris for a few seconds (make fuzz: FUZZ_SECONDS, 60 by default)."""
+    p = subprocess.run([sys.executable, "-m", "tests.fuzz.run", target, "--seconds", str(SECONDS)],
+                       cwd=REPO, capture_output=True, text=True, timeout=SECONDS + 120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Done " in p.stderr, p.stderr[-3000:]  # libFuzzer's closing line: it ran inputs, then stopped
