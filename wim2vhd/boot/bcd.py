@@ -34,7 +34,7 @@ from wim2vhd.boot import elements as el
 from wim2vhd.boot.devices import Boot, Device, Locate, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import E, Format, ObjectType
 from wim2vhd.boot.hive import Hive, Key, RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
-from wim2vhd.errors import (InputError, InternalError, OutputExists, UnsupportedInput,
+from wim2vhd.errors import (CorruptInput, InputError, InternalError, OutputExists, UnsupportedInput,
                             UsageError, Wim2VhdError, from_oserror)
 
 ELEMENT_VALUE = "Element"
@@ -553,7 +553,7 @@ class BcdStore:
                    E.INHERIT: [el.GLOBALSETTINGS], E.BADMEMORYACCESS: True})
         bm = self.find(el.BOOTMGR)
         if bm is not None:
-            tools = [g for g in (bm.get(E.TOOLSDISPLAYORDER) or []) if isinstance(g, uuid.UUID)]
+            tools = self._object_list(bm, E.TOOLSDISPLAYORDER)
             if el.MEMDIAG not in tools:
                 bm.set(E.TOOLSDISPLAYORDER, tools + [el.MEMDIAG])
         return el.MEMDIAG
@@ -610,8 +610,20 @@ class BcdStore:
     def add_to_display_order(self, ident: uuid.UUID | str, *, first: bool = False) -> None:
         g = self.resolve(ident)
         bm = self.object(el.BOOTMGR)
-        order = [x for x in (bm.get(E.DISPLAYORDER) or []) if isinstance(x, uuid.UUID) and x != g]
+        order = [x for x in self._object_list(bm, E.DISPLAYORDER) if x != g]
         bm.set(E.DISPLAYORDER, [g] + order if first else order + [g])
+
+    def _object_list(self, obj: BcdObject, element: int) -> list[uuid.UUID]:
+        """An object list element to extend ([] when absent); one stored as something else is a damaged store,
+        refused before anything is edited (it would be lost)."""
+        v = obj.get(element)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise CorruptInput(f"{self.path or 'the BCD store'}: the {el.element_name(element, obj.type)} of "
+                               f"{obj.alias or _guid_text(obj.id)} is not a list of objects (registry type "
+                               f"{getattr(v, 'type', '?')}): the store is damaged", hint="bcd show lists it as hex")
+        return v
 
     def set_default(self, ident: uuid.UUID | str) -> None:
         """Make an entry {bootmgr}'s default (and its resume object bootmgr's resumeobject)."""
