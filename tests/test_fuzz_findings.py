@@ -2,6 +2,7 @@
 the input that showed it.  The tables are made by other people's writers (pycdlib's UDF writer; the GPT by
 wim2vhd's writer, whose output sgdisk -v accepts in test_partition.py) and then damaged as described."""
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,24 @@ def test_iso_walk_is_bounded(tmp):
     _iso9660_with_many_big_dirs(many, 40, 60 * MiB)
     with pytest.raises(CorruptInput, match="its directories take more than 256 MiB to walk"):
         iso.find_install_image(str(many))
+
+
+# -- BCD stores ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", ["seed-wrong-type-displayorder-binary"])
+def test_add_vhd_refuses_a_displayorder_that_is_no_list(tmp, seed):
+    """{bootmgr}'s displayorder stored as REG_BINARY (the fuzz seed of that name, as a hand-edited or damaged
+    store has it): add-vhd failed with TypeError (exit 6).  Now exit 3, one line naming the element, and the
+    store is left as it was, with no .bak beside it."""
+    import hashlib
+    import os
+
+    from tests.conftest import w2v
+    store = tmp / "BCD"
+    store.write_bytes((Path(__file__).parent / "fuzz" / "corpus" / "bcd" / seed).read_bytes())
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    assert w2v("bcd", "show", store).returncode == 0  # it reads: the value is shown as hex
+    p = w2v("bcd", "add-vhd", store, "--vhd-path", "\\w.vhdx", check=False)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.strip().count("\n") == 0 and "the displayorder of {bootmgr} is not a list" in p.stderr
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before
+    assert sorted(os.listdir(tmp)) == ["BCD"]

@@ -182,6 +182,18 @@ def stores(tmp: Path) -> None:
         from wim2vhd.boot.devices import encode_device
         _put("bcd_element", f"device-{name}", struct.pack("<II", 0x11000001, 3) + encode_device(dev))
     made.append(("empty", bcd.BcdStore.new(system=False).to_bytes()))
+    # {bootmgr}'s elements stored with the wrong registry type (as a damaged or hand-edited store has them):
+    # what a reader shows as raw hex, and what an edit must not trip over
+    from wim2vhd.boot.elements import E
+    from wim2vhd.boot.hive import RegType
+    for name, eid, rtype, data in (("displayorder-binary", E.DISPLAYORDER, RegType.BINARY, b"\1\2\3"),
+                                   ("default-dword", E.DEFAULT, RegType.DWORD, b"\1\0\0\0"),
+                                   ("timeout-sz", E.TIMEOUT, RegType.SZ, "30\0".encode("utf-16-le")),
+                                   ("tools-sz", E.TOOLSDISPLAYORDER, RegType.SZ, "x\0".encode("utf-16-le"))):
+        s = bcd.BcdStore.new_system_store("uefi")
+        s.object(bcd.el.BOOTMGR).set(eid, bcd.RawValue(int(rtype), data))
+        made.append((f"wrong-type-{name}", s.to_bytes()))
+        s.close()
     for name, data in made:
         _put("bcd", name, data)
         _put("hive", f"bcd-{name}", data)

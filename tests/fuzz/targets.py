@@ -92,6 +92,7 @@ class Target:
     sparse: bool                        # the fuzzer's bytes are a sparse image, not the file itself
     parse: Callable[[str], object]      # the parser run on the input file's path
     covers: str
+    modules: tuple[str, ...] = ()       # what run.py instruments for coverage (the parser's own modules)
 
 
 def _disk(path: str) -> None:
@@ -215,25 +216,34 @@ def _partition(path: str) -> None:
             json.dumps(layout.to_dict())
 
 
+_DISK = ("wim2vhd.disk", "wim2vhd.disk.base", "wim2vhd.partition", "wim2vhd.record")
 TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("vhd", ".vhd", True, _disk, "VHD footer (and its copy), dynamic header, BAT, parent locators; "
-                                       "disk info, the partition table, reads through the native block layer"),
+                                       "disk info, the partition table, reads through the native block layer",
+           _DISK + ("wim2vhd.disk.vhd", "wim2vhd.disk.vhd_layout")),
     Target("vhdx", ".vhdx", True, _disk, "VHDX file identifier, both headers, region tables, metadata, BAT, the "
-                                         "log GUID, parent locator; disk info, the partition table, reads"),
+                                         "log GUID, parent locator; disk info, the partition table, reads",
+           _DISK + ("wim2vhd.disk.vhdx", "wim2vhd.disk.vhdx_layout")),
     Target("hive", ".hiv", False, _hive, "regf base block and hbins through hivex (Hive.open and every key, "
-                                         "value and datum, boot/hive.py, boot/regf.py's layouts)"),
+                                         "value and datum, boot/hive.py, boot/regf.py's layouts)",
+           ("wim2vhd.boot.hive", "wim2vhd.boot.regf", "wim2vhd.record")),
     Target("bcd", ".bcd", False, _bcd, "a BCD store: bcd show's text and JSON, add-vhd's edit of it in memory, "
-                                       "and the edited store read back (boot/bcd.py, elements.py, devices.py)"),
+                                       "and the edited store read back (boot/bcd.py, elements.py, devices.py)",
+           ("wim2vhd.boot.bcd", "wim2vhd.boot.elements", "wim2vhd.boot.devices", "wim2vhd.boot.hive")),
     Target("bcd_element", ".bin", False, _bcd_element, "one element value: decode_element, the device "
-                                                       "decoder, format_value, JSON, re-encoding"),
+                                                       "decoder, format_value, JSON, re-encoding",
+           ("wim2vhd.boot.bcd", "wim2vhd.boot.elements", "wim2vhd.boot.devices")),
     Target("regfile", ".reg", False, _regfile, ".reg files: regfile.load and parse (every encoding, hex "
-                                               "continuation, limits), and dumps of what parsed"),
+                                               "continuation, limits), and dumps of what parsed",
+           ("wim2vhd.regfile",)),
     Target("iso", ".iso", True, _iso, "UDF anchor, volume descriptors, partition maps, file set, file entries, "
                                       "allocation extents and identifiers; ISO 9660 descriptors and directory "
-                                      "records; the WIM header and blob table ranges info copies"),
+                                      "records; the WIM header and blob table ranges info copies",
+           ("wim2vhd.iso",)),
     Target("partition", ".bin", False, _partition, "MBR, protective MBR, GPT headers and entry arrays (both "
                                                    "copies, 512 and 4096-byte sectors) on a disk of up to "
-                                                   "2^48 bytes (a sparse image held in memory)"),
+                                                   "2^48 bytes (a sparse image held in memory)",
+           ("wim2vhd.partition", "wim2vhd.record")),
 ]}
 
 
