@@ -26,6 +26,15 @@ KNOWN: tuple[Known, ...] = (
     Known("parent-path-unquoted", ("vhd", "vhdx"), "ParentError", "wim2vhd/disk/base.py", "message",
           "a differencing disk's parent locator is printed raw in 'parent disk not found (looked for: ...)': "
           "control characters from the file reach the terminal"),
+    Known("header-offset-overflow", ("vhd", "vhdx"), "OverflowError", "wim2vhd/disk/base.py", "exception",
+          "an offset read from a header (a VHD dynamic header's BAT offset, a VHDX metadata region's offset) "
+          "of 2^63 or more reaches os.pread unchecked: 'Python int too large to convert to C long' (exit 6)"),
+    Known("header-size-unbounded", ("vhd", "vhdx"), "MemoryError", "wim2vhd/disk/base.py", "exception",
+          "a table size read from a header (a VHD's Max Table Entries) is read in one buffer whatever it says: "
+          "gigabytes asked of os.pread, a MemoryError under the fuzzer's 6 GiB limit (exit 6)"),
+    Known("metadata-item-length", ("vhdx",), "ValueError", "wim2vhd/disk/vhdx.py", "exception",
+          "a VHDX metadata item shorter than its type (a page-83 disk ID of under 16 bytes) reaches "
+          "uuid.UUID(bytes_le=...): ValueError (exit 6)"),
 )
 
 

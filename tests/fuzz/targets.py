@@ -9,7 +9,7 @@ Inputs that are files of megabytes (VHDX headers sit at 64 KiB and 1 MiB, a UDF 
 backup at the end of a disk) are given to the fuzzer as a *sparse image*, so that it mutates the few
 kilobytes that matter:
 
-    u64 le   size of the file (taken modulo MAX_SPARSE + 1)
+    u64 le   size of the file (taken modulo MAX_SPARSE + 1); bit 63 set: make the checksums right (repair.py)
     then any number of chunks:  u32 le offset, u16 le length, that many bytes (cut at the end of the input)
 
 chunks are written at offset % size into an otherwise zero file (see encode_sparse / decode_sparse).
@@ -27,9 +27,11 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
+from tests.fuzz import repair
 from wim2vhd.errors import InputError
 
 MAX_SPARSE = 64 << 20  # a disk or ISO file the fuzzer makes: at most 64 MiB (sparse)
+REPAIR_BIT = 1 << 63   # in a sparse image's size word: fix the format's checksums after writing (repair.py)
 MAX_HIVE_KEYS = 2000   # keys a hive walk visits
 
 
@@ -41,7 +43,7 @@ class BrokenPromise(AssertionError):
 def decode_sparse(data: bytes, limit: int = MAX_SPARSE) -> tuple[int, list[tuple[int, bytes]]]:
     if len(data) < 8:
         return 0, []
-    size = struct.unpack_from("<Q", data)[0] % (limit + 1)
+    size = (struct.unpack_from("<Q", data)[0] & ~REPAIR_BIT) % (limit + 1)
     chunks, pos = [], 8
     while pos + 6 <= len(data):
         off, n = struct.unpack_from("<IH", data, pos)
@@ -73,15 +75,17 @@ def encode_sparse(image: bytes, *, size: int | None = None, gap: int = 64) -> by
     return b"".join(out)
 
 
-def write_sparse(path: str, data: bytes) -> None:
+def write_sparse(path: str, data: bytes, repair: Callable | None = None) -> None:
     size, chunks = decode_sparse(data)
-    with open(path, "wb") as f:
+    with open(path, "w+b") as f:
         f.truncate(size)
         if size:
             for off, piece in chunks:
                 off %= size
                 f.seek(off)
                 f.write(piece[:size - off])
+        if repair is not None and len(data) >= 8 and struct.unpack_from("<Q", data)[0] & REPAIR_BIT:
+            repair(f)
 
 
 # -- the targets ------------------------------------------------------------------------------------------------
@@ -93,6 +97,7 @@ class Target:
     parse: Callable[[str], object]      # the parser run on the input file's path
     covers: str
     modules: tuple[str, ...] = ()       # what run.py instruments for coverage (the parser's own modules)
+    repair: Callable | None = None      # makes the checksums right when the input asks (repair.py)
 
 
 def _disk(path: str) -> None:
@@ -220,16 +225,17 @@ _DISK = ("wim2vhd.disk", "wim2vhd.disk.base", "wim2vhd.partition", "wim2vhd.reco
 TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("vhd", ".vhd", True, _disk, "VHD footer (and its copy), dynamic header, BAT, parent locators; "
                                        "disk info, the partition table, reads through the native block layer",
-           _DISK + ("wim2vhd.disk.vhd", "wim2vhd.disk.vhd_layout")),
+           _DISK + ("wim2vhd.disk.vhd", "wim2vhd.disk.vhd_layout"), repair.vhd),
     Target("vhdx", ".vhdx", True, _disk, "VHDX file identifier, both headers, region tables, metadata, BAT, the "
                                          "log GUID, parent locator; disk info, the partition table, reads",
-           _DISK + ("wim2vhd.disk.vhdx", "wim2vhd.disk.vhdx_layout")),
+           _DISK + ("wim2vhd.disk.vhdx", "wim2vhd.disk.vhdx_layout"), repair.vhdx),
     Target("hive", ".hiv", False, _hive, "regf base block and hbins through hivex (Hive.open and every key, "
                                          "value and datum, boot/hive.py, boot/regf.py's layouts)",
-           ("wim2vhd.boot.hive", "wim2vhd.boot.regf", "wim2vhd.record")),
+           ("wim2vhd.boot.hive", "wim2vhd.boot.regf", "wim2vhd.record"), repair.hive),
     Target("bcd", ".bcd", False, _bcd, "a BCD store: bcd show's text and JSON, add-vhd's edit of it in memory, "
                                        "and the edited store read back (boot/bcd.py, elements.py, devices.py)",
-           ("wim2vhd.boot.bcd", "wim2vhd.boot.elements", "wim2vhd.boot.devices", "wim2vhd.boot.hive")),
+           ("wim2vhd.boot.bcd", "wim2vhd.boot.elements", "wim2vhd.boot.devices", "wim2vhd.boot.hive"),
+           repair.hive),
     Target("bcd_element", ".bin", False, _bcd_element, "one element value: decode_element, the device "
                                                        "decoder, format_value, JSON, re-encoding",
            ("wim2vhd.boot.bcd", "wim2vhd.boot.elements", "wim2vhd.boot.devices")),
@@ -281,10 +287,12 @@ class Runner:
         for leftover in os.listdir(self.dir):  # what a parser may have left (it must not)
             os.unlink(os.path.join(self.dir, leftover))
         if t.sparse:
-            write_sparse(path, data)
+            write_sparse(path, data, t.repair)
         else:
-            with open(path, "wb") as f:
+            with open(path, "w+b") as f:
                 f.write(data)
+                if t.repair is not None:
+                    t.repair(f)
         before = _digest(path)
         try:
             t.parse(path)
