@@ -15,6 +15,7 @@ NATIVE_SRC := $(wildcard native/*.c native/*.h native/cdefs/*.h native/build_nat
 NATIVE_SO = $(firstword $(wildcard wim2vhd/_native*.so) wim2vhd/_native.so)
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
+FUZZ_ARGS ?=
 FUZZ_TARGETS := vhd vhdx hive bcd bcd_element regfile iso partition
 
 .PHONY: setup apt venv native pyc test demo bench fuzz clean
@@ -66,7 +67,7 @@ bench: setup
 fuzz: setup
 	@mkdir -p build/fuzz; for t in $(FUZZ_TARGETS); do \
 		log=build/fuzz/$$t.log; \
-		$(PY) -m tests.fuzz.run $$t --seconds $(FUZZ_SECONDS) 2>$$log; rc=$$?; \
+		$(PY) -m tests.fuzz.run $$t --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS) 2>$$log; rc=$$?; \
 		grep -E '^(fuzz |Done |INFO: seed corpus|stat::(number_of_executed_units|new_units_added))' $$log; \
 		if [ $$rc -ne 0 ]; then tail -40 $$log; echo "fuzz $$t: the promise broke (exit $$rc), see $$log"; exit 1; fi; \
 	done

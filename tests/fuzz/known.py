@@ -17,22 +17,26 @@ class Known:
     label: str
     targets: tuple[str, ...]
     exception: str      # type name
-    raised_in: str      # path of the innermost wim2vhd frame, relative to the repository
+    raised_in: tuple[str, ...]  # the innermost wim2vhd frame is in one of these (relative to the repository)
     breaks: str         # "exception": not an InputError; "message": an InputError whose text is not printable
     what: str
 
 
 KNOWN: tuple[Known, ...] = (
-    Known("parent-path-unquoted", ("vhd", "vhdx"), "ParentError", "wim2vhd/disk/base.py", "message",
+    Known("parent-path-unquoted", ("vhd", "vhdx"), "ParentError", ("wim2vhd/disk/base.py",), "message",
           "a differencing disk's parent locator is printed raw in 'parent disk not found (looked for: ...)': "
           "control characters from the file reach the terminal"),
-    Known("header-offset-overflow", ("vhd", "vhdx"), "OverflowError", "wim2vhd/disk/base.py", "exception",
+    Known("header-offset-overflow", ("vhd", "vhdx"), "OverflowError", ("wim2vhd/disk/base.py",), "exception",
           "an offset read from a header (a VHD dynamic header's BAT offset, a VHDX metadata region's offset) "
           "of 2^63 or more reaches os.pread unchecked: 'Python int too large to convert to C long' (exit 6)"),
-    Known("header-size-unbounded", ("vhd", "vhdx"), "MemoryError", "wim2vhd/disk/base.py", "exception",
-          "a table size read from a header (a VHD's Max Table Entries) is read in one buffer whatever it says: "
-          "gigabytes asked of os.pread, a MemoryError under the fuzzer's 6 GiB limit (exit 6)"),
-    Known("metadata-item-length", ("vhdx",), "ValueError", "wim2vhd/disk/vhdx.py", "exception",
+    Known("parent-locator-offset-overflow", ("vhd",), "OverflowError", ("wim2vhd/disk/vhd.py",), "exception",
+          "a VHD parent locator's platform data offset of 2^63 or more reaches os.pread in parent_paths: "
+          "OverflowError (exit 6)"),
+    Known("header-size-unbounded", ("vhd", "vhdx"), "MemoryError", ("wim2vhd/disk/base.py", "wim2vhd/disk/vhd.py"),
+          "exception", "a size read from a header (a VHD's Max Table Entries, a parent locator's data length) is "
+          "read in one buffer whatever it says: gigabytes asked of os.pread, a MemoryError under the fuzzer's "
+          "6 GiB limit (exit 6)"),
+    Known("metadata-item-length", ("vhdx",), "ValueError", ("wim2vhd/disk/vhdx.py",), "exception",
           "a VHDX metadata item shorter than its type (a page-83 disk ID of under 16 bytes) reaches "
           "uuid.UUID(bytes_le=...): ValueError (exit 6)"),
 )
@@ -51,7 +55,7 @@ def innermost(e: BaseException) -> str:
 def classify(target: str, e: BaseException, breaks: str) -> str | None:
     where = innermost(e)
     for k in KNOWN:
-        if (target in k.targets and type(e).__name__ == k.exception and where == k.raised_in
+        if (target in k.targets and type(e).__name__ == k.exception and where in k.raised_in
                 and breaks == k.breaks):
             return k.label
     return None

@@ -1,6 +1,7 @@
 """Checksums made right again after the fuzzer's mutations, for the sparse images whose size word has bit 63
-set (targets.REPAIR_BIT), and for hives whose checksum field is 0: a mutation of a header field then reaches the code past the checksum check instead of stopping
-at it.  Inputs without the bit keep their checksums as they are, so the checks themselves are fuzzed too.
+set (targets.REPAIR_BIT) and for hives whose checksum field is 0: a mutation of a header field then reaches
+the code past the checksum check instead of stopping at it.  Other inputs keep their checksums as they are,
+so the checks themselves are fuzzed too.
 
 The offsets are the specifications', written here from them (not from wim2vhd's layouts):
   VHD  (Virtual Hard Disk Image Format Specification, Microsoft 2006): the footer is the last 512 bytes (a copy
