@@ -1,6 +1,7 @@
 """Installed as sitecustomize.py beside the sanitized build (native/build_sanitized.py): Python started with
 the ASan runtime preloaded keeps it for the Python programs it starts (this interpreter, the wim2vhd console
-script: anything in its environment's bin/), and starts every other program without it.  qemu-img and
+script: anything in its environment's bin/, and a wrapper such as setpriv that starts one), and starts every
+other program without it.  qemu-img and
 qemu-io hang with ASan preloaded (their coroutines switch stacks), and other tools only add noise."""
 import os
 import subprocess
@@ -26,8 +27,9 @@ def _ours(program) -> bool:
 
 def _init(self, args, *a, **kw):
     if _PRELOAD:
-        program = kw.get("executable") or (args if isinstance(args, (str, bytes, os.PathLike)) else args[0])
-        if not kw.get("shell") and _ours(program):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        # ours, or a wrapper that starts ours (setpriv ... wim2vhd, as the tests run it as nobody)
+        if not kw.get("shell") and any(_ours(x) for x in [kw.get("executable"), *argv] if x is not None):
             env = dict(kw.get("env") if kw.get("env") is not None else os.environ)
             env["LD_PRELOAD"] = _PRELOAD
             kw["env"] = env

@@ -471,8 +471,10 @@ int w2v_readahead_install(void)
 				       (void *)wimlib_decompress, (void *)take_or_decompress) == 0;
 		hooks_state = ok ? 1 : -1;
 		/* Optional: without it, wimlib reads each chunk itself as well. */
+		/* The slot is pread64's: compare with pread64, not with pread.  glibc makes them one function,
+		 * but an interposer need not (ASan's interceptors are two), and then the window went missing. */
 		if (ok)
-			w2v_got_patch("libwim.so", "pread64", (void *)pread, (void *)hook_pread);
+			w2v_got_patch("libwim.so", "pread64", (void *)pread64, (void *)hook_pread);
 	}
 	int r = hooks_state;
 	pthread_mutex_unlock(&hooks_lock);
@@ -533,7 +535,8 @@ w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *
 		c.n = 0;
 	/* wimlib reads each blob once, in the order of its resource in the file (hard links, and
 	 * files of the same content, share one). */
-	qsort(c.v, c.n, sizeof(*c.v), by_offset);
+	if (c.n) /* no resource collected: c.v is NULL, and qsort's base must not be, even for 0 */
+		qsort(c.v, c.n, sizeof(*c.v), by_offset);
 	size_t u = 0;
 	for (size_t i = 0; i < c.n; i++)
 		if (u == 0 || c.v[i].offset != c.v[u - 1].offset)
