@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd = [sys.executable, "-m", "tests.fuzz.run", args.target, "--seconds", str(args.seconds),
                "--work", work, *extra]
-        return subprocess.run(cmd, cwd=REPO).returncode
+        # a report must print whatever the exception holds (surrogates from a decoded name, say)
+        env = dict(os.environ, PYTHONIOENCODING="utf-8:backslashreplace")
+        return subprocess.run(cmd, cwd=REPO, env=env).returncode
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

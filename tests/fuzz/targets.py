@@ -302,8 +302,10 @@ class Runner:
                 return self._known(name, e, "message", f"the message is not one line of printable text: {msg!r}")
         except BrokenPromise:
             raise
-        except Exception as e:  # noqa: BLE001 - this is what the promise is about
-            return self._known(name, e, "exception", f"{type(e).__name__}: {e}\n{_where(e)}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - this is what the promise is about (SystemExit too)
+            return self._known(name, e, "exception", f"{type(e).__name__}: {e!r}\n{_where(e)}")
         finally:
             after = _digest(path)
             if after != before:
