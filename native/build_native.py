@@ -7,8 +7,12 @@ declared twice: cffi reads them directly, minus the preprocessor lines.
 The extension links the system's libwim, libntfs-3g and hivex.
 
     make native      # rebuild in place (pip install -e . without build isolation)
+    make sanitize    # a separate build with AddressSanitizer and UBSan (native/build_sanitized.py)
+
+W2V_SANITIZE=1 in the environment adds the sanitizers' flags; only build_sanitized.py sets it.
 """
 import ctypes.util
+import os
 import pathlib
 import re
 import subprocess
@@ -70,6 +74,10 @@ def header_cdef(path: pathlib.Path) -> str:
     return "\n".join(out)
 
 
+# Every finding fatal (UBSan too), frames kept for readable reports.
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
+_sanitized = os.environ.get("W2V_SANITIZE") == "1"
+
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join([p.read_text() for p in sorted((HERE / "cdefs").glob("*.h"))]
                           + [header_cdef(HERE / h) for h in PUBLIC_HEADERS]))
@@ -77,9 +85,11 @@ ffibuilder.set_source(
     "wim2vhd._native",
     '#include "w2v_ntfs3g.h"\n#include <wimlib.h>\n#include <hivex.h>\n'
     + "".join(f'#include "{h}"\n' for h in PUBLIC_HEADERS),
-    sources=[str(p.relative_to(HERE.parent)) for p in sorted(HERE.glob("*.c"))],
+    # relative for setuptools; cffi's own compile (the sanitized build) runs in its temporary directory
+    sources=[str(p if _sanitized else p.relative_to(HERE.parent)) for p in sorted(HERE.glob("*.c"))],
     include_dirs=[str(HERE)],
     define_macros=library_macros(),
     libraries=["wim", "ntfs-3g", "hivex", "pthread", "dl"],
-    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"],
+    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"] + (SANITIZE if _sanitized else []),
+    extra_link_args=SANITIZE[:1] if _sanitized else [],
 )

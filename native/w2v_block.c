@@ -187,7 +187,8 @@ static size_t take_index(w2v_disk *d, uint64_t *const *arr, size_t *n, uint64_t 
 {
 	pthread_mutex_lock(&d->lock);
 	size_t k = MIN(max, *n);
-	memcpy(out, *arr + *n - k, k * sizeof(uint64_t));
+	if (k) /* an empty list may have no array yet: memcpy from NULL is undefined even for 0 bytes */
+		memcpy(out, *arr + *n - k, k * sizeof(uint64_t));
 	*n -= k;
 	pthread_mutex_unlock(&d->lock);
 	return k;

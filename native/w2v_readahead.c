@@ -543,7 +543,8 @@ w2v_readahead *w2v_readahead_plan(struct WIMStruct *wim, int image, const char *
 		c.n = 0;
 	/* wimlib reads each blob once, in the order of its resource in the file (hard links, and
 	 * files of the same content, share one). */
-	qsort(c.v, c.n, sizeof(*c.v), by_offset);
+	if (c.n) /* no resource collected: c.v is NULL, and qsort's base must not be, even for 0 */
+		qsort(c.v, c.n, sizeof(*c.v), by_offset);
 	size_t u = 0;
 	for (size_t i = 0; i < c.n; i++)
 		if (u == 0 || c.v[i].offset != c.v[u - 1].offset)

@@ -13,7 +13,7 @@ from fixtures.wimdir import wimdir_detailed
 from tests.support import (CONFIG, fails, hive_out, hivexget, leftovers, ntfs_partition, ntfscat, ntfsls, run,
                            stream_ids, w2v)
 from wim2vhd.registry import regedit
-from wim2vhd.errors import InputError, UsageError
+from wim2vhd.errors import InputError
 from wim2vhd.security import (OBJECT_INHERIT, SID_ADMINISTRATORS, SID_CREATOR_OWNER, SID_EVERYONE,
                               SecurityDescriptor)
 
@@ -310,7 +310,8 @@ def test_bad_inputs(fixture_wim, inputs, tmp):
                                     "\"a\"=dword:123456789\n")
     fails(base + ["--reg-import", tmp / "syntax.reg"], 3, "syntax.reg:4: bad dword", tmp, out)
     (tmp / "hkcc.reg").write_text("Windows Registry Editor Version 5.00\n\n[HKEY_CURRENT_CONFIG\\Software\\X]\n")
-    fails(base + ["--reg-import", tmp / "hkcc.reg"], 2, "hkcc.reg:3: key HKEY_CURRENT_CONFIG\\Software\\X is in no hive",
+    fails(base + ["--reg-import", tmp / "hkcc.reg"], 3,
+          "hkcc.reg:3: key 'HKEY_CURRENT_CONFIG\\\\Software\\\\X' is in no hive",
            tmp, out)
     (tmp / "notreg.reg").write_text("[HKEY_LOCAL_MACHINE\\SOFTWARE\\X]\n")
     fails(base + ["--reg-import", tmp / "notreg.reg"], 3, "notreg.reg:1: not a .reg file", tmp, out)
@@ -470,7 +471,8 @@ def test_reg_syntax_errors_name_the_line(body, line, words):
     ("-HKEY_LOCAL_MACHINE\\SYSTEM", "root of the SYSTEM hive"),
 ])
 def test_reg_keys_without_a_hive(key, words):
-    with pytest.raises(UsageError) as e:
+    """A key the image has no hive for is a bad input (exit 3), like any other fault in the file."""
+    with pytest.raises(InputError) as e:
         regedit.parse(f"Windows Registry Editor Version 5.00\n\n[{key}]\n".encode(), "k.reg")
     assert "k.reg:3: " in str(e.value) and words in str(e.value)
 

@@ -82,6 +82,7 @@ GPT_ENTRY = Record("GPT partition entry", "<", [
 ], size=128)
 GPT_NUM_ENTRIES = 128
 GPT_ENTRIES_BYTES = GPT_NUM_ENTRIES * GPT_ENTRY.size  # 16 KiB
+GPT_MAX_ENTRIES_BYTES = 16 << 20  # what the reader accepts: 65536 entries of 256 bytes
 
 # ===========================================================================
 # Constants: partition types, attributes, names, sizes
@@ -612,9 +613,15 @@ def _read_gpt_at(target: Target, ss: int, lba: int, n_lbas: int) -> tuple[dict[s
         raise CorruptInput(f"{where} GPT header: CRC32 mismatch (the table is damaged)")
     if hdr["my_lba"] != lba:
         raise CorruptInput(f"{where} GPT header says it is at LBA {hdr['my_lba']}, not {lba}")
-    if hdr["entry_size"] < GPT_ENTRY.size or hdr["entry_size"] % 8 or hdr["num_entries"] > 65536:
-        raise CorruptInput(f"{where} GPT header: bad entry size {hdr['entry_size']} or count {hdr['num_entries']}")
-    nbytes = hdr["num_entries"] * hdr["entry_size"]
+    es = hdr["entry_size"]
+    # UEFI 2.10, 5.3.2: SizeOfPartitionEntry is 128 x 2^n.  The array is read whole, so its size is
+    # bounded too (a header on a disk of terabytes could otherwise ask for terabytes).
+    if es < GPT_ENTRY.size or es % GPT_ENTRY.size or es & (es - 1) or hdr["num_entries"] > 65536:
+        raise CorruptInput(f"{where} GPT header: bad entry size {es} or count {hdr['num_entries']}")
+    nbytes = hdr["num_entries"] * es
+    if nbytes > GPT_MAX_ENTRIES_BYTES:
+        raise CorruptInput(f"{where} GPT header: an entry array of {nbytes} bytes ({hdr['num_entries']} entries "
+                           f"of {es}) is more than the {GPT_MAX_ENTRIES_BYTES >> 20} MiB any table needs")
     if hdr["entries_lba"] + -(-nbytes // ss) > n_lbas:
         raise CorruptInput(f"{where} GPT entry array lies past the end of the disk")
     arr = target.read(hdr["entries_lba"] * ss, nbytes)

@@ -31,7 +31,7 @@ from wim2vhd.boot.devices import Boot, Device
 from wim2vhd.boot.elements import E, ObjectType
 from wim2vhd.boot.values import (ELEMENT_VALUE, ElementValue, as_uuid, decode_element, encode_element,
                                  guid_text, parse_guid)
-from wim2vhd.errors import InputError, InternalError, UnsupportedInput, UsageError, Wim2VhdError, from_oserror
+from wim2vhd.errors import CorruptInput, InputError, InternalError, UnsupportedInput, UsageError, Wim2VhdError, from_oserror
 from wim2vhd.registry.hive import Hive, Key, Value
 from wim2vhd.registry.regf import KEY_ALL_ACCESS, KEY_READ, key_security_descriptor, set_key_security
 from wim2vhd.security import WRITE_DAC
@@ -412,7 +412,7 @@ class BcdStore:
                    E.INHERIT: [el.GLOBALSETTINGS], E.BADMEMORYACCESS: True})
         bm = self.find(el.BOOTMGR)
         if bm is not None:
-            tools = [g for g in (bm.get(E.TOOLSDISPLAYORDER) or []) if isinstance(g, uuid.UUID)]
+            tools = self._object_list(bm, E.TOOLSDISPLAYORDER)
             if el.MEMDIAG not in tools:
                 bm.set(E.TOOLSDISPLAYORDER, tools + [el.MEMDIAG])
         return el.MEMDIAG
@@ -470,8 +470,20 @@ class BcdStore:
     def add_to_display_order(self, ident: uuid.UUID | str, *, first: bool = False) -> None:
         g = self.resolve(ident)
         bm = self.object(el.BOOTMGR)
-        order = [x for x in (bm.get(E.DISPLAYORDER) or []) if isinstance(x, uuid.UUID) and x != g]
+        order = [x for x in self._object_list(bm, E.DISPLAYORDER) if x != g]
         bm.set(E.DISPLAYORDER, [g] + order if first else order + [g])
+
+    def _object_list(self, obj: BcdObject, element: int) -> list[uuid.UUID]:
+        """An object list element to extend ([] when absent); one stored as something else is a damaged store,
+        refused before anything is edited (it would be lost)."""
+        v = obj.get(element)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise CorruptInput(f"{self.path or 'the BCD store'}: the {el.element_name(element, obj.type)} of "
+                               f"{obj.alias or guid_text(obj.id)} is not a list of objects (registry type "
+                               f"{getattr(v, 'type', '?')}): the store is damaged", hint="bcd show lists it as hex")
+        return v
 
     def set_default(self, ident: uuid.UUID | str) -> None:
         """Make an entry {bootmgr}'s default (and its resume object bootmgr's resumeobject)."""

@@ -28,11 +28,12 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import stat
 import struct
 from dataclasses import dataclass
 from typing import Union
 
-from wim2vhd.errors import InputError, UsageError
+from wim2vhd.errors import CorruptInput, InputError, UnsupportedInput
 
 HEADER_V5 = "Windows Registry Editor Version 5.00"
 HEADER_V4 = "REGEDIT4"
@@ -105,6 +106,15 @@ HIVE_FILES = {
 SUPPORTED = (r"HKEY_LOCAL_MACHINE\SYSTEM, HKEY_LOCAL_MACHINE\SOFTWARE, HKEY_USERS\.DEFAULT, HKEY_CLASSES_ROOT "
              r"or HKEY_CURRENT_USER (the default user profile)")
 
+# Windows' registry element size limits ("Registry Element Size Limits" in the Win32 documentation): a key name
+# (each component of a path) up to 255 characters, a value name up to 16,383, a tree up to 512 levels deep.
+# Windows' own tools refuse more, so an image given more would hold keys nothing there can open.
+MAX_KEY_NAME = 255
+MAX_VALUE_NAME = 16383
+MAX_DEPTH = 512
+# A .reg file is read whole: a tweak file is a few KiB, a full export of SOFTWARE about 300 MiB in UTF-16.
+MAX_FILE = 512 << 20
+
 # The control set a running Windows shows as CurrentControlSet: offline it does not exist (Windows links it at
 # boot), so it is resolved through SYSTEM\Select\Current.
 CURRENT_CONTROL_SET = "CurrentControlSet"
@@ -122,9 +132,14 @@ def split_key(key: str) -> list[str]:
 
 
 def locate(key: str) -> Location:
-    """The hive and the key path inside it for a full key name; UsageError for a key without a hive."""
+    """The hive and the key path inside it for a full key name; InputError for a key without a hive (a .reg
+    file that names one is a bad input: UnsupportedInput for a real hive the image has no file for)."""
     parts = split_key(key)
     root = ROOTS.get(parts[0].upper()) if parts else None
+    if root is None:
+        raise CorruptInput(f"key {key!r} has no known root: keys start with HKEY_LOCAL_MACHINE, HKEY_USERS, "
+                           f"HKEY_CLASSES_ROOT, HKEY_CURRENT_USER or HKEY_CURRENT_CONFIG (or HKLM, HKU, HKCR, "
+                           f"HKCU, HKCC)")
     if root == "HKEY_CLASSES_ROOT":
         # HKCR is a merged view; machine-wide classes, the only ones offline, live in HKLM\SOFTWARE\Classes.
         return Location("SOFTWARE", "\\".join(["Classes", *parts[1:]]), False)
@@ -132,7 +147,7 @@ def locate(key: str) -> Location:
         return Location("NTUSER", "\\".join(parts[1:]), False)
     hive = HIVES.get((root, parts[1].upper())) if root and len(parts) > 1 else None
     if hive is None:
-        raise UsageError(f"key {key} is in no hive of the image: keys must be under {SUPPORTED}")
+        raise UnsupportedInput(f"key {key!r} is in no hive of the image: keys must be under {SUPPORTED}")
     rest = parts[2:]
     ccs = hive[0] == "SYSTEM" and bool(rest) and rest[0].lower() == CURRENT_CONTROL_SET.lower()
     return Location(hive[0], "\\".join(rest), ccs)
@@ -161,7 +176,7 @@ def decode(data: bytes) -> str:
     return text
 
 
-_HEX_BYTES = re.compile(r"^\s*(?:[0-9a-fA-F]{1,2}\s*(?:,\s*[0-9a-fA-F]{1,2}\s*)*,?)?\s*$")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _TYPED = re.compile(r"^hex\(([0-9a-fA-F]{1,8})\):(.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -176,7 +191,7 @@ def _quoted(s: str, pos: int) -> tuple[str, int]:
                 break
             n = s[i + 1]
             if n not in "\\\"":
-                raise _Syntax(f"unknown escape \\{n} in a string (write \\\\ for a backslash, \\\" for a quote)")
+                raise _Syntax(f"unknown escape {chr(92) + n!r} in a string (write \\\\ for a backslash, \\\" for a quote)")
             out.append(n)
             i += 2
             continue
@@ -188,9 +203,16 @@ def _quoted(s: str, pos: int) -> tuple[str, int]:
 
 
 def _hex_bytes(text: str) -> bytes:
-    if not _HEX_BYTES.match(text):
-        raise _Syntax(f"bad hex data {text.strip()[:40]!r}: expected bytes like de,ad,be,ef")
-    return bytes(int(b, 16) for b in text.replace(" ", "").replace("\t", "").split(",") if b)
+    """Bytes like "de,ad, be,ef," (a final comma allowed), in one pass over the text."""
+    if not text.strip():
+        return b""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 1 and not parts[-1]:
+        parts.pop()  # one final comma
+    for p in parts:
+        if not (0 < len(p) <= 2 and p[0] in _HEX_DIGITS and p[-1] in _HEX_DIGITS):
+            raise _Syntax(f"bad hex data {text.strip()[:40]!r}: expected bytes like de,ad,be,ef")
+    return bytes(int(p, 16) for p in parts)
 
 
 def _ansi_to_utf16(t: int, data: bytes) -> bytes:
@@ -222,13 +244,24 @@ def _value(data: str, ansi: bool) -> tuple[int, bytes] | None:
     if m:
         t = int(m.group(1), 16)
         raw = _hex_bytes(m.group(2))
+        if t in (REG_EXPAND_SZ, REG_MULTI_SZ) and not ansi and len(raw) % 2:
+            # Version 5 files hold these as UTF-16LE: an odd count of bytes is half a character.
+            raise _Syntax(f"hex({t:x}) data has {len(raw)} bytes: a UTF-16 string has an even number")
         return t, _ansi_to_utf16(t, raw) if ansi else raw
     raise _Syntax(f"unknown value data {d[:30]!r}: expected \"text\", dword:, hex:, hex(N): or -")
 
 
+def _check_key(parts: list[str]) -> None:
+    for p in parts:
+        if len(p) > MAX_KEY_NAME:
+            raise _Syntax(f"key name {p[:40]!r}... has {len(p)} characters: Windows allows at most {MAX_KEY_NAME}")
+    if len(parts) - 1 > MAX_DEPTH:
+        raise _Syntax(f"a key {len(parts) - 1} levels deep: Windows allows at most {MAX_DEPTH}")
+
+
 def parse(data: bytes, path: str = "<reg>") -> RegFile:
-    """Parse a .reg file; InputError naming the line for anything that does not parse, UsageError for a key
-    that is in no hive of an image."""
+    """Parse a .reg file; InputError naming the line for anything that does not parse or that names a key
+    in no hive of an image."""
     try:
         text = decode(data)
     except UnicodeDecodeError as e:
@@ -262,13 +295,15 @@ def parse(data: bytes, path: str = "<reg>") -> RegFile:
                 deleted = name.startswith("-")
                 if deleted:
                     name = name[1:].strip()
-                if not split_key(name):
+                parts = split_key(name)
+                if not parts:
                     raise _Syntax("empty key name")
-                key = "\\".join(split_key(name))
+                _check_key(parts)
+                key = "\\".join(parts)
                 loc = locate(key)
                 if deleted:
                     if not loc.path:
-                        raise UsageError(f"cannot delete {key}: it is the root of the {loc.hive} hive")
+                        raise UnsupportedInput(f"cannot delete {key!r}: it is the root of the {loc.hive} hive")
                     ops.append(DeleteKey(key, lineno))
                 else:
                     ops.append(CreateKey(key, lineno))
@@ -279,6 +314,8 @@ def parse(data: bytes, path: str = "<reg>") -> RegFile:
             elif line.startswith('"'):
                 vname, end = _quoted(line, 0)
                 rest = line[end:]
+                if len(vname) > MAX_VALUE_NAME:
+                    raise _Syntax(f"a value name of {len(vname)} characters: Windows allows at most {MAX_VALUE_NAME}")
             else:
                 raise _Syntax(f"unexpected {line[:30]!r}: expected [KEY], \"name\"=data, @=data or ; comment")
             rest = rest.lstrip()
@@ -286,12 +323,18 @@ def parse(data: bytes, path: str = "<reg>") -> RegFile:
                 raise _Syntax("expected = after the value name")
             rest = rest[1:].strip()
             # hex data continues on the next lines while a line ends with a backslash
-            if rest.lower().startswith("hex"):
-                while rest.endswith("\\"):
+            if rest[:3].lower() == "hex" and rest.endswith("\\"):
+                pieces = [rest[:-1]]  # joined once at the end: appending to a string copies it every line
+                while True:
                     if i >= len(lines):
                         raise _Syntax("the file ends inside continued hex data")
-                    rest = rest[:-1] + lines[i].strip()
+                    more = lines[i].strip()
                     i += 1
+                    if not more.endswith("\\"):
+                        pieces.append(more)
+                        break
+                    pieces.append(more[:-1])
+                rest = "".join(pieces)
             value = _value(rest, ansi)
             if key is None:
                 raise _Syntax("a value before any [KEY] line")
@@ -302,23 +345,46 @@ def parse(data: bytes, path: str = "<reg>") -> RegFile:
             else:
                 ops.append(SetValue(key, vname, value[0], value[1], lineno))
         except _Syntax as e:
-            raise InputError(f"{path}:{lineno}: {e}") from None
-        except UsageError as e:
-            raise UsageError(f"{path}:{lineno}: {e.message}", hint=e.hint) from None
+            raise CorruptInput(f"{path}:{lineno}: {e}") from None
+        except InputError as e:
+            raise type(e)(f"{path}:{lineno}: {e.message}", hint=e.hint) from None
     return RegFile(path, tuple(ops))
 
 
 def load(path: str | os.PathLike) -> RegFile:
+    """Read and parse a .reg file: a regular file of at most MAX_FILE bytes, read no further than its size
+    (a device such as /dev/zero or a FIFO would be read until memory runs out, or block)."""
     p = os.fspath(path)
-    if os.path.isdir(p):
-        raise InputError(f"--reg-import {p}: is a directory, not a .reg file")
     try:
-        with open(p, "rb") as f:
-            data = f.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (fstat then refuses it); no effect on files.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InputError(f"--reg-import {p}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"--reg-import {p}: is a directory, not a .reg file") from None
     except OSError as e:
         raise InputError(f"--reg-import {p}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"--reg-import {p}: is a directory, not a .reg file")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"--reg-import {p}: not a regular file (a device, FIFO or socket): give a .reg file")
+        if st.st_size > MAX_FILE:
+            raise InputError(f"--reg-import {p}: {st.st_size} bytes, more than a .reg file of {MAX_FILE >> 20} MiB, "
+                             f"the most wim2vhd reads: split it")
+        chunks, left = [], st.st_size
+        while left > 0:  # no further than the size it had when opened, should it grow meanwhile
+            b = os.read(fd, min(left, 1 << 20))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise InputError(f"--reg-import {p}: {e.strerror}") from None
+    finally:
+        os.close(fd)
     return parse(data, p)
 
 

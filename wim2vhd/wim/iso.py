@@ -57,14 +57,25 @@ class IsoFile:
 
 
 # -- reading ----------------------------------------------------------------------------------------------
+# What finding the install image may read in all: a Windows ISO's directories and file entries come to a
+# few hundred kilobytes; a damaged one could have the walk read the same large directory again and again.
+FIND_BUDGET = 256 << 20
+
+
 class _Reader:
-    def __init__(self, f: BinaryIO, name: str):
+    def __init__(self, f: BinaryIO, name: str, budget: int | None = None):
         self.f, self.name = f, name
         self.size = os.fstat(f.fileno()).st_size
+        self.budget = budget
 
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or offset + length > self.size:
             raise CorruptInput(f"{self.name}: the ISO is truncated or damaged (a structure points past its end)")
+        if self.budget is not None:
+            self.budget -= length
+            if self.budget < 0:
+                raise CorruptInput(f"{self.name}: its directories take more than {format_size(FIND_BUDGET)} to "
+                                   "walk: the ISO is damaged")
         return os.pread(self.f.fileno(), length, offset)
 
     def read_extents(self, extents: tuple[Extent, ...], limit: int = 1 << 26) -> bytes:
@@ -123,6 +134,9 @@ class _Udf:
         n_maps = struct.unpack_from("<I", lvd, 268)[0]
         pos, self.starts = 440, []
         for _ in range(n_maps):
+            if pos + 6 > len(lvd):  # the maps must fit in the descriptor's sector
+                raise CorruptInput(f"{r.name}: its UDF logical volume descriptor lists {n_maps} partition maps, "
+                                   "more than it holds")
             mtype, mlen = lvd[pos], lvd[pos + 1]
             if mtype == 1:
                 num = struct.unpack_from("<H", lvd, pos + 4)[0]
@@ -352,7 +366,7 @@ def find_install_image(iso_path: str) -> IsoFile:
     except OSError as e:
         raise from_oserror(e, iso_path) from None
     with f:
-        r = _Reader(f, iso_path)
+        r = _Reader(f, iso_path, FIND_BUDGET)
         seen = []
         for kind in (_Udf, _Iso9660):
             try:
