@@ -119,7 +119,9 @@ def test_bad_inputs(fixture_wim, tmp):
     out = tmp / "o.vhdx"
     fails(["apply", fixture_wim, out, "--index", "7"], 3, "images: 1:", tmp, out)
     fails(["apply", fixture_wim, out, "--name", "nope"], 3, "no image named", tmp, out)
-    fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 4, "", tmp, out)
+    # a --size too small for the image is a usage error that says the size needed
+    fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 2, "use --size 1G or more", tmp, out)
+    fails(["apply", fixture_wim, out, "--index", "1", "--size", "100M"], 2, "use --size 286M or more", tmp, out)
     for zero in ("0", "0G"):  # not the default size (it made a 25 GiB disk)
         fails(["apply", fixture_wim, out, "--index", "1", "--size", zero], 2, "--size must be more than 0", tmp, out)
     data = open(fixture_wim, "rb").read()

@@ -79,6 +79,11 @@ def check_image_layout(layout: str, index: int, img: ImageInfo) -> None:
                          f"--layout {layout} needs BIOS boot files; use --layout uefi (or native)")
 
 
+def _size_arg(n: int) -> str:
+    """A size as --size takes it: whole GiB as 3G, else whole MiB as 290M (rounded up)."""
+    return f"{n // GiB}G" if n % GiB == 0 else f"{-(-n // MiB)}M"
+
+
 # The time a reproducible run stamps on what it creates when the image says nothing: 2000-01-01 UTC.
 FALLBACK_EPOCH = 946684800
 
@@ -128,14 +133,21 @@ def apply(job: ApplyJob, opts: ApplyOptions, progress: Progress | None = None, *
         # same image, options and seed give the same bytes.
         with repro.pinned(opts.seed, pinned or 0), fixed_clock(pinned):
             # Everything is checked before anything is written.
+            layout_min = partition.min_disk_size(opts.layout, opts.sector_size, recovery_size=opts.recovery_size,
+                                                 mbr=opts.mbr)
+            if size < layout_min:
+                # A --size too small for the layout is the user's to change: a usage error, not a full disk.
+                raise UsageError(f"--size {format_size(size)} is too small for the {opts.layout} layout: "
+                                 f"use --size {_size_arg(layout_min)} or more")
             plan = partition.plan_layout(size, opts.sector_size, opts.layout, recovery_size=opts.recovery_size,
                                          mbr=opts.mbr)
             win = plan.role("windows")
             need = ntfs_need(img)
             if win.size < need:
-                raise NoSpace(f"image {job.index} ({img.name}) needs about {format_size(need)} of NTFS space, "
-                              f"but the Windows partition would be {format_size(win.size)}",
-                              hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
+                raise UsageError(f"--size {format_size(size)} is too small for image {job.index} ({img.name!r}): "
+                                 f"it needs about {format_size(need)} of NTFS space, but the Windows partition "
+                                 f"would be {format_size(win.size)}; use --size "
+                                 f"{_size_arg(align_up(size + need - win.size, GiB))} or more")
             if opts.customize is not None:
                 opts.customize.apply_to_image(wim, job.index)
             return _write(_Run(job, opts, wim, img, size, plan, t_start=t_start), progress)

@@ -99,9 +99,9 @@ class ApplyOptions:
         if self.recovery_size and self.layout != "uefi":
             raise UsageError("--recovery goes with --layout uefi")
         if self.bcd_devices not in BCD_DEVICES:
-            raise UsageError("--bcd-devices must be locate or partition")
+            raise UsageError(f"--bcd-devices must be one of {', '.join(BCD_DEVICES)}, not {self.bcd_devices!r}")
         if self.sector_size not in SECTOR_SIZES:
-            raise UsageError("--sector-size must be 512 or 4096")
+            raise UsageError(f"--sector-size must be 512 or 4096, not {self.sector_size}")
         if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:
             raise UsageError(f"--threads must be 0 to {MAX_THREADS}")
         if self.layout in ("bios", "hybrid") and self.sector_size != 512:
