@@ -230,3 +230,14 @@ def test_user_boot_code_on_hybrid(fixture_wim, tmp_path):
         "--bios-boot-code", code)
     with open(out, "rb") as f:
         assert f.read(440) == code.read_bytes()
+
+
+def test_reproducible(fixture_wim, tmp_path):
+    """--seed: the same image, options and seed give the same hybrid disk, byte for byte (sha256 by
+    sha256sum), both stores and the FAT32 volume id included."""
+    outs = []
+    for name in ("a.vhdx", "b.vhdx"):
+        out = tmp_path / name
+        w2v("apply", fixture_wim, out, "--index", "1", "--size", "1G", "--layout", "hybrid", "--seed", "same")
+        outs.append(run("sha256sum", out).stdout.split()[0])
+    assert outs[0] == outs[1]
