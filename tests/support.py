@@ -249,3 +249,13 @@ def in_small_fs(tmp, size: str, script: str) -> subprocess.CompletedProcess:
             pytest.fail(f"no user/mount namespace for the full-disk test: {p.stderr.strip()}")
         pytest.skip(f"no user/mount namespace here: {p.stderr.strip()}")
     return p
+
+
+def wim_with_arch(fixture_wim, tmp, arch: int):
+    """A copy of the fixture WIM whose image 1 says WINDOWS/ARCH=arch (set by wimlib-imagex)."""
+    wim = tmp / f"arch{arch}.wim"
+    shutil.copyfile(fixture_wim, wim)
+    run("wimlib-imagex", "info", wim, "1", "--image-property", f"WINDOWS/ARCH={arch}")
+    xml = subprocess.run(["wiminfo", str(wim), "1", "--xml"], capture_output=True, check=True).stdout
+    assert f"<ARCH>{arch}</ARCH>" in xml.decode("utf-16")
+    return wim

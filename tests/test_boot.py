@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.support import extract_partition, leftovers, regipy_store, run, sfdisk, to_raw, w2v
+from tests.support import extract_partition, leftovers, regipy_store, run, sfdisk, to_raw, w2v, wim_with_arch
 
 
 LOADER = 0x10200003
@@ -116,17 +116,6 @@ def test_damaged_bcd_template(tmp, template):
 
 
 # -- the removable-media fallback follows the image's architecture ---------------------------------
-def wim_with_arch(fixture_wim, tmp, arch: int):
-    """A copy of the fixture WIM whose image 1 says WINDOWS/ARCH=arch (set by wimlib-imagex)."""
-    import shutil
-    wim = tmp / f"arch{arch}.wim"
-    shutil.copyfile(fixture_wim, wim)
-    run("wimlib-imagex", "info", wim, "1", "--image-property", f"WINDOWS/ARCH={arch}")
-    xml = subprocess.run(["wiminfo", str(wim), "1", "--xml"], capture_output=True, check=True).stdout
-    assert f"<ARCH>{arch}</ARCH>" in xml.decode("utf-16")
-    return wim
-
-
 @pytest.mark.parametrize("arch, name", [(9, "bootx64.efi"), (12, "bootaa64.efi"), (0, "bootia32.efi")])
 def test_fallback_loader_follows_the_architecture(fixture_wim, tmp, arch, name):
     """mdir (mtools) lists \\EFI\\Boot: exactly the loader for the image's architecture, and it is bootmgfw.efi."""

@@ -57,10 +57,10 @@ def assert_uefi_probe(text, raw):
     assert not any("MISSING" in line for line in got), text
 
 
-def assert_bios_probe(text):
+def assert_bios_probe(text, oem="NTFS    "):
     # The OEM ID is read from the boot sector in memory: NTFS's proves the partition's VBR was loaded.
     # 80 is the first hard disk, the only one the machine has.
-    assert f"{bios_probe.PROBE} oem=[NTFS    ] drive=80" in lines(text), text
+    assert f"{bios_probe.PROBE} oem=[{oem}] drive=80" in lines(text), text
     assert bios_probe.END in lines(text), text
 
 
@@ -192,6 +192,14 @@ def test_bios_boot_with_a_recovery_partition(fixture_wim, tmp_path):
     assert_bios_probe(qemu.boot(disk, "bios", expect=bios_probe.END))
 
 
+# -- hybrid (one MBR disk for both firmwares) -----------------------------------------------
+@pytest.fixture(scope="module")
+def hybrid_disk(fixture_wim, tmp_path_factory):
+    d = tmp_path_factory.mktemp("qemu-hybrid")
+    disk = apply(fixture_wim, d / "hybrid.vhdx", "--layout", "hybrid")
+    return disk, to_raw(disk, d)
+
+
 @needs_qemu
 @needs_ovmf
 def test_uefi_boot_with_a_recovery_partition(fixture_wim, tmp_path):
@@ -199,3 +207,30 @@ def test_uefi_boot_with_a_recovery_partition(fixture_wim, tmp_path):
     raw = to_raw(disk, tmp_path)
     assert len(sfdisk(raw)["partitions"]) == 4
     assert_uefi_probe(qemu.boot(disk, "uefi", expect=efi_probe.END), raw)
+
+
+def test_hybrid_on_uefi(hybrid_disk):
+    """OVMF finds \\EFI\\Boot\\bootx64.efi on the active FAT32 partition (type 0x0C) of the MBR disk."""
+    disk, raw = hybrid_disk
+    parts = sfdisk(raw)["partitions"]
+    assert [(p["type"], p.get("bootable", False)) for p in parts] == [("c", True), ("7", False)]
+    text = qemu.boot(disk, "uefi", expect=efi_probe.END)
+    got = [line for line in lines(text) if line.startswith("W2V-")]
+    assert efi_probe.PROBE in got, text
+    assert f"{efi_probe.BCD_FOUND} hd0,msdos1" in got and f"{efi_probe.WINDOWS_FOUND} hd0,msdos2" in got, text
+    assert not any("MISSING" in line for line in got), text
+
+
+@needs_qemu
+def test_hybrid_on_bios(hybrid_disk):
+    """SeaBIOS: our MBR code and GRUB core find \\bootmgr on the FAT32 system partition and chain-load it
+    with that partition's boot sector, whose OEM ID (read here from the disk at sfdisk's start) the probe
+    prints: the FAT32 volume's, not the NTFS one's."""
+    disk, raw = hybrid_disk
+    start = sfdisk(raw)["partitions"][0]["start"] * 512
+    with open(raw, "rb") as f:
+        f.seek(start)
+        boot = f.read(512)
+    assert boot[0x52:0x5A] == b"FAT32   "
+    text = qemu.boot(disk, "bios", expect=bios_probe.END)
+    assert_bios_probe(text, oem=boot[3:11].decode("ascii"))

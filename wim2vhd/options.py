@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wim2vhd.errors import InputError, UsageError
-from wim2vhd.partition import LAYOUTS, RECOVERY_LAYOUTS
+from wim2vhd.partition import LAYOUT_ALIASES, LAYOUTS, RECOVERY_LAYOUTS, layout_name
 from wim2vhd.units import MiB, parse_size
 
 DISK_TYPES = ("dynamic", "fixed")
@@ -121,8 +121,10 @@ class ApplyOptions:
 
     def check(self) -> None:
         """Refuse a combination no disk can be made from, before anything is read or written."""
-        if self.layout not in LAYOUTS:
-            raise UsageError(f"--layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if layout_name(self.layout) is None:
+            names = ", ".join(LAYOUTS) + "".join(f" ({a} is {n})" for a, n in LAYOUT_ALIASES.items())
+            raise UsageError(f"--layout must be one of {names}, not {self.layout!r}")
+        self.layout = layout_name(self.layout)  # windowstogo is hybrid from here on
         if self.disk_type not in DISK_TYPES:
             raise UsageError(f"--type must be fixed or dynamic, not {self.disk_type!r}")
         if self.size is not None and self.size <= 0:
@@ -130,25 +132,26 @@ class ApplyOptions:
             raise UsageError("--size must be more than 0 (leave it out for the default: 25 GiB or more, "
                              "by the image)")
         if self.mbr and self.layout != "native":
-            raise UsageError("--mbr goes with --layout native (bios is always MBR, uefi always GPT)")
+            raise UsageError("--mbr goes with --layout native (bios and hybrid are always MBR, uefi always GPT)")
         if self.recovery_size and self.layout not in RECOVERY_LAYOUTS:
             raise UsageError(f"--recovery goes with --layout {' or '.join(RECOVERY_LAYOUTS)}, not {self.layout!r}")
         if self.recovery_size and not self.boot:
             # WinRE is started from the store (recoverysequence): without one it would never run.
             raise UsageError("--recovery adds WinRE to the boot store: it cannot go with --no-boot")
         if self.bcd_devices not in BCD_DEVICES:
-            raise UsageError("--bcd-devices must be locate or partition")
+            raise UsageError(f"--bcd-devices must be one of {', '.join(BCD_DEVICES)}, not {self.bcd_devices!r}")
         if self.locale is not None and not LOCALE_RE.fullmatch(self.locale):
             raise UsageError(f"--locale must be a language tag such as en-US or de-DE, not {self.locale!r}")
         if self.sector_size not in SECTOR_SIZES:
-            raise UsageError("--sector-size must be 512 or 4096")
+            raise UsageError(f"--sector-size must be 512 or 4096, not {self.sector_size}")
         if self.threads is not None and not 0 <= self.threads <= MAX_THREADS:
             raise UsageError(f"--threads must be 0 to {MAX_THREADS}")
-        if self.layout == "bios" and self.sector_size != 512:
-            raise UsageError("BIOS boot needs 512-byte sectors")
+        if self.layout in ("bios", "hybrid") and self.sector_size != 512:
+            raise UsageError(f"BIOS boot needs 512-byte sectors: --layout {self.layout} takes no "
+                             f"--sector-size {self.sector_size}")
         if self.bios_boot_code is not None:
-            if self.layout != "bios" or not self.boot:
-                raise UsageError("--bios-boot-code goes with --layout bios (and without --no-boot)")
+            if self.layout not in ("bios", "hybrid") or not self.boot:
+                raise UsageError("--bios-boot-code goes with --layout bios or hybrid (and without --no-boot)")
             from wim2vhd.boot.biosboot import check_code_size
             try:  # checked before any work: the code itself is read by the boot stage
                 size = os.stat(self.bios_boot_code).st_size

@@ -102,6 +102,7 @@ GPT_TYPE_NAMES = {
 
 MBR_TYPE_NTFS = 0x07
 MBR_TYPE_WINRE = 0x27   # what Windows Setup gives the WinRE partition of an MBR disk
+MBR_TYPE_FAT32_LBA = 0x0C
 MBR_TYPE_PROTECTIVE = 0xEE
 MBR_TYPE_NAMES = {0x07: "NTFS/exFAT", 0x0B: "FAT32", 0x0C: "FAT32 (LBA)", 0xEF: "EFI system",
                   0xEE: "GPT protective", 0x27: "Windows recovery", 0x05: "extended", 0x0F: "extended (LBA)"}
@@ -125,8 +126,10 @@ MSR_SIZE = 16 * MiB    # what Windows 10/11 Setup creates
 MIN_NTFS_SIZE = 8 * MiB  # smallest Windows/data partition we plan (mkntfs itself needs ~1 MiB)
 MBR_MAX_SECTORS = 0xFFFFFFFF
 
-LAYOUTS = ("uefi", "bios", "native")
-RECOVERY_LAYOUTS = ("uefi", "bios")  # the layouts that boot, and so may have a WinRE partition
+LAYOUTS = ("uefi", "bios", "hybrid", "native")
+RECOVERY_LAYOUTS = ("uefi", "bios")  # the layouts that may have a WinRE partition (hybrid: not yet)
+# Other names a layout is known by: Convert-WindowsImage calls the hybrid one WindowsToGo.
+LAYOUT_ALIASES = {"windowstogo": "hybrid"}
 
 # CHS geometry for LBA disks: 255 heads, 63 sectors per track, as Windows and
 # fdisk assume; CHS past cylinder 1023 is written as (1023, 254, 63) = FE FF FF.
@@ -313,6 +316,13 @@ def _gpt_data_end(disk_size: int, sector_size: int) -> int:
     return align_down((n_lbas - tail) * sector_size, ALIGN)
 
 
+def layout_name(name: str) -> str | None:
+    """The layout a name means (one of LAYOUTS, an alias such as windowstogo, any case), or None."""
+    low = name.lower() if isinstance(name, str) else name
+    low = LAYOUT_ALIASES.get(low, low)
+    return low if low in LAYOUTS else None
+
+
 def _too_small(layout: str, disk_size: int, need: int) -> NoSpace:
     return NoSpace(f"a {format_size(disk_size)} disk is too small for the {layout} layout: "
                    f"it must be at least {format_size(need)}", hint="choose a larger --size")
@@ -327,13 +337,16 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
       when ``recovery_size`` > 0;
     * ``bios``: MBR with one active NTFS partition from 1 MiB to the end, or to a WinRE partition
       (type 0x27) at the end when ``recovery_size`` > 0;
+    * ``hybrid`` (``windowstogo``): MBR with an active FAT32 system partition of ``esp_size``
+      that holds the UEFI and the BIOS boot files, then NTFS for Windows to the end;
     * ``native``: one NTFS partition, GPT (or MBR with ``mbr=True``), no ESP.
 
     Raises NoSpace when the disk is too small, UsageError for bad arguments.
     """
     n_lbas = _check_geometry(disk_size, sector_size)
-    if layout not in LAYOUTS:
+    if layout_name(layout) is None:
         raise UsageError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    layout = layout_name(layout)
     for what, v in (("recovery size", recovery_size), ("ESP size", esp_size), ("MSR size", msr_size)):
         if v < 0 or v % ALIGN:
             raise UsageError(f"{what} must be a whole number of MiB, not {v} bytes")
@@ -341,12 +354,13 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
         raise UsageError(f"a recovery partition is only planned in the {' and '.join(RECOVERY_LAYOUTS)} layouts, "
                          f"not {layout}")
     if mbr and layout != "native":
-        raise UsageError("mbr=True only applies to the native layout (bios is always MBR, uefi always GPT)")
-    if layout == "uefi" and esp_size < 33 * MiB:
+        raise UsageError("mbr=True only applies to the native layout (bios and hybrid are always MBR, "
+                         "uefi always GPT)")
+    if layout in ("uefi", "hybrid") and esp_size < 33 * MiB:
         # FAT32 needs 65525 clusters; 512-byte clusters on 512-byte sectors need ~33 MiB.
         raise UsageError(f"an ESP of {format_size(esp_size)} cannot hold FAT32: use at least 33 MiB")
 
-    scheme = "mbr" if (layout == "bios" or mbr) else "gpt"
+    scheme = "mbr" if (layout in ("bios", "hybrid") or mbr) else "gpt"
     parts: list[Partition] = []
     if scheme == "gpt":
         data_end = _gpt_data_end(disk_size, sector_size)
@@ -377,21 +391,31 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
         return DiskLayout("gpt", disk_size, sector_size, tuple(parts),
                           disk_guid=repro.derived_guid("disk"), layout=layout)
 
-    # MBR: one partition from 1 MiB to the last whole MiB of the disk.
+    # MBR: the last partition ends at the last whole MiB of the disk.
     data_end = align_down(n_lbas * sector_size, ALIGN)
     mbr_limit = align_down(MBR_MAX_SECTORS * sector_size, ALIGN)
     if data_end > mbr_limit:
         raise UsageError(f"an MBR disk with {sector_size}-byte sectors cannot address past "
                          f"{format_size(mbr_limit)}: use the uefi layout (GPT) or a smaller --size")
-    if data_end < ALIGN + MIN_NTFS_SIZE + recovery_size:
-        raise _too_small(layout, disk_size, min_disk_size(layout, sector_size, mbr=mbr, recovery_size=recovery_size))
-    # Native boot does not need the partition active; BIOS boot does.
+    head = ALIGN + (esp_size if layout == "hybrid" else 0)
+    if data_end < head + MIN_NTFS_SIZE + recovery_size:
+        raise _too_small(layout, disk_size, min_disk_size(layout, sector_size, mbr=mbr, esp_size=esp_size,
+                                                          recovery_size=recovery_size))
+    parts = []
+    if layout == "hybrid":
+        # bcdboot /f ALL's system partition (Convert-WindowsImage's WindowsToGo: New-Partition -MbrType
+        # FAT32 -IsActive): type 0x0C, not the ESP's 0xEF, because the BIOS side (the boot code, then
+        # bootmgr) and Windows itself look for a FAT32 type; UEFI firmware finds its files by the
+        # file system, whatever the type byte (edk2/OVMF, and the machines Windows To Go boots on).
+        # Its role is esp: it is the EFI system partition of the disk for UEFI firmware.
+        parts.append(Partition(1, ALIGN, esp_size, "esp", "fat32", mbr_type=MBR_TYPE_FAT32_LBA, active=True))
+    # Native boot does not need the partition active; BIOS boot does (hybrid: the system partition is).
     win_end = data_end - recovery_size
-    parts = [Partition(1, ALIGN, win_end - ALIGN, "windows", "ntfs", mbr_type=MBR_TYPE_NTFS,
-                       active=(layout == "bios"))]
+    parts.append(Partition(len(parts) + 1, head, win_end - head, "windows", "ntfs", mbr_type=MBR_TYPE_NTFS,
+                           active=(layout == "bios")))
     if recovery_size:
         # As Windows Setup leaves an MBR disk: WinRE in a primary NTFS partition of type 0x27 after Windows.
-        parts.append(Partition(2, win_end, recovery_size, "recovery", "ntfs", mbr_type=MBR_TYPE_WINRE))
+        parts.append(Partition(len(parts) + 1, win_end, recovery_size, "recovery", "ntfs", mbr_type=MBR_TYPE_WINRE))
     return DiskLayout("mbr", disk_size, sector_size, tuple(parts),
                       disk_signature=derived_signature(), layout=layout)
 
@@ -402,8 +426,11 @@ def min_disk_size(layout: str = "uefi", sector_size: int = 512, *, recovery_size
 
     GPT layouts keep their last MiB free for the backup table; MBR needs only the first.
     """
+    layout = layout_name(layout) or layout
     if layout == "uefi":
         return ALIGN + esp_size + msr_size + MIN_NTFS_SIZE + recovery_size + ALIGN
+    if layout == "hybrid":
+        return ALIGN + esp_size + MIN_NTFS_SIZE
     if layout == "native" and not mbr:
         return ALIGN + MIN_NTFS_SIZE + ALIGN
     return ALIGN + MIN_NTFS_SIZE + recovery_size

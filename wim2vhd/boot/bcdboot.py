@@ -45,7 +45,7 @@ class BootSettings:
 BOOT = "Windows\\Boot"
 TEMPLATE = "Windows\\System32\\config\\BCD-Template"
 # bcdboot marks the BIOS boot files hidden and system (bootmgr read-only too).
-ATTR_RO, ATTR_HIDDEN, ATTR_SYSTEM, ATTR_ARCHIVE = 0x1, 0x2, 0x4, 0x20
+ATTR_RO, ATTR_HIDDEN, ATTR_SYSTEM, ATTR_DIRECTORY, ATTR_ARCHIVE = 0x1, 0x2, 0x4, 0x10, 0x20
 
 
 def _tree(vol, top: str) -> dict[str, bytes]:
@@ -77,7 +77,9 @@ def _pop(tree: dict[str, bytes], name: str) -> bytes | None:
 def _devices(bcd_devices: str, plan, firmware: str) -> dict[str, dv.Device]:
     """The devices of {bootmgr} and of the loader, for --bcd-devices."""
     win = plan.role("windows")
-    sysp = plan.role("esp") if firmware == "uefi" else win
+    # The system partition: the ESP (hybrid: its FAT32 system partition, for both firmwares), or on
+    # the bios layout the Windows partition itself.
+    sysp = plan.role("esp") or win
     if bcd_devices == "partition":
         if plan.scheme == "gpt":
             disk = uuid.UUID(plan.disk_guid)
@@ -118,6 +120,60 @@ def build_store(template: bytes | None, firmware: str, description: str, devs: d
     return store
 
 
+# Where each firmware's store lies on the system partition.
+STORE_PATH = {"uefi": "EFI/Microsoft/Boot/BCD", "bios": "Boot/BCD"}
+# The firmwares each layout boots on: hybrid is bcdboot /f ALL, both file sets on one system partition.
+LAYOUT_FIRMWARES = {"uefi": ("uefi",), "bios": ("bios",), "hybrid": ("uefi", "bios")}
+# bcdboot's attributes of the BIOS files, on NTFS (bits) and as FAT attribute letters (mattrib).
+BIOS_ATTRIBUTES = {"bootmgr": ATTR_RO | ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE,
+                   "BOOTNXT": ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE,
+                   "Boot": ATTR_HIDDEN | ATTR_SYSTEM | ATTR_DIRECTORY}
+BIOS_FAT_ATTRIBUTES = {"bootmgr": "rash", "BOOTNXT": "ash", "Boot": "hs"}
+
+
+def bios_files(pcat: dict[str, bytes], fonts: dict[str, bytes], resources: dict[str, bytes],
+               bcd: bytes) -> dict[str, bytes]:
+    """bcdboot's BIOS file set, {path with '/': contents}: \\bootmgr and \\BOOTNXT at the root of the
+    system partition, the rest of PCAT with Fonts, Resources and the store under \\Boot."""
+    pcat = dict(pcat)
+    files = {"bootmgr": _pop(pcat, "bootmgr")}
+    bootnxt = _pop(pcat, "BOOTNXT")
+    if bootnxt is not None:
+        files["BOOTNXT"] = bootnxt
+    tree = dict(pcat)
+    tree.update({f"Fonts/{k}": v for k, v in fonts.items()})
+    tree.update({f"Resources/{k}": v for k, v in resources.items()})
+    _pop(tree, "BCD")  # ours replaces any the image carries, whatever its case
+    tree["BCD"] = bcd
+    files.update({f"Boot/{k}": v for k, v in sorted(tree.items())})
+    return files
+
+
+def uefi_files(efi: dict[str, bytes], fonts: dict[str, bytes], resources: dict[str, bytes], bcd: bytes,
+               fallback: str) -> dict[str, bytes]:
+    """bcdboot's UEFI file set: \\EFI\\Microsoft\\Boot with the store, and bootmgfw.efi again as the
+    removable-media fallback \\EFI\\Boot\\<fallback>."""
+    files = {f"EFI/Microsoft/Boot/{k}": v for k, v in efi.items()}
+    files.update({f"EFI/Microsoft/Boot/Fonts/{k}": v for k, v in fonts.items()})
+    files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
+    _pop(files, STORE_PATH["uefi"])
+    files[STORE_PATH["uefi"]] = bcd
+    files["EFI/Boot/" + fallback] = efi[_find(efi, "bootmgfw.efi")]
+    return files
+
+
+def _write_ntfs(vol, files: dict[str, bytes]) -> None:
+    """The BIOS file set onto the Windows volume (the bios layout), with bcdboot's attributes."""
+    for rel, data in files.items():
+        parts = rel.split("/")
+        if len(parts) > 1:
+            vol.mkdir("\\".join(parts[:-1]), parents=True, exist_ok=True)
+        vol.write_file(rel.replace("/", "\\"), data)
+    for name, attrs in BIOS_ATTRIBUTES.items():
+        if name in files or any(k.startswith(name + "/") for k in files):
+            vol.set_attributes(name, attrs)
+
+
 def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, tmp_dir: str,
                   winre_source: "winre.WinreSource | None" = None) -> dict[str, Any]:
     """Run the boot stage on an applied disk; returns what it did, for the summary.  winre_source:
@@ -130,74 +186,62 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
     if plan.layout == "native":
         # A native-boot VHD(X) is started by the host's boot manager: see `wim2vhd bcd add-vhd`.
         return {"firmware": None, "note": "native layout: add the disk to a host's store with `wim2vhd bcd add-vhd`"}
-    firmware = "uefi" if plan.layout == "uefi" else "bios"
+    firmwares = LAYOUT_FIRMWARES[plan.layout]
     win = plan.role("windows")
-    devs = _devices(settings.bcd_devices, plan, firmware)
     description = img.display_name or img.name or "Windows"
+    stores: dict[str, bytes] = {}
+    debugger = recovery = None
     with NtfsWindow(disk, win.start, win.size) as dev, NtfsVolume(dev) as vol:
         if not vol.is_dir(BOOT):
             raise InputError(f"image {index} has no \\{BOOT}: it cannot be made bootable (use --no-boot)")
         template = vol.read_file(TEMPLATE) if vol.exists(TEMPLATE) else None
         fonts = _tree(vol, BOOT + "\\Fonts")
         resources = _tree(vol, BOOT + "\\Resources")
-        if firmware == "uefi":
+        memdiag = {}
+        if "uefi" in firmwares:
             efi = _tree(vol, BOOT + "\\EFI")
-            bootmgfw = _find(efi, "bootmgfw.efi")
-            if bootmgfw is None:
+            if _find(efi, "bootmgfw.efi") is None:
                 raise InputError(f"image {index} has no \\{BOOT}\\EFI\\bootmgfw.efi: it cannot boot on UEFI")
-            memdiag = _find(efi, "memtest.efi") is not None
-        else:
+            memdiag["uefi"] = _find(efi, "memtest.efi") is not None
+        if "bios" in firmwares:
             pcat = _tree(vol, BOOT + "\\PCAT")
             if _find(pcat, "bootmgr") is None:
                 raise InputError(f"image {index} has no \\{BOOT}\\PCAT\\bootmgr: it cannot boot on BIOS")
-            memdiag = _find(pcat, "memtest.exe") is not None
-        store = build_store(template, firmware, description, devs, locale=settings.locale, memdiag=memdiag)
-        try:
-            debugger = kdebug.apply(store, store.resolve("{default}"), settings.debug) if settings.debug else None
-            if winre_source is not None:
-                winre_ids = winre.WinreIds.new()
-                winre.add_to_store(store, store.resolve("{default}"), plan, winre_ids, firmware=firmware,
-                                   locale=settings.locale)
-            bcd = store.to_bytes()
-        finally:
-            store.close()
-        recovery = winre.install(disk, plan, vol, winre_source, winre_ids) if winre_source is not None else None
+            memdiag["bios"] = _find(pcat, "memtest.exe") is not None
+        winre_ids = winre.WinreIds.new() if winre_source is not None else None
+        for firmware in firmwares:
+            devs = _devices(settings.bcd_devices, plan, firmware)
+            store = build_store(template, firmware, description, devs, locale=settings.locale,
+                                memdiag=memdiag[firmware])
+            try:
+                if settings.debug:
+                    debugger = kdebug.apply(store, store.resolve("{default}"), settings.debug)
+                if winre_ids is not None:  # (one firmware: hybrid takes no --recovery)
+                    winre.add_to_store(store, store.resolve("{default}"), plan, winre_ids, firmware=firmware,
+                                       locale=settings.locale)
+                stores[firmware] = store.to_bytes()
+            finally:
+                store.close()
+        if winre_source is not None:
+            recovery = winre.install(disk, plan, vol, winre_source, winre_ids)
+        if plan.layout == "bios":
+            # bcdboot's BIOS layout: the system partition is the Windows partition.
+            files = bios_files(pcat, fonts, resources, stores["bios"])
+            _write_ntfs(vol, files)
 
-        if firmware == "bios":
-            # bcdboot's BIOS layout: \bootmgr and \BOOTNXT at the root, the rest under \Boot.
-            vol.write_file("bootmgr", _pop(pcat, "bootmgr"))
-            vol.set_attributes("bootmgr", ATTR_RO | ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
-            files = 1
-            bootnxt = _pop(pcat, "BOOTNXT")
-            if bootnxt is not None:
-                vol.write_file("BOOTNXT", bootnxt)
-                vol.set_attributes("BOOTNXT", ATTR_HIDDEN | ATTR_SYSTEM | ATTR_ARCHIVE)
-                files += 1
-            vol.mkdir("Boot", exist_ok=True)
-            tree = dict(pcat)
-            tree.update({f"Fonts/{k}": v for k, v in fonts.items()})
-            tree.update({f"Resources/{k}": v for k, v in resources.items()})
-            _pop(tree, "BCD")  # ours replaces any the image carries, whatever its case
-            tree["BCD"] = bcd
-            for rel, data in sorted(tree.items()):
-                parts = rel.split("/")
-                if len(parts) > 1:
-                    vol.mkdir("Boot\\" + "\\".join(parts[:-1]), parents=True, exist_ok=True)
-                vol.write_file("Boot\\" + rel.replace("/", "\\"), data)
-            vol.set_attributes("Boot", ATTR_HIDDEN | ATTR_SYSTEM | 0x10)
-            files += len(tree)
-
-    if firmware == "uefi":
-        esp_files: dict[str, bytes] = {f"EFI/Microsoft/Boot/{k}": v for k, v in efi.items()}
-        esp_files.update({f"EFI/Microsoft/Boot/Fonts/{k}": v for k, v in fonts.items()})
-        esp_files.update({f"EFI/Microsoft/Boot/Resources/{k}": v for k, v in resources.items()})
-        _pop(esp_files, "EFI/Microsoft/Boot/BCD")
-        esp_files["EFI/Microsoft/Boot/BCD"] = bcd
-        # the removable-media fallback path, named for the image's architecture
-        esp_files["EFI/Boot/" + fallback_loader(img.architecture, efi[bootmgfw])] = efi[bootmgfw]
-        fs.rebuild_esp(disk, esp_files, layout=plan, tmp_dir=tmp_dir)
-        files = len(esp_files)
-    else:
+    if "uefi" in firmwares:
+        # One FAT32 system partition: the ESP (uefi), or hybrid's active FAT32 partition, which holds the
+        # BIOS files beside the UEFI ones.
+        files = uefi_files(efi, fonts, resources, stores["uefi"],
+                           fallback_loader(img.architecture, efi[_find(efi, "bootmgfw.efi")]))
+        attributes = {}
+        if "bios" in firmwares:
+            bios = bios_files(pcat, fonts, resources, stores["bios"])
+            files.update(bios)
+            attributes = {k: v for k, v in BIOS_FAT_ATTRIBUTES.items() if k in bios or f"{k}/BCD" in bios}
+        fs.rebuild_esp(disk, files, attributes=attributes, layout=plan, tmp_dir=tmp_dir)
+    boot_code = None
+    if "bios" in firmwares:
         from wim2vhd.boot.biosboot import install_bios_boot
         code = None
         if settings.bios_boot_code:
@@ -206,16 +250,17 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
                     code = f.read()
             except OSError as e:
                 raise InputError(f"--bios-boot-code {settings.bios_boot_code}: {e.strerror}") from None
-        bios = install_bios_boot(disk, sector_size=disk.sector_size, mbr_code=code)
+        boot_code = install_bios_boot(disk, sector_size=disk.sector_size, mbr_code=code)["boot_code"]
     return {
-        "firmware": firmware,
+        "firmware": "+".join(firmwares),
         "bcd_devices": settings.bcd_devices,
         "locale": settings.locale,
         "description": description,
         "template": template is not None,
-        "files": files,
-        "bcd_bytes": len(bcd),
-        **({"bios_boot_code": bios["boot_code"]} if firmware == "bios" else {}),
+        "files": len(files),
+        "stores": {"\\" + STORE_PATH[f].replace("/", "\\"): len(b) for f, b in stores.items()},
+        "bcd_bytes": sum(len(b) for b in stores.values()),
+        **({"bios_boot_code": boot_code} if boot_code else {}),
         **({"winre": recovery} if recovery is not None else {}),
         **({"debug": debugger.to_dict()} if debugger is not None else {}),
     }

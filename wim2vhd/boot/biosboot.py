@@ -10,10 +10,14 @@ What a BIOS does with the disk, and what we put there:
                   LZMA-packed kernel with the modules below and an embedded
                   config.  The layouts leave 1 MiB before the first partition,
                   so the "MBR gap" holds it with room to spare.
-  the config      finds ``\\bootmgr`` on an NTFS partition and starts it with
-                  GRUB's ``ntldr``, which loads the file at 2000:0000, the
+  the config      finds ``\\bootmgr`` on an NTFS partition (the bios layout) or a
+                  FAT32 one (the hybrid layout's system partition) and starts it
+                  with GRUB's ``ntldr``, which loads the file at 2000:0000, the
                   partition's boot sector at 0000:7C00 and jumps with DL = the
                   BIOS drive: the hand-off bootmgr expects from a Windows VBR.
+                  The layouts put \\bootmgr on the active partition only, so
+                  the search by file finds the partition a Windows MBR would
+                  start.
 
 The images come from Debian's grub-pc-bin (/usr/lib/grub/i386-pc); nothing of
 GRUB is carried here.  The patch points are GRUB's boot-sector ABI
@@ -39,8 +43,9 @@ GRUB_PC_DIR = "/usr/lib/grub/i386-pc"
 SECTOR = 512  # GRUB's i386-pc boot code counts in 512-byte sectors, whatever the disk says
 CORE_LBA = 1  # core.img starts right after the MBR
 
-# grub-mkimage includes these (and what they depend on) in core.img.
-CORE_MODULES = ("biosdisk", "part_msdos", "ntfs", "search", "search_fs_file", "ntldr", "boot")
+# grub-mkimage includes these (and what they depend on) in core.img: ntfs for the bios layout's
+# Windows partition, fat for the hybrid layout's FAT32 system partition.
+CORE_MODULES = ("biosdisk", "part_msdos", "ntfs", "fat", "search", "search_fs_file", "ntldr", "boot")
 
 # Run by GRUB's kernel before any module is loaded from disk: its rescue parser,
 # so plain commands, no `if`.  --no-floppy: never touch fd0 while searching.
@@ -158,7 +163,7 @@ def boot_image(grub_dir: str = GRUB_PC_DIR) -> bytes:
 
 def install_bios_boot(disk, *, sector_size: int = 512, mbr_code: bytes | None = None,
                       grub_dir: str = GRUB_PC_DIR) -> dict:
-    """Make an MBR-partitioned disk start the \\bootmgr of its NTFS partition on BIOS firmware.
+    """Make an MBR-partitioned disk start the \\bootmgr of its NTFS or FAT32 partition on BIOS firmware.
 
     ``disk`` is an open, writable virtual disk whose partition table is written.  Returns what
     was installed, for the summary."""
@@ -179,7 +184,7 @@ def install_bios_boot(disk, *, sector_size: int = 512, mbr_code: bytes | None = 
     gap = first - CORE_LBA * SECTOR
     if len(core) > gap:
         raise NoSpace(f"GRUB's core image ({len(core)} bytes) does not fit in the {gap} bytes "
-                      "before the first partition; the bios layout leaves 1 MiB")
+                      "before the first partition; the bios and hybrid layouts leave 1 MiB")
     disk.write(CORE_LBA * SECTOR, core)
     disk.write(0, boot_sector(boot_image(grub_dir), mbr, CORE_LBA))
     return {"boot_code": "grub-i386-pc", "core_bytes": len(core)}

@@ -31,6 +31,77 @@ _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "C
 def _register() -> None:
     # Each module adds its commands to `app`.
     from wim2vhd.cli import bcd, build, disk, image, verify  # noqa: F401 (each adds its commands)
+    _name_values(app)
+
+
+def _metavars() -> dict[str, str]:
+    """What --help shows for the value of an option, by its flag: SIZE for sizes, the choices where
+    there are few (from wim2vhd.options, which checks them)."""
+    from wim2vhd.options import BCD_DEVICES, DISK_TYPES, SECTOR_SIZES
+    from wim2vhd.partition import LAYOUTS
+    names = {"--size": "SIZE", "--block-size": "SIZE", "--cache-size": "SIZE", "--recovery": "SIZE",
+             "--type": "|".join(DISK_TYPES), "--layout": "|".join(LAYOUTS), "--bcd-devices": "|".join(BCD_DEVICES),
+             "--sector-size": "|".join(map(str, SECTOR_SIZES)), "--firmware": "uefi|bios",
+             "--index": "N|LIST|all", "--threads": "N", "--partition": "N", "--ref": "GLOB",
+             "--bios-boot-code": "FILE", "--unattend": "FILE", "--reg-import": "FILE", "--merge": "DIR",
+             "--driver": "DIR", "--locale": "LOCALE", "--vhd-path": "PATH", "--compress": "lzx|xpress|lzms|none"}
+    return names
+
+
+def _command_class() -> type:
+    """Commands whose usage line names the arguments as the help does (IMAGE OUT): typer 0.27 writes a
+    required argument as {IMAGE}, which looks like apply's {index} template."""
+    from typer.core import TyperCommand
+
+    class Command(TyperCommand):
+        def collect_usage_pieces(self, ctx):
+            return [p[1:-1] if p.startswith("{") and p.endswith("}") else p
+                    for p in super().collect_usage_pieces(ctx)]
+    return Command
+
+
+def _plain_text():
+    """A string type that shows no `<str>` beside an argument's name in --help (typer shows the type's
+    metavar there, or `<str>` when it has none; an empty one shows nothing)."""
+    from typer.main import get_click_type
+    from typer.models import ArgumentInfo
+    base = type(get_click_type(annotation=str, parameter_info=ArgumentInfo()))
+
+    class PlainText(base):
+        def get_metavar(self, param, ctx=None):
+            return ""
+    return PlainText()
+
+
+def _name_values(typer_app: typer.Typer) -> None:
+    """Give every argument and valued option a metavar (typer's own are `{out}` and `<str>`, which look
+    like the {index} template and say nothing): arguments by their name (OUT), options by _metavars,
+    else TEXT or N by type.  An option that names its own metavar keeps it."""
+    import inspect
+    from typer.core import TyperCommand
+    from typer.models import ArgumentInfo, OptionInfo
+    names, command, text = _metavars(), _command_class(), _plain_text()
+    groups = [typer_app]
+    while groups:
+        t = groups.pop()
+        groups += [g.typer_instance for g in t.registered_groups if g.typer_instance is not None]
+        for cmd in t.registered_commands:
+            if cmd.cls is None or cmd.cls is TyperCommand:
+                cmd.cls = command
+            for pname, prm in inspect.signature(cmd.callback).parameters.items():
+                info = prm.default
+                if not isinstance(info, (ArgumentInfo, OptionInfo)) or info.metavar is not None:
+                    continue
+                if isinstance(info, ArgumentInfo):
+                    info.metavar = pname.upper()
+                    if prm.annotation in (str, "str") and info.click_type is None and info.parser is None:
+                        info.click_type = text
+                    continue
+                if prm.annotation in (bool, "bool"):
+                    continue
+                flag = next((d for d in info.param_decls if d.startswith("--")), None)
+                is_int = "int" in str(prm.annotation)
+                info.metavar = names.get(flag, "N" if is_int else "TEXT")
 
 
 def _print_version(as_json: bool) -> None:

@@ -9,11 +9,21 @@ from typing import Any
 import typer
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
-ForceOpt = typer.Option(False, "--force", "-f", help="Replace OUT if it exists.")
-SyncOpt = typer.Option(True, "--sync/--no-sync",
-                       help="Wait until OUT is on the device before renaming it into place (the default).  "
-                            "--no-sync leaves the writing to the kernel: faster where memory is plentiful; "
-                            "OUT still appears whole or not at all, but a crash soon after may damage it.")
+def force_opt(what: str = "OUT") -> Any:
+    """--force, naming the argument it replaces (OUT, CHILD, STORE)."""
+    return typer.Option(False, "--force", "-f", help=f"Replace {what} if it exists.")
+
+
+ForceOpt = force_opt()
+def sync_opt(what: str = "OUT") -> Any:
+    """--sync/--no-sync, naming the argument it writes."""
+    return typer.Option(True, "--sync/--no-sync",
+                        help=f"Wait until {what} is on the device before renaming it into place (the default).  "
+                             f"--no-sync leaves the writing to the kernel: faster where memory is plentiful; "
+                             f"{what} still appears whole or not at all, but a crash soon after may damage it.")
+
+
+SyncOpt = sync_opt()
 
 # Progress goes to stderr, and only on a terminal; results go to stdout with print() (no markup, no wrapping).
 _console = None

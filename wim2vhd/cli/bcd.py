@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, emit_json, safe
+from wim2vhd.cli._common import JsonOpt, emit_json, force_opt, safe
 
 # The BCD library is imported by the commands that use it, so that every other command starts
 # without it (a third of the CLI's import time).
@@ -28,7 +28,7 @@ def create(
     store: str = typer.Argument(..., help="The new store file (e.g. EFI/Microsoft/Boot/BCD)."),
     firmware: str = typer.Option("uefi", "--firmware", help=FirmwareHelp),
     locale: str = typer.Option("en-US", "--locale", help="Locale of the boot menus."),
-    force: bool = ForceOpt,
+    force: bool = force_opt("STORE"),
     json: bool = JsonOpt,
 ) -> None:
     """Make a new system store: {bootmgr}, {memdiag} and the settings objects bcdboot writes."""

@@ -8,8 +8,12 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json, safe
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json, force_opt, safe, sync_opt
 from wim2vhd.units import format_size
+
+# The block sizes of dynamic disks when --block-size is left out (wim2vhd.disk.vhdx, .vhd and .qcow2).
+BLOCK_DEFAULTS = ("VHDX 1M to 256M, default 32M (Hyper-V's); VHD default 2M; qcow2 the cluster size, 512 to 2M, "
+                  "default 64K; a raw disk has none")
 
 disk_app = typer.Typer(help="Create, inspect and convert virtual disks (raw, VHD, VHDX, qcow2).", no_args_is_help=True)
 app.add_typer(disk_app, name="disk")
@@ -44,10 +48,10 @@ def _print_info(info: dict[str, Any], indent: str = "") -> None:
 
 @disk_app.command("create")
 def create(
-    out: str = typer.Argument(..., help="The new disk; its format comes from the extension (.vhdx, .vhd, .qcow2, .img/.raw)."),
+    out: str = typer.Argument(..., help="The new disk; its format comes from the extension (.vhdx, .vhd, .qcow2, .img/.raw/.bin)."),
     size: str = typer.Option(..., "--size", "-s", help="Virtual size, e.g. 64G (K, M, G, T are binary)."),
     type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
-    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size (VHDX: 1M-256M, default 32M; VHD: default 2M; qcow2: the cluster size, 512 to 2M, default 64K)."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help=f"Block size of a dynamic disk: {BLOCK_DEFAULTS}."),
     sector_size: int = typer.Option(512, "--sector-size", help="Logical sector size: 512 or 4096 (4096: VHDX only)."),
     force: bool = ForceOpt,
     sync: bool = SyncOpt,
@@ -63,8 +67,8 @@ def create(
 def diff(
     parent: str = typer.Argument(..., help="The parent VHD or VHDX, or for a .qcow2 child a disk of any format (never modified)."),
     child: str = typer.Argument(..., help="The new differencing disk: the parent's format, or .qcow2 (a backing file of any format)."),
-    force: bool = ForceOpt,
-    sync: bool = SyncOpt,
+    force: bool = force_opt("CHILD"),
+    sync: bool = sync_opt("CHILD"),
     json: bool = JsonOpt,
 ) -> None:
     """Create a differencing child of a VHD or VHDX, or a qcow2 child of any disk."""
@@ -85,9 +89,9 @@ def info(
 @disk_app.command("convert")
 def convert(
     src: str = typer.Argument(..., help="Input disk (raw, VHD, VHDX or qcow2; a differencing chain is flattened)."),
-    out: str = typer.Argument(..., help="Output disk; its format comes from the extension."),
+    out: str = typer.Argument(..., help="Output disk; its format comes from the extension (.vhdx, .vhd, .qcow2, .img/.raw/.bin)."),
     type: str = typer.Option("dynamic", "--type", "-t", help="fixed or dynamic."),
-    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of the output."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help=f"Block size of a dynamic output: {BLOCK_DEFAULTS}."),
     force: bool = ForceOpt,
     sync: bool = SyncOpt,
     json: bool = JsonOpt,

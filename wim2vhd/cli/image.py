@@ -18,11 +18,12 @@ RefOpt = typer.Option(None, "--ref", help="Other parts of a split WIM (a glob su
 
 @app.command("info")
 def info(
-    image: str = typer.Argument(..., help="A WIM, ESD or split WIM (first part)."),
+    image: str = typer.Argument(..., help="A WIM, ESD, split WIM (first part) or Windows ISO (its "
+                                          "\\sources\\install.wim or install.esd)."),
     ref: Optional[List[str]] = RefOpt,
     json: bool = JsonOpt,
 ) -> None:
-    """List the images in a WIM with their names, editions, architectures and sizes."""
+    """List the images in a WIM, ESD or ISO with their names, editions, architectures and sizes."""
     res = api.image_info(image, refs=tuple(ref or ()))
     if json:
         emit_json(res)
@@ -39,7 +40,8 @@ def info(
 @app.command("apply")
 def apply_cmd(
     image: str = typer.Argument(..., help="A WIM, ESD, split WIM (first part) or Windows ISO."),
-    out: str = typer.Argument(..., help="The disk to write: .vhdx, .vhd, .qcow2, or .img/.raw."),
+    out: str = typer.Argument(..., help="The disk to write; its format comes from the extension: .vhdx, .vhd, "
+                                        ".qcow2, or .img/.raw/.bin (raw)."),
     index: Optional[str] = typer.Option(None, "--index", "-i",
                                         help="Image number (see `wim2vhd info`); several as 1,3,6 or all, one disk each: "
                                              "then OUT must hold {index} or {name}, e.g. 'win-{index}.vhdx'."),
@@ -53,7 +55,10 @@ def apply_cmd(
     type: Optional[str] = typer.Option(None, "--type", "-t", help=f"fixed or dynamic (default {D.disk_type})."),
     layout: Optional[str] = typer.Option(None, "--layout", "-l",
                                          help="uefi: GPT with ESP, MSR, Windows. bios: MBR, one active NTFS partition. "
-                                              f"native: one NTFS partition for native VHD boot. Default: {D.layout}."),
+                                              "hybrid (or windowstogo): MBR with an active FAT32 system partition "
+                                              "holding the UEFI and the BIOS boot files (bcdboot /f ALL), then NTFS: "
+                                              "boots on either firmware. native: one NTFS partition for native VHD "
+                                              f"boot. Any case. Default: {D.layout}."),
     mbr: bool = typer.Option(False, "--mbr", help="With --layout native: MBR instead of GPT."),
     recovery: Optional[str] = typer.Option(None, "--recovery", metavar="SIZE",
                                            help="With --layout uefi or bios: a WinRE partition of this size after "
@@ -64,8 +69,11 @@ def apply_cmd(
                                           "time stamp the run makes to SOURCE_DATE_EPOCH or else the image's time: the same "
                                           "image, options and seed give the same bytes."),
     sector_size: Optional[int] = typer.Option(None, "--sector-size",
-                                              help=f"Logical sector size: 512 or 4096 (VHDX); default {D.sector_size}."),
-    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic disk (default 2M; qcow2: the cluster size, default 64K)."),
+                                              help="Logical sector size: 512, or 4096 for VHDX and raw with --layout "
+                                                   f"uefi or native; default {D.sector_size}."),
+    block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic VHD or VHDX "
+                                             "(default 2M for both; VHDX takes 1M to 256M); qcow2: the cluster "
+                                             "size, default 64K."),
     cache_size: Optional[str] = typer.Option(None, "--cache-size",
                                              help=f"Write-back cache of the disk layer (default {format_size(D.cache_size)})."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
@@ -76,7 +84,7 @@ def apply_cmd(
                                               help="locate: BCD devices found at boot (survive new disk IDs, "
                                                    "differencing). partition: fully qualified partition devices. "
                                                    f"Default: {D.bcd_devices}."),
-    bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="bios layout: your own MBR boot code (up to 440 bytes, or a whole 512-byte MBR) instead of GRUB's, which chain-loads \\bootmgr."),
+    bios_boot_code: Optional[str] = typer.Option(None, "--bios-boot-code", help="bios and hybrid layouts: your own MBR boot code (up to 440 bytes, or a whole 512-byte MBR) instead of GRUB's, which chain-loads \\bootmgr from the active partition."),
     debug: Optional[str] = typer.Option(None, "--debug", metavar="TYPE",
                                         help="Turn on the kernel debugger (Convert-WindowsImage's -EnableDebugger): "
                                              "serial[:PORT[:BAUD]] (COM1, 115200 by default), net:HOSTIP:PORT[:KEY] "

@@ -19,19 +19,26 @@ from wim2vhd.errors import CorruptInput, OutputExists, UsageError
 FORMATS: tuple[type[Disk], ...] = (VhdxDisk, VhdDisk, Qcow2Disk, RawDisk)  # probe order: raw accepts anything
 
 
+def known_formats() -> str:
+    """The formats and their extensions, for messages: "vhdx (.vhdx), vhd (.vhd), raw (.img, .raw, .bin)"."""
+    return ", ".join(f"{f.format_name} ({', '.join(f.extensions)})" for f in FORMATS)
+
+
 def format_for_path(path: str) -> type[Disk]:
     ext = os.path.splitext(path)[1].lower()
     for f in FORMATS:
         if ext in f.extensions:
             return f
-    raise UsageError(f"cannot tell the disk format of {path!r} from its extension: use .vhdx, .vhd, .qcow2, .img or .raw")
+    what = f"extension {ext!r}" if ext else "no extension"
+    raise UsageError(f"cannot tell the disk format of {path!r} from its name ({what}): "
+                     f"the formats are {known_formats()}")
 
 
 def format_by_name(name: str) -> type[Disk]:
     for f in FORMATS:
         if f.format_name == name:
             return f
-    raise UsageError(f"unknown disk format {name!r}: use vhdx, vhd, qcow2 or raw")
+    raise UsageError(f"unknown disk format {name!r}: the formats are {known_formats()}")
 
 
 def detect(head: bytes, size: int, tail: bytes) -> type[Disk] | None:

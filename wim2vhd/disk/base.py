@@ -326,7 +326,7 @@ class Disk:
     def info(self) -> dict[str, Any]:
         st = os.fstat(self.fd)
         out: dict[str, Any] = {
-            "path": self.path,
+            "path": os.path.abspath(self.path),  # in full: `disk info` says which file it opened
             "format": self.format_name,
             "type": self.disk_type,
             "virtual_size": self.size,

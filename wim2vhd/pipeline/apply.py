@@ -77,9 +77,9 @@ class Report:
 def check_image_layout(layout: str, index: int, img: ImageInfo) -> None:
     """Refuse a layout the image's architecture cannot boot from: ARM64 Windows has no BIOS boot
     (no bootmgr or winload.exe for it), only UEFI."""
-    if layout == "bios" and img.architecture == "arm64":
+    if partition.layout_name(layout) in ("bios", "hybrid") and img.architecture == "arm64":
         raise UsageError(f"image {index} ({img.name!r}) is for ARM64, which boots only from UEFI: "
-                         "use --layout uefi (or native)")
+                         f"--layout {layout} needs BIOS boot files; use --layout uefi (or native)")
 
 
 def boot_locale(given: str | None, img: ImageInfo) -> str:

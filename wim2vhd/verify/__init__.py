@@ -5,6 +5,9 @@ layout apply makes (wim2vhd.partition.plan_layout), told apart by what the disk 
 
 * uefi:   GPT with an EFI system partition; the store is \\EFI\\Microsoft\\Boot\\BCD on the ESP;
 * bios:   MBR with an active partition; the store is \\Boot\\BCD on it, \\bootmgr at its root;
+* hybrid: MBR with an active FAT32 partition that holds \\EFI (bcdboot /f ALL): both of the above,
+  the UEFI store and the BIOS store and \\bootmgr all on that partition, each store checked for
+  its own firmware (check names start "UEFI " and "BIOS ");
 * native: anything else (GPT without an ESP, MBR with nothing active).  A host's store starts
   such a disk (`wim2vhd bcd add-vhd`), so there is no store on it to check, only the loaders.
 
@@ -40,6 +43,9 @@ UEFI_STORE = "\\EFI\\Microsoft\\Boot\\BCD"
 BIOS_STORE = "\\Boot\\BCD"
 BIOS_BOOTMGR = "\\bootmgr"
 FALLBACK_DIR = "\\EFI\\Boot"
+EFI_DIR = "\\EFI"
+STORE = {"uefi": UEFI_STORE, "bios": BIOS_STORE}
+LAYOUT_FIRMWARES = {"uefi": ("uefi",), "bios": ("bios",), "hybrid": ("uefi", "bios")}
 WINDOWS = "\\Windows"
 HIVES = ("\\Windows\\System32\\config\\SYSTEM", "\\Windows\\System32\\config\\SOFTWARE")
 KERNEL = "\\Windows\\System32\\ntoskrnl.exe"
@@ -61,10 +67,12 @@ class Verifier:
         self.system: partition.Partition | None = None
         self.architecture: str | None = None
         self.machine: int | None = None
+        self.firmware: str | None = None         # the store being checked is for uefi or bios
+        self.prefix = ""                          # hybrid: "UEFI " or "BIOS " before a store's checks
 
     # -- results
     def add(self, name: str, result: str, detail: str = "") -> None:
-        self.checks.append(Check(name, result, detail))
+        self.checks.append(Check(self.prefix + name, result, detail))
 
     def close(self) -> None:
         for v in self.views.values():
@@ -76,12 +84,23 @@ class Verifier:
             self.add("file systems", SKIPPED, "no partition table to find them by")
             return
         self._step("file systems", self._open_volumes)
+        self._find_hybrid()
         self._step("Windows partition", self._find_windows)
         if self.windows is not None:
             self._step("hives", self._check_hives)
             self._step("architecture", self._find_architecture)
-        self._step("BCD store", self._check_native if self.layout == "native" else self._check_store)
-        if self.layout == "uefi":
+        if self.layout == "native":
+            self._step("BCD store", self._check_native)
+        if self.layout in ("bios", "hybrid"):
+            self._step("boot manager", self._check_bios_boot)
+        for firmware in LAYOUT_FIRMWARES.get(self.layout, ()):
+            self.firmware = firmware
+            self.prefix = f"{firmware.upper()} " if self.layout == "hybrid" else ""
+            try:
+                self._step("BCD store", self._check_store)
+            finally:
+                self.prefix = ""
+        if self.layout in ("uefi", "hybrid"):
             self._step("fallback loader", self._check_fallback)
 
     def _step(self, name: str, fn) -> None:
@@ -182,11 +201,17 @@ class Verifier:
     def _open_fat(self, p: partition.Partition) -> None:
         from wim2vhd.fs import read_fat32_boot
         name = f"{pname(p)} FAT"
-        if read_fat32_boot(self.disk, p.start) is None:
+        bs = read_fat32_boot(self.disk, p.start)
+        if bs is None:
             self.unreadable[p.number] = "no FAT32 boot sector"
             what = " (the ESP)" if p.role == "esp" else ""
             self.add(name, PROBLEM, f"{pname(p)}{what} holds no FAT32 file system (no FAT32 boot sector)")
             return
+        if self.layout == "bios" and p is self.system and bs["hidden_sectors"] != p.start // self.disk.sector_size:
+            # The active partition's boot sector is handed to bootmgr, which finds its volume by it.
+            self.add(name, PROBLEM, f"{pname(p)}: the FAT32 boot sector's hidden-sector count is "
+                                    f"{bs['hidden_sectors']}, not the partition's start "
+                                    f"{p.start // self.disk.sector_size}: BIOS boot code cannot find the volume")
         view = FatView(self.disk, p, self.tmp)
         why = view.fsck()
         if why is not None:
@@ -196,6 +221,12 @@ class Verifier:
         else:
             self.views[p.number] = view
             self.add(name, OK, "fsck.fat -n finds it clean")
+
+    def _find_hybrid(self) -> None:
+        """A bios-looking disk whose active partition is FAT32 with \\EFI on it is hybrid."""
+        view = self.views.get(self.system.number) if self.layout == "bios" else None
+        if view is not None and view.kind == "fat" and view.is_dir(EFI_DIR):
+            self.layout = "hybrid"
 
     def _find_windows(self) -> None:
         for v in self.views.values():
@@ -243,14 +274,12 @@ class Verifier:
     # -- the store
     def _check_store(self) -> None:
         from wim2vhd.boot.store import BcdStore
-        path = UEFI_STORE if self.layout == "uefi" else BIOS_STORE
+        path = STORE[self.firmware]
         sysp = self.system
         view = self.views.get(sysp.number)
         if view is None:
             self.add("BCD store", SKIPPED, f"the system {pname(sysp)} cannot be read")
             return
-        if self.layout == "bios":
-            self._check_bios_boot(view)
         if not view.exists(path):
             self.add("BCD store", PROBLEM, f"there is no BCD store: {path} is missing from the system {pname(sysp)}")
             return
@@ -266,12 +295,15 @@ class Verifier:
         finally:
             store.close()
 
-    def _check_bios_boot(self, view) -> None:
+    def _check_bios_boot(self) -> None:
         code = self.disk.read(0, MBR_BOOT_CODE)
         if not any(code):
             self.add("MBR boot code", PROBLEM, "the MBR has no boot code: BIOS cannot start the disk")
         else:
             self.add("MBR boot code", OK)
+        view = self.views.get(self.system.number)
+        if view is None:
+            return  # the store's step says the system partition cannot be read
         if view.exists(BIOS_BOOTMGR):
             self.add("boot manager", OK, f"{BIOS_BOOTMGR} on {pname(view.part)}")
         else:

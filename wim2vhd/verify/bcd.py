@@ -140,10 +140,10 @@ def _check_loader(v, store, obj, label: str, severity: str) -> None:
         return
     device_file(v, obj, label, E.DEVICE, E.PATH, severity)
     path = obj.get(E.PATH)
-    want = ".efi" if v.layout == "uefi" else ".exe"
+    want = ".efi" if v.firmware == "uefi" else ".exe"
     if isinstance(path, str) and not path.lower().endswith(want):
-        v.add(f"{label} firmware", severity, f"{label} path {path} is not a {v.layout.upper()} loader "
-                                             f"(a {v.layout} disk needs a *{want} loader)")
+        v.add(f"{label} firmware", severity, f"{label} path {path} is not a {v.firmware.upper()} loader "
+                                             f"(a {v.firmware} store needs a *{want} loader)")
     device_file(v, obj, label, E.OSDEVICE, E.SYSTEMROOT, severity, want_dir=True)
     r = obj.get(E.RESUMEOBJECT)
     if isinstance(r, uuid.UUID):
@@ -164,7 +164,7 @@ def check_store(v, store) -> None:
     if bm is None:
         v.add("{bootmgr}", PROBLEM, "the BCD store has no boot manager ({bootmgr})")
         return
-    if v.layout == "uefi":
+    if v.firmware == "uefi":
         device_file(v, bm, "{bootmgr}", E.DEVICE, E.PATH, PROBLEM)
     else:
         # BIOS: the boot code loads \bootmgr itself (checked with the system partition); its object's
