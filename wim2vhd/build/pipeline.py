@@ -123,10 +123,15 @@ def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
         """Each job's outcome in the manifest as soon as it is known: an interrupted build keeps what it made."""
         job, row = by_id[o.id], rows[o.id]
         row.update(state="built" if o.ok else o.state, seconds=o.seconds)
-        if o.ok:
-            entries[job.id] = manifest.entry(recipe, job, sha256=o.result["sha256"], hashes=hashes, versions=vers,
-                                             epoch=epoch)
-            row["sha256"] = o.result["sha256"]
+        sha = o.result["sha256"] if o.ok else None
+        if not o.ok and o.state == "stopped" and job.id not in entries and os.path.isfile(job.path):
+            # Interrupted after its disk was renamed into place (only a complete disk is) but before the
+            # job said so: the disk is whole, so it is listed, not left unaccounted for.
+            sha = manifest.sha256_file(job.path)
+            row.update(state="built", sha256=sha)
+        if sha is not None:
+            entries[job.id] = manifest.entry(recipe, job, sha256=sha, hashes=hashes, versions=vers, epoch=epoch)
+            row["sha256"] = sha
         else:
             row.update(error=o.error, exit_code=o.exit_code)
             if o.state == "failed" and reasons[o.id] != "--rebuild" and entries.pop(job.id, None) is not None \
