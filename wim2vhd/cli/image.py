@@ -119,7 +119,7 @@ def apply_cmd(
                                            "host volume, e.g. '\\vhds\\win.vhdx'."),
     host_mbr: Optional[str] = typer.Option(None, "--host-mbr", help="With --host-bcd: the host volume as SIG:OFFSET "
                                            "(MBR disk signature, partition offset in bytes). Default: searched at "
-                                           "boot ([locate])."),
+                                           "boot (bcdedit's locate)."),
     host_gpt: Optional[str] = typer.Option(None, "--host-gpt", help="With --host-bcd: the host volume as "
                                            "DISKGUID:PARTGUID (a GPT partition)."),
     force: bool = ForceOpt,
