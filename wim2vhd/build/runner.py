@@ -215,6 +215,11 @@ def run(works: list[Work], parallel: int, *, fail_fast: bool = False, event: Eve
         for r in running.values():
             if r.reader is not None:
                 r.reader.join(5)
+        for r in running.values():  # its "done" read, the end of its output not yet
+            if r.outcome is not None and r.outcome.ok and r.work.id not in outcomes:
+                outcomes[r.work.id] = r.outcome
+                if finished:
+                    finished(r.outcome)
         while True:
             try:
                 job_id, msg = messages.get_nowait()
