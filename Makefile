@@ -23,7 +23,7 @@ SAN_DIR := build/sanitize
 # The tests that drive the native layer: disk formats, the cache and writer threads, read-ahead, apply and
 # capture on the fixture.
 SAN_TESTS ?= tests/test_disk.py tests/test_disk_interop.py tests/test_readahead.py tests/test_apply.py \
-	tests/test_capture.py
+	tests/test_capture.py tests/test_ntfs.py tests/test_fs.py
 SAN_FUZZ_SECONDS ?= 15
 # Python keeps its objects until exit by design: no leak report.  Every UBSan finding is fatal too.  The
 # allocator refuses (MemoryError) what the fuzz runs' address-space limit would have refused.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any, Iterable
 
@@ -139,9 +140,20 @@ def build(recipe_path: str, *, parallel: int | None = None, only: Iterable[str] 
                 os.unlink(job.path)  # out of date, and its job failed: nothing under its name
         save()
 
-    if works:
-        runner.run(works, n, fail_fast=fail_fast, event=event, finished=finished)
-    save()
+    try:
+        if works:
+            runner.run(works, n, fail_fast=fail_fast, event=event, finished=finished)
+    finally:
+        # Also when interrupted (a Ctrl-C may have cut a save short): the manifest lists every job that
+        # finished.  A second Ctrl-C waits for this write (atomic: the old manifest or the new one).
+        import signal
+        main = threading.current_thread() is threading.main_thread()
+        prev = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            save()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, prev)
     listed = [rows[j.id] for j in selected]
     count = {s: sum(1 for r in listed if r["state"] == s) for s in ("built", "skipped", "failed", "stopped", "not run")}
     return {"recipe": recipe.path, "manifest": mpath, "parallel": n, "jobs": listed, **count,

@@ -96,6 +96,7 @@ class _Running:
     stderr: Any                              # a temporary file: what the job's process printed there
     t0: float = field(default_factory=time.monotonic)
     outcome: Outcome | None = None
+    reader: threading.Thread | None = None
 
 
 def _start(work: Work, messages: queue.Queue, env: dict[str, str] | None) -> _Running:
@@ -112,7 +113,8 @@ def _start(work: Work, messages: queue.Queue, env: dict[str, str] | None) -> _Ru
                 continue
         messages.put((work.id, None))  # its stdout closed: it has ended
 
-    threading.Thread(target=read, name=f"wim2vhd-build-{work.id}", daemon=True).start()
+    r.reader = threading.Thread(target=read, name=f"wim2vhd-build-{work.id}", daemon=True)
+    r.reader.start()
     try:
         proc.stdin.write(json.dumps(dataclasses.asdict(work)))
         proc.stdin.close()
@@ -208,6 +210,28 @@ def run(works: list[Work], parallel: int, *, fail_fast: bool = False, event: Eve
                 r.proc.kill()
                 r.proc.wait()
             _remove_temps(r.work.out)
+        # Interrupted: a job that finished (its disk whole and hashed) before or while it was stopped
+        # is still reported, even if its message was not read yet; its output has ended, so it is all here.
+        for r in running.values():
+            if r.reader is not None:
+                r.reader.join(5)
+        for r in running.values():  # its "done" read, the end of its output not yet
+            if r.outcome is not None and r.outcome.ok and r.work.id not in outcomes:
+                outcomes[r.work.id] = r.outcome
+                if finished:
+                    finished(r.outcome)
+        while True:
+            try:
+                job_id, msg = messages.get_nowait()
+            except queue.Empty:
+                break
+            r = running.get(job_id)
+            if r is None or msg is None or "done" not in msg or job_id in outcomes:
+                continue
+            o = outcomes[job_id] = Outcome(job_id, True, result=msg["done"],
+                                           seconds=round(time.monotonic() - r.t0, 3))
+            if finished:
+                finished(o)
         raise
     for w in works:
         if w.id not in outcomes:

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
 PROGRESS_EVERY = 0.2  # seconds between progress lines within a stage
+
+
+def _identity(path: str):
+    """What tells this run's disk from an older one under the same name, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def main() -> None:
@@ -48,18 +58,21 @@ def main() -> None:
         from wim2vhd.options import ApplyOptions
         custom = customize.from_options(**work["custom"]) if work["custom"] else None
         opts = ApplyOptions.from_keywords(**work["keywords"], customize=custom)
-        res = api.apply_image(work["source"], work["out"], opts, progress=progress)
+        before = _identity(work["out"])
         try:
-            progress("hash", 0, 0)
-            res["sha256"] = sha256_file(work["out"])
-        except BaseException:
-            # Stopped before its hash is known, the output would be one the manifest does not list
-            # (and the next build would refuse to replace it): the job leaves nothing.
-            try:
-                os.unlink(work["out"])
-            except OSError:
-                pass
-            raise
+            res = api.apply_image(work["source"], work["out"], opts, progress=progress)
+        except BaseException:  # Ctrl-C, or the runner's SIGTERM (atomic.Interrupted)
+            # Stopped after apply renamed its disk into place (only a complete disk is) but before it
+            # returned: the disk under the final name is this run's (not the old one), so it is reported.
+            if _identity(work["out"]) in (None, before):
+                raise
+            res = {"output": work["out"], "interrupted": True}
+        # From here the disk is whole: a Ctrl-C (or the runner's SIGTERM) no longer removes it, it waits
+        # for the hash, so that every complete disk of this run reaches the manifest.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        progress("hash", 0, 0)
+        res["sha256"] = sha256_file(work["out"])
         send({"done": res})
     except Wim2VhdError as e:
         send({"failed": [str(e), e.exit_code]})
