@@ -24,6 +24,15 @@ def _identity(path: str):
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _hold_signals() -> None:
+    """From here the disk is whole: a Ctrl-C (or the runner's SIGTERM) no longer stops the job, which
+    goes on to hash and report it, so that every complete disk of this run reaches the manifest.  The
+    signals are blocked first (a handler cannot run between two statements then), then ignored."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def main() -> None:
     # The protocol gets its own copy of stdout; fd 1 itself goes to stderr, so that nothing else a
     # library writes there (wimlib, libntfs-3g) can break a line.
@@ -61,16 +70,15 @@ def main() -> None:
         before = _identity(work["out"])
         try:
             res = api.apply_image(work["source"], work["out"], opts, progress=progress)
+            _hold_signals()
         except BaseException:  # Ctrl-C, or the runner's SIGTERM (atomic.Interrupted)
+            _hold_signals()
             # Stopped after apply renamed its disk into place (only a complete disk is) but before it
-            # returned: the disk under the final name is this run's (not the old one), so it is reported.
+            # returned, or in the instant after: the disk under the final name is this run's (not the
+            # old one), so it is reported.
             if _identity(work["out"]) in (None, before):
                 raise
             res = {"output": work["out"], "interrupted": True}
-        # From here the disk is whole: a Ctrl-C (or the runner's SIGTERM) no longer removes it, it waits
-        # for the hash, so that every complete disk of this run reaches the manifest.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         progress("hash", 0, 0)
         res["sha256"] = sha256_file(work["out"])
         send({"done": res})
