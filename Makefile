@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := wimtools libwim-dev ntfs-3g ntfs-3g-dev libhivex-dev libhivex-bin \
 	dosfstools mtools grub-pc-bin grub-efi-amd64-bin grub-common qemu-utils \
-	qemu-system-x86 ovmf libvhdi-utils 7zip gdisk fdisk xorriso pkg-config libcap2-bin libregf-utils
+	qemu-system-x86 ovmf libvhdi-utils 7zip gdisk fdisk xorriso pkg-config libcap2-bin libregf-utils zlib1g-dev
 NATIVE_SRC := $(wildcard native/*.c native/*.h native/cdefs/*.h native/build_native.py)
 NATIVE_SO = $(firstword $(wildcard wim2vhd/_native*.so) wim2vhd/_native.so)
 PYTEST_ARGS ?=

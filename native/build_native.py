@@ -4,7 +4,7 @@ Everything native lives in this folder: the C sources (``*.c``), their public
 headers (``w2v_*.h``), and under ``cdefs/`` what cffi must see of the system's
 libraries (wimlib, hivex), one file per library.  Our own headers are not
 declared twice: cffi reads them directly, minus the preprocessor lines.
-The extension links the system's libwim, libntfs-3g and hivex.
+The extension links the system's libwim, libntfs-3g, hivex and zlib (qcow2's compressed clusters).
 
     make native      # rebuild in place (pip install -e . without build isolation)
     make sanitize    # a separate build with AddressSanitizer and UBSan (native/build_sanitized.py)
@@ -89,7 +89,7 @@ ffibuilder.set_source(
     sources=[str(p if _sanitized else p.relative_to(HERE.parent)) for p in sorted(HERE.glob("*.c"))],
     include_dirs=[str(HERE)],
     define_macros=library_macros(),
-    libraries=["wim", "ntfs-3g", "hivex", "pthread", "dl"],
+    libraries=["wim", "ntfs-3g", "hivex", "z", "pthread", "dl"],
     extra_compile_args=["-O2", "-Wall", "-Wno-unused-function", "-std=gnu11"] + (SANITIZE if _sanitized else []),
     extra_link_args=SANITIZE[:1] if _sanitized else [],
 )

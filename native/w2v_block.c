@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <zlib.h>
 #include "w2v_block_int.h"
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -144,6 +145,9 @@ void w2v_disk_free(w2v_disk *d)
 	free(d->copy_buf);
 	free(d->first_buf[0]);
 	free(d->first_buf[1]);
+	free(d->comp_len);
+	free(d->z_out);
+	free(d->z_in);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
@@ -152,6 +156,13 @@ uint64_t *w2v_data_off(w2v_disk *d) { return d->data_off; }
 uint8_t *w2v_state(w2v_disk *d) { return d->state; }
 uint64_t *w2v_group_off(w2v_disk *d) { return d->group_off; }
 uint64_t w2v_n_blocks(w2v_disk *d) { return d->n_blocks; }
+
+uint32_t *w2v_comp_len(w2v_disk *d)
+{
+	if (!d->comp_len && d->n_blocks)
+		d->comp_len = calloc(d->n_blocks, sizeof(uint32_t));
+	return d->comp_len;
+}
 uint64_t w2v_n_groups(w2v_disk *d) { return d->n_groups; }
 uint64_t w2v_file_end(w2v_disk *d) { return d->p.file_end; }
 void w2v_set_trailer(w2v_disk *d, int present) { d->p.trailer_at_end = present; }
@@ -271,6 +282,56 @@ static int64_t read_below(w2v_disk *d, void *buf, uint64_t count, uint64_t off)
 	return count;
 }
 
+/* The whole of COMPRESSED block blk, inflated: the last one is kept, as reads come in pieces of a block
+ * (4 KiB from NTFS, a sector from a partition table) and each would otherwise inflate it again. */
+static const uint8_t *inflated(w2v_disk *d, uint64_t blk, int *err)
+{
+	uint32_t bs = d->p.block_size, n = d->comp_len ? d->comp_len[blk] : 0;
+	if (d->z_blk == blk + 1)
+		return d->z_out;
+	if (!d->z_out && !(d->z_out = malloc(bs))) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if (n > d->z_in_len) {
+		free(d->z_in);
+		if (!(d->z_in = malloc(n))) {
+			d->z_in_len = 0;
+			*err = -ENOMEM;
+			return NULL;
+		}
+		d->z_in_len = n;
+	}
+	d->z_blk = 0;
+	d->stats.file_reads++;
+	int64_t r = disk_pread(d, d->z_in, n, d->data_off[blk]);
+	if (r < 0) {
+		*err = (int)r;
+		return NULL;
+	}
+	/* Raw deflate (no zlib header); qemu writes a 4 KiB window (wbits -12), and a reader's 32 KiB
+	 * window (-15) reads any window size.  The stream must give the whole block, and may end before
+	 * the sectors its descriptor counts do. */
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	if (inflateInit2(&z, -15) != Z_OK) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	z.next_in = d->z_in;
+	z.avail_in = n;
+	z.next_out = d->z_out;
+	z.avail_out = bs;
+	int zr = inflate(&z, Z_FINISH);
+	inflateEnd(&z);
+	if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || z.avail_out) {
+		*err = -EIO; /* a damaged stream: `disk check` names the cluster */
+		return NULL;
+	}
+	d->z_blk = blk + 1;
+	return d->z_out;
+}
+
 static int64_t read_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, uint8_t *buf, uint64_t len)
 {
 	uint64_t voff = blk * d->p.block_size + in_off;
@@ -283,6 +344,14 @@ static int64_t read_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, uint8_t
 	case W2V_ST_PRESENT:
 		d->stats.file_reads++;
 		return disk_pread(d, buf, len, d->data_off[blk] + in_off);
+	case W2V_ST_COMPRESSED: {
+		int err = 0;
+		const uint8_t *z = inflated(d, blk, &err);
+		if (!z)
+			return err;
+		memcpy(buf, z + in_off, len);
+		return len;
+	}
 	default: {
 		int err = 0;
 		uint8_t *bm = get_bitmap(d, blk, &err);
@@ -468,6 +537,8 @@ static int copy_up_around(w2v_disk *d, uint64_t blk, uint64_t in_off, uint64_t l
 static int64_t write_in_block(w2v_disk *d, uint64_t blk, uint64_t in_off, const uint8_t *buf, uint64_t len)
 {
 	int r;
+	if (d->state[blk] == W2V_ST_COMPRESSED)
+		return -EROFS; /* qcow2.py opens no image with compressed clusters for writing */
 	if (d->state[blk] == W2V_ST_ABSENT || d->state[blk] == W2V_ST_ZERO) {
 		/* Over a parent, an absent block becomes partial: unwritten sectors still come from below.
 		 * A ZERO block, or one with no parent, reads as zeros where unwritten: the file's holes. */
@@ -676,7 +747,7 @@ static int block_range_has_data(w2v_disk *d, uint64_t blk, uint64_t start, uint6
 {
 	__atomic_fetch_add(&d->stats.data_queries, 1, __ATOMIC_RELAXED);
 	uint8_t s = d->state[blk];
-	if (s == W2V_ST_PRESENT || s == W2V_ST_PARTIAL)
+	if (s == W2V_ST_PRESENT || s == W2V_ST_PARTIAL || s == W2V_ST_COMPRESSED)
 		return 1;
 	if (s == W2V_ST_ZERO || !d->parent)
 		return 0;
@@ -748,7 +819,7 @@ uint64_t w2v_allocated_bytes(w2v_disk *d)
 		return d->p.virtual_size;
 	uint64_t n = 0;
 	for (uint64_t i = 0; i < d->n_blocks; i++)
-		if (d->state[i] == W2V_ST_PRESENT || d->state[i] == W2V_ST_PARTIAL)
+		if (d->state[i] == W2V_ST_PRESENT || d->state[i] == W2V_ST_PARTIAL || d->state[i] == W2V_ST_COMPRESSED)
 			n++;
 	return n * d->p.block_size;
 }

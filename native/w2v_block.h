@@ -21,6 +21,8 @@ enum {
 	W2V_ST_ZERO = 1,     /* reads as zeros, even over a parent */
 	W2V_ST_PRESENT = 2,  /* every sector is in this file at data_off */
 	W2V_ST_PARTIAL = 3,  /* sectors whose bitmap bit is set are here, others in the parent */
+	W2V_ST_COMPRESSED = 4, /* a raw deflate stream of the whole block at data_off, up to comp_len bytes
+	                        * (qcow2's compressed clusters); read only: writing one is -EROFS */
 };
 
 /* Where the per-sector bitmaps of a block live. */
@@ -57,6 +59,8 @@ uint64_t *w2v_data_off(w2v_disk *d);   /* n_blocks entries: file offset of each 
 uint8_t *w2v_state(w2v_disk *d);       /* n_blocks entries: W2V_ST_* */
 uint64_t *w2v_group_off(w2v_disk *d);  /* n_groups entries: file offset of each bitmap group, 0 = none */
 uint64_t w2v_n_blocks(w2v_disk *d);
+/* n_blocks entries: bytes of each COMPRESSED block's stream; allocated on the first call (NULL: no memory). */
+uint32_t *w2v_comp_len(w2v_disk *d);
 uint64_t w2v_n_groups(w2v_disk *d);
 uint64_t w2v_file_end(w2v_disk *d);
 void w2v_set_trailer(w2v_disk *d, int present);

@@ -32,6 +32,10 @@ struct w2v_disk {
 	uint64_t first_off[2];
 	uint32_t first_len;
 	int first_sync;
+	uint32_t *comp_len;        /* per block, for COMPRESSED blocks; NULL until w2v_comp_len */
+	uint8_t *z_out, *z_in;     /* the last block inflated (z_blk + 1, 0 = none), and its stream's buffer */
+	uint64_t z_blk;
+	uint32_t z_in_len;
 	int host_errno;            /* the first errno of a failed read, write or resize of the file (sticky) */
 };
 

@@ -67,8 +67,14 @@ def test_plan():
     partition.plan_layout(need, 512, "hybrid")
     with pytest.raises(Exception, match="too small for the hybrid layout"):
         partition.plan_layout(need - MiB, 512, "hybrid")
-    with pytest.raises(Exception, match="recovery partition"):
-        partition.plan_layout(1 << 30, 512, "hybrid", recovery_size=300 * MiB)
+    # --recovery: WinRE (type 0x27, not active) at the end, after Windows, as on bios
+    sysp, win, rec = partition.plan_layout(1 << 30, 512, "hybrid", recovery_size=300 * MiB).partitions
+    assert win.end == rec.start and (rec.size, rec.end, rec.mbr_type, rec.active, rec.role) == (
+        300 * MiB, 1 << 30, 0x27, False, "recovery")
+    need = partition.min_disk_size("hybrid", recovery_size=300 * MiB)
+    partition.plan_layout(need, 512, "hybrid", recovery_size=300 * MiB)
+    with pytest.raises(Exception, match="too small for the hybrid layout"):
+        partition.plan_layout(need - MiB, 512, "hybrid", recovery_size=300 * MiB)
 
 
 # -- the table -----------------------------------------------------------------------------------------
@@ -194,7 +200,6 @@ def test_verify_names_a_missing_half(made, tmp_path, path, words):
 # -- options -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("extra,words", [
-    (["--recovery", "300M"], ["--recovery"]),
     (["--sector-size", "4096"], ["512-byte sectors", "hybrid"]),
     (["--mbr"], ["--mbr", "hybrid"]),
 ])

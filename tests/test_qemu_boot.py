@@ -234,3 +234,34 @@ def test_hybrid_on_bios(hybrid_disk):
     assert boot[0x52:0x5A] == b"FAT32   "
     text = qemu.boot(disk, "bios", expect=bios_probe.END)
     assert_bios_probe(text, oem=boot[3:11].decode("ascii"))
+
+
+@pytest.fixture(scope="module")
+def hybrid_recovery_disk(fixture_wim, tmp_path_factory):
+    d = tmp_path_factory.mktemp("qemu-hybrid-rec")
+    disk = apply(fixture_wim, d / "hybrid-rec.vhdx", "--layout", "hybrid", "--recovery", "32M")
+    raw = to_raw(disk, d)
+    assert [(p["type"], p.get("bootable", False)) for p in sfdisk(raw)["partitions"]] == [
+        ("c", True), ("7", False), ("27", False)]
+    return disk, raw
+
+
+@needs_qemu
+@needs_ovmf
+def test_hybrid_with_a_recovery_partition_on_uefi(hybrid_recovery_disk):
+    """The WinRE partition (0x27, third) leaves the hybrid disk's UEFI boot as it was: OVMF starts the
+    FAT32 system partition's fallback loader, which finds the store there and Windows on partition 2."""
+    disk, _ = hybrid_recovery_disk
+    got = [line for line in lines(qemu.boot(disk, "uefi", expect=efi_probe.END)) if line.startswith("W2V-")]
+    assert f"{efi_probe.BCD_FOUND} hd0,msdos1" in got and f"{efi_probe.WINDOWS_FOUND} hd0,msdos2" in got, got
+    assert not any("MISSING" in line for line in got), got
+
+
+@needs_qemu
+def test_hybrid_with_a_recovery_partition_on_bios(hybrid_recovery_disk):
+    """SeaBIOS, our MBR code and GRUB still chain-load \\bootmgr from the FAT32 system partition."""
+    disk, raw = hybrid_recovery_disk
+    with open(raw, "rb") as f:
+        f.seek(sfdisk(raw)["partitions"][0]["start"] * 512)
+        oem = f.read(11)[3:].decode("ascii")
+    assert_bios_probe(qemu.boot(disk, "bios", expect=bios_probe.END), oem=oem)

@@ -163,6 +163,51 @@ def test_bios_recovery_partition_type_27(fixture_wim, tmp):
     assert f"ramdisk=[mbr:0x{signature:08x}:0x{offset:x}]\\Recovery\\WindowsRE\\Winre.wim" in show
 
 
+def test_hybrid_recovery_in_both_stores(fixture_wim, tmp):
+    """--layout hybrid --recovery: the WinRE partition (0x27) after Windows, as on bios; both stores on the
+    FAT32 system partition (mcopy, then regipy and `bcd show`) start the same WinRE loader, each with its
+    firmware's winload, from the recovery partition by MBR signature and offset (sfdisk's)."""
+    out = tmp / "h.vhdx"
+    res = json.loads(w2v("apply", fixture_wim, out, "--index", "1", "--size", "1G", "--layout", "hybrid",
+                         "--recovery", "32M", "--seed", "hybrid-winre", "--json").stdout)
+    raw, pt, imgs = partitions(out, tmp)
+    sys_part, win_part, rec_part = pt["partitions"]
+    assert [(p["type"], p.get("bootable", False)) for p in pt["partitions"]] == [("c", True), ("7", False),
+                                                                                 ("27", False)]
+    assert (rec_part["start"] + rec_part["size"]) * 512 == 1 << 30
+    _, win_img, rec_img = imgs
+    assert run("ntfsfix", "-n", rec_img).returncode == 0
+    assert listing(rec_img, "/Recovery/WindowsRE") == ["ReAgent.xml", "Winre.wim", "boot.sdi"]
+    assert listing(win_img, "/Windows/System32/Recovery") == ["ReAgent.xml"]
+    assert ntfscat(rec_img, "/Recovery/WindowsRE/Winre.wim") == image_file(
+        fixture_wim, "/Windows/System32/Recovery/Winre.wim", tmp)
+    assert ntfscat(rec_img, "/Recovery/WindowsRE/boot.sdi") == image_file(
+        fixture_wim, "/Windows/Boot/DVD/PCAT/boot.sdi", tmp / "sdi")
+    signature, offset = int(pt["id"], 16), rec_part["start"] * 512
+    xml = ntfscat(win_img, "/Windows/System32/Recovery/ReAgent.xml")
+    assert ntfscat(rec_img, "/Recovery/WindowsRE/ReAgent.xml") == xml
+    ra = reagent(xml)
+    assert ra["WinreLocation"] == {"path": "\\Recovery\\WindowsRE", "id": str(signature), "offset": str(offset),
+                                   "guid": "{00000000-0000-0000-0000-000000000000}"}
+    host = f"mbr:0x{signature:08x}:0x{offset:x}"
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    for path, loader_path in (("/EFI/Microsoft/Boot/BCD", "\\windows\\system32\\winload.efi"),
+                              ("/Boot/BCD", "\\windows\\system32\\winload.exe")):
+        bcd = tmp / path.replace("/", "_")
+        run("mcopy", "-n", "-i", f"{raw}@@{sys_part['start'] * 512}", f"::{path}", bcd, env=env)
+        default, winre_id, loader = winre_objects(regipy_store(bcd))
+        assert ra["WinreBCD"] == {"id": winre_id} and res["boot"]["winre"]["loader"] == winre_id, path
+        assert default["elements"]["16000009"][1] == b"\x01", path          # recoveryenabled
+        assert loader["elements"]["12000002"][1] == loader_path, path
+        dev = loader["elements"]["11000001"][1]
+        assert struct.pack("<I", signature) in dev and struct.pack("<Q", offset) in dev, path
+        show = w2v("bcd", "show", bcd).stdout
+        assert f"ramdisk=[{host}]\\Recovery\\WindowsRE\\Winre.wim," in show, (path, show)
+        assert f"recoverysequence        {winre_id}" in show and "recoveryenabled         Yes" in show, path
+        assert f"ramdisksdidevice        partition={host}" in show, path
+        assert "ramdisksdipath          \\Recovery\\WindowsRE\\boot.sdi" in show, path
+
+
 def big_winre_wim(tmp, size):
     from fixtures.build import build_fixture_wim
     from fixtures.layout import pseudo_random
@@ -203,7 +248,7 @@ def test_image_without_winre_is_refused(tmp):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--layout", "native", "--recovery", "64M"], "--recovery goes with --layout uefi or bios"),
+    (["--layout", "native", "--recovery", "64M"], "--recovery goes with --layout uefi, bios or hybrid"),
     (["--no-boot", "--recovery", "64M"], "cannot go with --no-boot"),
 ])
 def test_recovery_option_checks(fixture_wim, tmp, args, words):

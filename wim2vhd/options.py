@@ -134,7 +134,8 @@ class ApplyOptions:
         if self.mbr and self.layout != "native":
             raise UsageError("--mbr goes with --layout native (bios and hybrid are always MBR, uefi always GPT)")
         if self.recovery_size and self.layout not in RECOVERY_LAYOUTS:
-            raise UsageError(f"--recovery goes with --layout {' or '.join(RECOVERY_LAYOUTS)}, not {self.layout!r}")
+            raise UsageError(f"--recovery goes with --layout {', '.join(RECOVERY_LAYOUTS[:-1])} or "
+                             f"{RECOVERY_LAYOUTS[-1]}, not {self.layout!r}")
         if self.recovery_size and not self.boot:
             # WinRE is started from the store (recoverysequence): without one it would never run.
             raise UsageError("--recovery adds WinRE to the boot store: it cannot go with --no-boot")

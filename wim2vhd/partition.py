@@ -127,7 +127,7 @@ MIN_NTFS_SIZE = 8 * MiB  # smallest Windows/data partition we plan (mkntfs itsel
 MBR_MAX_SECTORS = 0xFFFFFFFF
 
 LAYOUTS = ("uefi", "bios", "hybrid", "native")
-RECOVERY_LAYOUTS = ("uefi", "bios")  # the layouts that may have a WinRE partition (hybrid: not yet)
+RECOVERY_LAYOUTS = ("uefi", "bios", "hybrid")  # the layouts that may have a WinRE partition
 # Other names a layout is known by: Convert-WindowsImage calls the hybrid one WindowsToGo.
 LAYOUT_ALIASES = {"windowstogo": "hybrid"}
 
@@ -338,7 +338,8 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
     * ``bios``: MBR with one active NTFS partition from 1 MiB to the end, or to a WinRE partition
       (type 0x27) at the end when ``recovery_size`` > 0;
     * ``hybrid`` (``windowstogo``): MBR with an active FAT32 system partition of ``esp_size``
-      that holds the UEFI and the BIOS boot files, then NTFS for Windows to the end;
+      that holds the UEFI and the BIOS boot files, then NTFS for Windows to the end, or to a WinRE
+      partition (type 0x27, as on bios) when ``recovery_size`` > 0;
     * ``native``: one NTFS partition, GPT (or MBR with ``mbr=True``), no ESP.
 
     Raises NoSpace when the disk is too small, UsageError for bad arguments.
@@ -351,7 +352,7 @@ def plan_layout(disk_size: int, sector_size: int = 512, layout: str = "uefi", *,
         if v < 0 or v % ALIGN:
             raise UsageError(f"{what} must be a whole number of MiB, not {v} bytes")
     if layout not in RECOVERY_LAYOUTS and recovery_size:
-        raise UsageError(f"a recovery partition is only planned in the {' and '.join(RECOVERY_LAYOUTS)} layouts, "
+        raise UsageError(f"a recovery partition is only planned in the {', '.join(RECOVERY_LAYOUTS)} layouts, "
                          f"not {layout}")
     if mbr and layout != "native":
         raise UsageError("mbr=True only applies to the native layout (bios and hybrid are always MBR, "
@@ -430,7 +431,7 @@ def min_disk_size(layout: str = "uefi", sector_size: int = 512, *, recovery_size
     if layout == "uefi":
         return ALIGN + esp_size + msr_size + MIN_NTFS_SIZE + recovery_size + ALIGN
     if layout == "hybrid":
-        return ALIGN + esp_size + MIN_NTFS_SIZE
+        return ALIGN + esp_size + MIN_NTFS_SIZE + recovery_size
     if layout == "native" and not mbr:
         return ALIGN + MIN_NTFS_SIZE + ALIGN
     return ALIGN + MIN_NTFS_SIZE + recovery_size

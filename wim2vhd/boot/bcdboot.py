@@ -216,7 +216,7 @@ def make_bootable(disk, plan, wim, index: int, img, settings: BootSettings, *, t
             try:
                 if settings.debug:
                     debugger = kdebug.apply(store, store.resolve("{default}"), settings.debug)
-                if winre_ids is not None:  # (one firmware: hybrid takes no --recovery)
+                if winre_ids is not None:  # hybrid: in both stores, each with its firmware's loader
                     winre.add_to_store(store, store.resolve("{default}"), plan, winre_ids, firmware=firmware,
                                        locale=settings.locale)
                 stores[firmware] = store.to_bytes()

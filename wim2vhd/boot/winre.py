@@ -113,7 +113,7 @@ def find_winre(wim, index: int, plan) -> WinreSource:
     anything is written: an image without Winre.wim or boot.sdi is refused (exit 3), and a
     partition too small for them is a usage error (exit 2) that says the size needed."""
     rec = plan.role("recovery")
-    firmware = "bios" if plan.scheme == "mbr" else "uefi"
+    firmware = "bios" if plan.scheme == "mbr" else "uefi"  # (hybrid: MBR; its boot.sdi is the same file)
     winre = wim.find_file(index, IMAGE_RECOVERY, WINRE_NAME)
     if winre is None:
         raise InputError(f"image {index} has no \\{IMAGE_RECOVERY}\\{WINRE_NAME} to put in the recovery partition",

@@ -61,7 +61,7 @@ def apply_cmd(
                                               f"boot. Any case. Default: {D.layout}."),
     mbr: bool = typer.Option(False, "--mbr", help="With --layout native: MBR instead of GPT."),
     recovery: Optional[str] = typer.Option(None, "--recovery", metavar="SIZE",
-                                           help="With --layout uefi or bios: a WinRE partition of this size after "
+                                           help="With --layout uefi, bios or hybrid: a WinRE partition of this size after "
                                                 "Windows, holding the image's Winre.wim (moved there, as Setup "
                                                 "does) with boot.sdi, started from the boot menu's recovery entry."),
     label: Optional[str] = typer.Option(None, "--label", help=f"NTFS volume label (default {D.label})."),

@@ -16,6 +16,7 @@ from wim2vhd._lib import ffi, lib
 from wim2vhd.errors import InternalError, UsageError, from_errno
 
 ABSENT, ZERO, PRESENT, PARTIAL = lib.W2V_ST_ABSENT, lib.W2V_ST_ZERO, lib.W2V_ST_PRESENT, lib.W2V_ST_PARTIAL
+COMPRESSED = lib.W2V_ST_COMPRESSED
 
 
 # The most writer threads native/w2v_writer.c runs (its MAX_THREADS).

@@ -11,40 +11,27 @@ A differencing disk is a qcow2 file with a backing file (of any format, named by
 header extension as qemu writes it).  Its clusters hold all their data, copied up from the backing
 file on the first write (native/w2v_block.c's copy_up_around): qcow2 has no sector bitmaps.
 
-Not supported: compressed clusters (read or written), encryption, external data files, extended L2
+Compressed clusters are read (the native layer inflates them, keeping the last one) but not written:
+an image that has them is opened read-only.  Not supported: encryption, external data files, extended L2
 entries, and writing to images with snapshots.
 """
 from __future__ import annotations
 
 import array
 import os
-import sys
 from typing import Any
 
 from wim2vhd.disk import geometry
 from wim2vhd.disk import qcow2_layout as layout
-from wim2vhd.disk.base import PRESENT, ZERO, Disk, read_exact, write_all
+from wim2vhd.disk.qcow2_parse import be, check_features, compressed_range, read_extensions, read_header, u64s
+from wim2vhd.disk.base import COMPRESSED, PRESENT, ZERO, Disk, read_exact, write_all
 from wim2vhd.errors import Wim2VhdError, CorruptInput, ParentError, UnsupportedInput, UsageError
+from wim2vhd._lib import ffi, lib
 from wim2vhd.units import MiB
 
 DEFAULT_CLUSTER_SIZE = 1 << layout.DEFAULT_CLUSTER_BITS
 QEMU_MAX_L1_BYTES = 32 * MiB  # qemu opens no image with a larger L1 table
 _opening: set[str] = set()    # backing chains being opened, to refuse a loop
-
-
-def _u64s(raw: bytes) -> array.array:
-    a = array.array("Q")
-    a.frombytes(raw)
-    if sys.byteorder == "little":
-        a.byteswap()
-    return a
-
-
-def _be(a: array.array) -> bytes:
-    if sys.byteorder == "little":
-        a = array.array(a.typecode, a)
-        a.byteswap()
-    return a.tobytes()
 
 
 def cluster_bits_for(block_size: int | None) -> int:
@@ -106,8 +93,8 @@ class Qcow2Disk(Disk):
         try:
             os.ftruncate(fd, end)
             write_all(fd, first, 0)
-            write_all(fd, _be(l1), plan["l1"] * cs)
-            write_all(fd, _be(rt), plan["rt"] * cs)
+            write_all(fd, be(l1), plan["l1"] * cs)
+            write_all(fd, be(rt), plan["rt"] * cs)
             # 16-bit refcounts (REFCOUNT_ORDER 4) of 1, in the refcount blocks that follow one another
             step = 4 * MiB
             for c in range(0, used, step):
@@ -121,7 +108,7 @@ class Qcow2Disk(Disk):
                     n = min(per, n_clusters - t * per)
                     l2 = array.array("Q", range(first_data * cs | layout.OFLAG_COPIED,
                                                 (first_data + n) * cs | layout.OFLAG_COPIED, cs))
-                    write_all(fd, _be(l2), (plan["l2"] + t) * cs)
+                    write_all(fd, be(l2), (plan["l2"] + t) * cs)
         except BaseException:
             os.close(fd)
             os.unlink(path)
@@ -167,72 +154,6 @@ class Qcow2Disk(Disk):
 
     # -- open ------------------------------------------------------------------
     @classmethod
-    def _read_header(cls, fd: int, path: str, file_size: int) -> dict[str, Any]:
-        h = layout.HEADER_V2.parse(read_exact(fd, layout.V2_HEADER_LENGTH, 0, "qcow2 header", path))
-        if h["magic"] != layout.MAGIC:
-            raise CorruptInput(f"{path}: not a qcow2 file (no QFI\\xfb magic)")
-        if h["version"] not in layout.VERSIONS:
-            raise UnsupportedInput(f"{path}: qcow2 version {h['version']} is not supported (2 and 3 are)")
-        h.update(incompatible_features=0, compatible_features=0, autoclear_features=0,
-                 refcount_order=layout.V2_REFCOUNT_ORDER, header_length=layout.V2_HEADER_LENGTH, compression_type=0)
-        if h["version"] == 3:
-            raw = read_exact(fd, layout.V3_MIN_HEADER_LENGTH, 0, "qcow2 header", path)
-            at = layout.HEADER_V3.offset_of("header_length")
-            length = int.from_bytes(raw[at:at + 4], "big")
-            if length < layout.V3_MIN_HEADER_LENGTH or length % 8:
-                raise CorruptInput(f"{path}: bad qcow2 header length {length}")
-            raw = read_exact(fd, length, 0, "qcow2 header", path).ljust(layout.HEADER_V3.size, b"\0")
-            h = layout.HEADER_V3.parse(raw)
-        bits, order = h["cluster_bits"], h["refcount_order"]
-        if not layout.MIN_CLUSTER_BITS <= bits <= layout.MAX_CLUSTER_BITS:
-            raise UnsupportedInput(f"{path}: qcow2 cluster size 2^{bits} is out of range (512 bytes to 2 MiB)")
-        if order > layout.MAX_REFCOUNT_ORDER:
-            raise CorruptInput(f"{path}: qcow2 refcount order {order} is out of range (0 to {layout.MAX_REFCOUNT_ORDER})")
-        if h["header_length"] > 1 << bits:
-            raise CorruptInput(f"{path}: the qcow2 header is longer than its cluster")
-        if h["backing_file_offset"] and (h["backing_file_size"] > layout.MAX_BACKING_FILE_SIZE or
-                                         h["backing_file_offset"] + h["backing_file_size"] > 1 << bits):
-            raise CorruptInput(f"{path}: the qcow2 backing file name lies outside the first cluster or is longer "
-                               f"than {layout.MAX_BACKING_FILE_SIZE} bytes")
-        return h
-
-    @classmethod
-    def _check_features(cls, h: dict[str, Any], names: dict[tuple[int, int], str], path: str) -> None:
-        inc = h["incompatible_features"]
-        unknown = inc & ~sum(layout.INCOMPAT_NAMES)
-        if unknown:
-            bit = (unknown & -unknown).bit_length() - 1
-            name = names.get((0, bit))
-            raise UnsupportedInput(f"{path}: the qcow2 image uses an unknown incompatible feature (bit {bit}"
-                                   + (f", {name!r}" if name else "") + ")")
-        for flag, what in ((layout.INCOMPAT_DATA_FILE, "an external data file"),
-                           (layout.INCOMPAT_COMPRESSION, "a non-zlib compression type"),
-                           (layout.INCOMPAT_EXTL2, "extended L2 entries (subclusters)")):
-            if inc & flag:
-                raise UnsupportedInput(f"{path}: the qcow2 image uses {what}, which wim2vhd does not support: "
-                                       "`qemu-img convert -O qcow2` makes a plain copy")
-        if h["crypt_method"] != layout.CRYPT_NONE:
-            raise UnsupportedInput(f"{path}: the qcow2 image is encrypted, which wim2vhd does not support: "
-                                   "`qemu-img convert --object secret,... -O qcow2` makes a plain copy")
-
-    @classmethod
-    def _read_extensions(cls, fd: int, path: str, h: dict[str, Any], file_size: int) -> dict[int, bytes]:
-        cs = 1 << h["cluster_bits"]
-        first = os.pread(fd, cs, 0)
-        stop = h["backing_file_offset"] or cs
-        off, out = h["header_length"], {}
-        while off + layout.EXTENSION.size <= min(stop, len(first)):
-            e = layout.EXTENSION.parse(first, off)
-            if e["type"] == layout.EXT_END:
-                break
-            data_at = off + layout.EXTENSION.size
-            if data_at + e["length"] > len(first):
-                raise CorruptInput(f"{path}: qcow2 header extension {e['type']:#x} runs past the first cluster")
-            out[e["type"]] = first[data_at:data_at + e["length"]]
-            off = data_at + e["length"] + (-e["length"] % 8)
-        return out
-
-    @classmethod
     def check(cls, path: str, fd: int):
         """What the driver checks when it opens a qcow2 file (the header and its feature bits, the L1
         and refcount tables inside the file), each problem on its own line.  `qemu-img check` also
@@ -257,17 +178,9 @@ class Qcow2Disk(Disk):
     @classmethod
     def _open_fd(cls, path: str, fd: int, writable: bool, parent: Disk | None) -> "Qcow2Disk":
         file_size = os.fstat(fd).st_size
-        h = cls._read_header(fd, path, file_size)
-        exts = cls._read_extensions(fd, path, h, file_size)
-        names = {}
-        raw_names = exts.get(layout.EXT_FEATURE_NAMES, b"")
-        for k in range(len(raw_names) // layout.FEATURE_NAME.size):
-            f = layout.FEATURE_NAME.parse(raw_names, k * layout.FEATURE_NAME.size)
-            names[(f["type"], f["bit"])] = f["name"].rstrip(b"\0").decode("utf-8", "replace")
-        cls._check_features(h, names, path)
-        if layout.EXT_DATA_FILE in exts or layout.EXT_CRYPTO in exts:
-            raise UnsupportedInput(f"{path}: the qcow2 image has an external data file or encryption header, "
-                                   "which wim2vhd does not support")
+        h = read_header(fd, path, file_size)
+        exts = read_extensions(fd, path, h)
+        check_features(h, exts, path)
         bits, size = h["cluster_bits"], h["size"]
         cs = 1 << bits
         if size % 512:
@@ -279,7 +192,7 @@ class Qcow2Disk(Disk):
         if l1_off % cs or l1_off + need * 8 > file_size:
             raise CorruptInput(f"{path}: the qcow2 L1 table at offset {l1_off} lies past the end of the file "
                                f"({file_size} bytes) or off a cluster boundary")
-        l1 = _u64s(read_exact(fd, need * 8, l1_off, "L1 table", path))
+        l1 = u64s(read_exact(fd, need * 8, l1_off, "L1 table", path))
 
         d = cls(path, fd, {"virtual_size": size, "sector_size": 512, "block_size": cs, "alloc_align": cs,
                            "file_end": -(-file_size // cs) * cs}, writable=writable)
@@ -307,8 +220,9 @@ class Qcow2Disk(Disk):
         n_blocks = -(-self.size // cs)
         zero_table = bytes(cs)
         data_off, state = self._tables()
+        comp_len = None
         v3 = h["version"] == 3
-        self._present = 0
+        self._present, self._compressed = 0, 0
         for i, e in enumerate(self._l1):
             l2_off = e & layout.L1E_OFFSET_MASK
             if not l2_off:
@@ -319,13 +233,24 @@ class Qcow2Disk(Disk):
             raw = read_exact(fd, cs, l2_off, f"L2 table {i}", path)
             if raw == zero_table:
                 continue
-            for j, v in enumerate(_u64s(raw)):
+            for j, v in enumerate(u64s(raw)):
                 blk = i * per + j
                 if not v or blk >= n_blocks:
                     continue
                 if v & layout.OFLAG_COMPRESSED:
-                    raise UnsupportedInput(f"{path}: the qcow2 image has compressed clusters, which wim2vhd does not "
-                                           "read: `qemu-img convert -O qcow2` makes an uncompressed copy")
+                    # Inflated by the native layer (W2V_ST_COMPRESSED), which is told where the stream lies.
+                    coff, n = compressed_range(v, self._bits)
+                    if not coff or coff >= file_size:
+                        raise CorruptInput(f"{path}: qcow2 L2 entry for compressed cluster {blk} points past the end "
+                                           f"of the file (offset {coff}, {n} bytes, file is {file_size} bytes)")
+                    if comp_len is None:
+                        comp_len = lib.w2v_comp_len(self._h)
+                        if comp_len == ffi.NULL:
+                            raise MemoryError("qcow2 compressed cluster table")
+                    data_off[blk], state[blk], comp_len[blk] = coff, COMPRESSED, n
+                    self._present += 1
+                    self._compressed += 1
+                    continue
                 off = v & layout.L2E_OFFSET_MASK
                 if v3 and v & layout.OFLAG_ZERO:
                     state[blk] = ZERO  # reads as zeros, whatever the backing file holds (a preallocation ignored)
@@ -342,6 +267,11 @@ class Qcow2Disk(Disk):
         """Writes need the tables create() lays out: every L2 table there, refcounts for every cluster to come."""
         h, path, cs = self._hdr, self.path, 1 << self._bits
         inc = h["incompatible_features"]
+        if self._compressed:
+            # Refused rather than copied on write: a write would have to drop the old stream's references
+            # (a host cluster may hold several streams), which the layout we write into never has.
+            raise UnsupportedInput(f"{path}: wim2vhd does not write into qcow2 images with compressed clusters "
+                                   f"({self._compressed} here): `qemu-img convert -O qcow2` makes an uncompressed copy")
         if inc & (layout.INCOMPAT_DIRTY | layout.INCOMPAT_CORRUPT) or h["nb_snapshots"]:
             raise UnsupportedInput(f"{path}: wim2vhd does not write to qcow2 images that are dirty, marked corrupt or "
                                    "have snapshots")
@@ -349,7 +279,7 @@ class Qcow2Disk(Disk):
             raise UnsupportedInput(f"{path}: wim2vhd writes only into qcow2 images laid out as it makes them "
                                    "(version 3, 16-bit refcounts, every L2 table allocated)")
         rt_len = h["refcount_table_clusters"] * cs
-        self._rt = _u64s(read_exact(self.fd, rt_len, h["refcount_table_offset"], "refcount table", path))
+        self._rt = u64s(read_exact(self.fd, rt_len, h["refcount_table_offset"], "refcount table", path))
         rb_entries = cs * 8 >> layout.REFCOUNT_ORDER
         covered = 0
         while covered < len(self._rt) and self._rt[covered] & layout.RT_OFFSET_MASK:
@@ -417,7 +347,7 @@ class Qcow2Disk(Disk):
             write_all(self.fd, b"".join(v.to_bytes(2, "big") for v in vals), rb + (c % rb_entries) * 2)
         for b, vals in _runs(l2, per):
             table = self._l1[b // per] & layout.L1E_OFFSET_MASK
-            write_all(self.fd, _be(array.array("Q", vals)), table + (b % per) * 8)
+            write_all(self.fd, be(array.array("Q", vals)), table + (b % per) * 8)
         self._present = self.allocated_bytes() // cs
 
     def _info(self) -> dict[str, Any]:
