@@ -119,7 +119,12 @@ def test_bad_inputs(fixture_wim, tmp):
     out = tmp / "o.vhdx"
     fails(["apply", fixture_wim, out, "--index", "7"], 3, "images: 1:", tmp, out)
     fails(["apply", fixture_wim, out, "--name", "nope"], 2, "no image whose name or display name holds 'nope'", tmp, out)
-    fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 4, "", tmp, out)
+    # issue 12: a --size too small for the image is a usage error, said before anything is made, with
+    # the size that is enough
+    fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 2, "--size 300 MiB is too small", tmp, out)
+    fails(["apply", fixture_wim, out, "--index", "1", "--size", "300M"], 2, "(use --size 1G or more)", tmp, out)
+    w2v("apply", fixture_wim, out, "--index", "1", "--size", "1G", "--no-boot")  # and that size is enough
+    os.unlink(out)
     for zero in ("0", "0G"):  # not the default size (it made a 25 GiB disk)
         fails(["apply", fixture_wim, out, "--index", "1", "--size", zero], 2, "--size must be more than 0", tmp, out)
     data = open(fixture_wim, "rb").read()

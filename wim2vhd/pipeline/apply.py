@@ -196,9 +196,12 @@ def _steps(job: ApplyJob, opts: ApplyOptions, wim: Wim, img: ImageInfo, size: in
         win = plan.role("windows")
         need = ntfs_need(img)
         if win.size < need:
-            raise NoSpace(f"image {job.index} ({img.name}) needs about {format_size(need)} of NTFS space, "
-                          f"but the Windows partition would be {format_size(win.size)}",
-                          hint=f"use --size {format_size(align_up(size + need - win.size, GiB)).replace(' GiB', 'G')} or more")
+            enough = format_size(align_up(size + need - win.size, GiB)).replace(" GiB", "G")
+            what = (f"image {job.index} ({img.name}) needs about {format_size(need)} of NTFS space, "
+                    f"but the Windows partition would be {format_size(win.size)}")
+            if opts.size is not None:  # the user's --size: a usage error, told before anything is made
+                raise UsageError(f"--size {format_size(size)} is too small: {what}", hint=f"use --size {enough} or more")
+            raise NoSpace(what, hint=f"use --size {enough} or more")  # (the default size always fits)
         winre_source = None
         if opts.boot and plan.role("recovery") is not None:  # (never overlapped: see apply_several)
             from wim2vhd.boot import winre
