@@ -111,10 +111,10 @@ def convert(
 
 @disk_app.command("check")
 def check(
-    disk: str = typer.Argument(..., help="A VHD or VHDX file (its parents are checked too)."),
+    disk: str = typer.Argument(..., help="A VHD, VHDX or qcow2 file (its parents are checked too)."),
     repair: bool = typer.Option(False, "--repair", help="Rewrite a damaged redundant copy (VHD footer copy, "
-                                "VHDX header or region table) from its sound twin, in the disk and its parents; "
-                                "refused when neither copy is sound."),
+                                "VHDX header or region table) from its sound twin, or lower a qcow2's leaked "
+                                "refcounts, in the disk and its parents; refused when neither copy is sound."),
     json: bool = JsonOpt,
 ) -> None:
     """Check every structure of a disk and its parent chain: one line per problem; exit 0 sound, 3 damaged."""

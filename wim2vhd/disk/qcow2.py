@@ -156,8 +156,8 @@ class Qcow2Disk(Disk):
     @classmethod
     def check(cls, path: str, fd: int):
         """What the driver checks when it opens a qcow2 file (the header and its feature bits, the L1
-        and refcount tables inside the file), each problem on its own line.  `qemu-img check` also
-        walks every L2 table and refcount block, which this does not: it is the deeper checker."""
+        and refcount tables inside the file), then every table and refcount (qcow2_check), each kind
+        of problem on its own line."""
         from wim2vhd.disk.check import Facts
         facts = Facts(path, "qcow2")
         dup = os.dup(fd)
@@ -173,6 +173,12 @@ class Qcow2Disk(Disk):
                 facts.parent_candidates = d.parent_paths()
         finally:
             d.close()
+        from wim2vhd.disk import qcow2_check
+        size = os.fstat(fd).st_size
+        try:
+            qcow2_check.walk(fd, path, read_header(fd, path, size), size, facts)
+        except Wim2VhdError as e:
+            facts.add("tables", e.message.removeprefix(f"{path}: "))
         return facts
 
     @classmethod
