@@ -17,7 +17,7 @@ NATIVE_SO = $(firstword $(wildcard wim2vhd/_native*.so) wim2vhd/_native.so)
 PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS ?=
-FUZZ_TARGETS := vhd vhdx hive bcd bcd_element regfile iso partition
+FUZZ_TARGETS := vhd vhdx qcow2 hive bcd bcd_element regfile iso partition
 
 SAN_DIR := build/sanitize
 # The tests that drive the native layer: disk formats, the cache and writer threads, read-ahead, apply and

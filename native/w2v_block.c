@@ -325,7 +325,7 @@ static const uint8_t *inflated(w2v_disk *d, uint64_t blk, int *err)
 	int zr = inflate(&z, Z_FINISH);
 	inflateEnd(&z);
 	if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || z.avail_out) {
-		*err = -EIO; /* a damaged stream: `disk check` names the cluster */
+		*err = -EBADMSG; /* a damaged stream: the file's fault (exit 3), not the host's EIO */
 		return NULL;
 	}
 	d->z_blk = blk + 1;

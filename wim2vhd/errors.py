@@ -148,6 +148,8 @@ def _from_errno(code: int, what: str, output: bool) -> Wim2VhdError:
         return (OutputError if output else InputError)(msg, errno=code)
     if code == _errno.EINVAL and not output:
         return CorruptInput(msg, errno=code)
+    if code == _errno.EBADMSG:  # the native layer's word for data it cannot decode (a qcow2's deflate stream)
+        return CorruptInput(f"{what}: damaged data (a compressed cluster that does not inflate)", errno=code)
     return EnvironmentFault(msg, errno=code)
 
 

@@ -90,6 +90,24 @@ def disks(tmp: Path) -> None:
         _put(fmt, "w2v-child", encode_sparse(_read(child)))
 
 
+def qcow2s(tmp: Path) -> None:
+    """qemu-img's qcow2 files (data written by qemu-io, compressed, version 2) and ours (with a table)."""
+    from wim2vhd.disk import Qcow2Disk
+    _clear("qcow2")
+    p = tmp / "q.qcow2"
+    _run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", str(p), "64M")
+    _run("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 4k", "-c", "write -P 0xa5 3M 8k", str(p))
+    _put("qcow2", "qemu-data", encode_sparse(_read(p)))
+    for name, opts in (("qemu-compressed", ["-c"]), ("qemu-v2", ["-o", "compat=0.10,cluster_size=4k"])):
+        out = tmp / f"{name}.qcow2"
+        _run("qemu-img", "convert", "-O", "qcow2", *opts, str(p), str(out))
+        _put("qcow2", name, encode_sparse(_read(out)))
+    p = tmp / "w-uefi.qcow2"
+    Qcow2Disk.create(str(p), 320 * MiB).close()
+    _with_table(str(p), "uefi")
+    _put("qcow2", "w2v-uefi", encode_sparse(_read(p)))
+
+
 def partitions(tmp: Path) -> None:
     _clear("partition")
     for ss in (512, 4096):
@@ -243,6 +261,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="w2v-seeds-") as t, repro.pinned("fuzz-seeds", 1700000000):
         tmp = Path(t)
         disks(tmp)
+        qcow2s(tmp)
         partitions(tmp)
         isos(tmp)
         stores(tmp)

@@ -119,6 +119,13 @@ def _disk(path: str) -> None:
         d.close()
 
 
+def _qcow2(path: str) -> None:
+    """`disk check` (every L1/L2 entry and refcount, qcow2_check.py), then what `disk info` and reads do."""
+    from wim2vhd.disk.check import check
+    check(path)
+    _disk(path)
+
+
 def _hive(path: str) -> None:
     """Every key (up to MAX_HIVE_KEYS) of a hive: names, timestamps, values and their data."""
     from wim2vhd.registry.hive import Hive
@@ -239,6 +246,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("vhdx", ".vhdx", True, _disk, "VHDX file identifier, both headers, region tables, metadata, BAT, the "
                                          "log GUID, parent locator; disk info, the partition table, reads",
            _DISK + ("wim2vhd.disk.vhdx", "wim2vhd.disk.vhdx_layout"), repair.vhdx),
+    Target("qcow2", ".qcow2", True, _qcow2, "qcow2 header, extensions and feature bits, L1 and L2 tables "
+                                            "(compressed entries too), refcount table and blocks: disk check's "
+                                            "walk, disk info, the partition table, reads",
+           _DISK + ("wim2vhd.disk.qcow2", "wim2vhd.disk.qcow2_parse", "wim2vhd.disk.qcow2_check",
+                    "wim2vhd.disk.qcow2_layout")),
     Target("hive", ".hiv", False, _hive, "regf base block and hbins through hivex (Hive.open and every key, "
                                          "value and datum, boot/hive.py, boot/regf.py's layouts)",
            ("wim2vhd.registry.hive", "wim2vhd.registry.regf", "wim2vhd.ondisk"), repair.hive),

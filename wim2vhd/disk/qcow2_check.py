@@ -65,11 +65,20 @@ def refcount_entries(raw: bytes, order: int) -> list[int]:
     return [(b >> (8 - width * (i + 1))) & mask for b in raw for i in range(per)]
 
 
-def _fixed_structures(w: Walk, h: dict[str, Any]) -> None:
+def _fixed_structures(w: Walk, h: dict[str, Any]) -> bool:
+    """The header, L1 table and refcount table counted; False if a table lies outside the file (then
+    nothing else can be walked)."""
     cs = 1 << w.bits
     w.ref(0)  # the header cluster (with its extensions and the backing file name)
-    w.ref_range(h["l1_table_offset"], h["l1_size"] * 8)
-    w.ref_range(h["refcount_table_offset"], h["refcount_table_clusters"] * cs)
+    ok = True
+    for what, off, n in (("the L1 table", h["l1_table_offset"], h["l1_size"] * 8),
+                         ("the refcount table", h["refcount_table_offset"], h["refcount_table_clusters"] * cs)):
+        if off % cs or off + n > w.file_size:
+            w.bad("tables not aligned to a cluster or past the end of the file", what)
+            ok = False
+        elif n:
+            w.ref_range(off, n)
+    return ok
 
 
 def _walk_l2(w: Walk, fd: int, l2_off: int, l1_index: int, version: int) -> None:
@@ -112,6 +121,7 @@ def _walk_l1(w: Walk, fd: int, h: dict[str, Any]) -> None:
     if not h["l1_size"]:
         return
     l1 = u64s(read_exact(fd, h["l1_size"] * 8, h["l1_table_offset"], "qcow2 L1 table", w.path, w.file_size))
+    walked: set[int] = set()
     for i, e in enumerate(l1):
         off = e & layout.L1E_OFFSET_MASK
         if e & L1E_RESERVED:
@@ -124,6 +134,9 @@ def _walk_l1(w: Walk, fd: int, h: dict[str, Any]) -> None:
             continue
         w.ref(off >> w.bits)
         w.copied.append((off >> w.bits, h["l1_table_offset"] + i * 8, bool(e & layout.OFLAG_COPIED)))
+        if off in walked:  # (shared by two L1 entries: its refcount says so; walked once, so that the
+            continue       # check stays linear in the file's size whatever the tables say)
+        walked.add(off)
         _walk_l2(w, fd, off, i, h["version"])
 
 
@@ -136,6 +149,7 @@ def _stored_refcounts(w: Walk, fd: int, h: dict[str, Any]) -> dict[int, tuple[in
     rt = u64s(read_exact(fd, h["refcount_table_clusters"] * cs, h["refcount_table_offset"],
                          "qcow2 refcount table", w.path, w.file_size))
     stored: dict[int, tuple[int, int]] = {}
+    blocks: set[int] = set()
     for i, e in enumerate(rt):
         if e == 0:
             continue
@@ -145,6 +159,10 @@ def _stored_refcounts(w: Walk, fd: int, h: dict[str, Any]) -> dict[int, tuple[in
                   f"refcount table entry {i}")
             continue
         w.ref(off >> w.bits)
+        if off in blocks:  # one block for two ranges of clusters: counted (a refcount mismatch), read once
+            w.bad("refcount blocks used for two ranges of clusters", f"refcount table entry {i}")
+            continue
+        blocks.add(off)
         block = refcount_entries(read_exact(fd, cs, off, "qcow2 refcount block", w.path, w.file_size), order)
         for j, n in enumerate(block):
             if n:
@@ -167,7 +185,10 @@ def walk(fd: int, path: str, h: dict[str, Any], file_size: int, facts) -> None:
                             "`qemu-img check -r all` brings them up to date")
     if inc & layout.INCOMPAT_CORRUPT:
         facts.add("header", "the corrupt bit is set: qemu found damage and marked the image not to be written")
-    _fixed_structures(w, h)
+    if not _fixed_structures(w, h):
+        for kind, where in w.problems.items():
+            facts.add("tables", f"{kind}: {_clusters(where)}")
+        return
     _walk_l1(w, fd, h)
     stored = _stored_refcounts(w, fd, h)
     for kind, where in w.problems.items():
