@@ -84,6 +84,7 @@ def add_vhd_entry(path: str | os.PathLike, vhd_path: str, *, host: Device | None
     device = Vhd.for_element(vp, host, E.DEVICE)
     osdevice = Vhd.for_element(vp, host, E.OSDEVICE)
     with BcdStore.open(p, write=True) as store:
+        store.read_all()  # a store `bcd show` refuses is refused here too, before anything is edited
         if store.find(el.BOOTMGR) is None:
             raise InputError(f"{p} has no Windows Boot Manager ({{bootmgr}}) to list the entry in",
                              hint="make a system store with `wim2vhd bcd create`")
