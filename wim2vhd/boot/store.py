@@ -82,7 +82,7 @@ class BcdObject:
         v = d.value("Type") if d is not None else None
         try:
             return v.as_dword() if v is not None else 0
-        except ValueError:
+        except CorruptInput:  # read_all() refuses it; a title for it is still wanted
             return 0
 
     def checked_type(self) -> int:
@@ -289,7 +289,7 @@ class BcdStore:
         v = self._description_key.value("System") if self._description_key is not None else None
         try:
             return v is not None and v.as_dword() == 1
-        except ValueError:
+        except CorruptInput:
             return False
 
     @property
@@ -310,7 +310,7 @@ class BcdStore:
         for k in self._objects_key.children():
             try:
                 ident = parse_guid(k.name)
-            except ValueError:
+            except CorruptInput:  # not an object: bcdedit skips it too
                 continue
             out.append(BcdObject(self, k, ident))
         return out
