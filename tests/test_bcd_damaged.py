@@ -3,8 +3,8 @@
 byte-identical, with no .bak and no temporary file beside it.  An edit succeeds only on a store that
 `bcd show` reads, and what it writes reads cleanly too.
 
-Outside readers: regipy reads every store add-vhd wrote here, hivexml (hivex's own XML dump, another
-program than our cffi binding) confirms that the hand-made damage is in the hive as meant.
+Outside readers: regipy reads every store add-vhd wrote here (the new entry is there); hivexml and hivexget
+(hivex's own programs, not our cffi binding) confirm that the hand-made damage is in the hive as meant.
 """
 from __future__ import annotations
 
@@ -81,21 +81,31 @@ def _short_type(h):
     h.root.get_key(f"Objects\\{MEMDIAG}\\Description").set_value(Value("Type", RegType.DWORD, b"\x05\x00"))
 
 
+def _description(path: Path) -> str | None:
+    """hivexget's listing of {memdiag}'s Description key (None: no such key)."""
+    p = subprocess.run(["hivexget", str(path), f"Objects\\{MEMDIAG}\\Description"], capture_output=True, text=True)
+    return p.stdout if p.returncode == 0 else None
+
+
+# kind: (the damage, words of the refusal, what hivexget / hivexml (not our binding) find there)
 HAND_MADE = {
-    "no-type": (_no_type, "has no Description\\Type"),
-    "no-description": (_no_description, "has no Description\\Type"),
-    "type-not-dword": (_type_not_dword, "Description\\Type"),
-    "short-type": (_short_type, "Description\\Type"),
+    "no-type": (_no_type, "has no Description\\Type", lambda p: _description(p) == ""),
+    "no-description": (_no_description, "has no Description\\Type", lambda p: _description(p) is None),
+    "type-not-dword": (_type_not_dword, "no 4-byte REG_DWORD", lambda p: _description(p) == '"Type"="x"\n'),
+    # hivex gives -1 for a DWORD it cannot read as 4 bytes
+    "short-type": (_short_type, "no 4-byte REG_DWORD",
+                   lambda p: '<value type="int32" key="Type" value="-1">' in _hivexml(p)),
 }
 
 
+@pytest.mark.skipif(not (have("hivexml") and have("hivexget")), reason="hivexml/hivexget missing")
 @pytest.mark.parametrize("kind", sorted(HAND_MADE))
 def test_a_damaged_object_is_refused_by_show_and_add_vhd(tmp_path, capsys, kind):
-    fn, words = HAND_MADE[kind]
+    fn, words, outside = HAND_MADE[kind]
     p = _created(capsys, tmp_path)
+    assert not outside(p)
     _edit(p, fn)
-    xml = _hivexml(p)  # hivexml: the object is there, its Type is not a 4-byte DWORD
-    assert MEMDIAG in xml.lower() and "FAILED" not in xml
+    assert outside(p), _description(p)  # the damage is there, as meant
     _refused(capsys, p, ["bcd", "show", p], words)
     _refused(capsys, p, ["bcd", "show", p, "--json"], words)
     _refused(capsys, p, ["bcd", "add-vhd", p, *ADD], words)
@@ -131,10 +141,13 @@ def _bytes_damage(kind: str, data: bytes) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.skipif(not have("hivexml"), reason="hivexml missing")
 @pytest.mark.parametrize("kind", ["header-checksum", "hbin-signature", "hbin-size", "element-value-truncated"])
 def test_a_damaged_hive_is_refused_by_show_and_add_vhd(tmp_path, capsys, kind):
     p = _created(capsys, tmp_path)
+    assert not _hivexml(p).startswith("FAILED")
     p.write_bytes(_bytes_damage(kind, p.read_bytes()))
+    assert _hivexml(p).startswith("FAILED")  # hivexml cannot read it either
     _refused(capsys, p, ["bcd", "show", p], "damaged")
     _refused(capsys, p, ["bcd", "add-vhd", p, *ADD], "damaged")
 
@@ -160,7 +173,6 @@ def test_a_raw_element_reads_but_add_vhd_keeps_it(tmp_path, capsys):
     assert cli(capsys, "bcd", "show", p)[0] == 0
 
 
-@pytest.mark.skipif(not have("hivexml"), reason="hivexml missing")
 def test_apply_host_bcd_refuses_a_damaged_store_before_the_disk(tmp_path, capsys):
     """apply --host-bcd checks the store as add-vhd does, before any disk is made (a missing image would
     be found later: the store's refusal comes first, with no disk and no leftovers)."""
@@ -213,7 +225,7 @@ def _sweep(capsys, tmp_path: Path, original: bytes, seed: int, n: int) -> dict:
         p.write_bytes(data)
         before = sha(p)
         show, _, show_err = cli(capsys, "bcd", "show", p)
-        add, _, add_err = cli(capsys, "bcd", "add-vhd", p, *ADD)
+        add, add_out, add_err = cli(capsys, "bcd", "add-vhd", p, *ADD)
         for cmd, code, err in (("show", show, show_err), ("add-vhd", add, add_err)):
             if code not in (0, 3) or err.count("\n") > 1:
                 problems.append(f"{name}: {cmd} exit {code}: {err.strip()}")
@@ -229,6 +241,8 @@ def _sweep(capsys, tmp_path: Path, original: bytes, seed: int, n: int) -> dict:
                 problems.append(f"{name}: add-vhd wrote a store show refuses ({again_err.strip()})")
             elif sha(d / "BCD.bak") != before:
                 problems.append(f"{name}: the .bak is not the store as it was")
+            elif add_out.strip() not in regipy_store(p):  # regipy reads the new entry where add-vhd put it
+                problems.append(f"{name}: regipy does not find {add_out.strip()} in what add-vhd wrote")
         counts["shown" if show == 0 else "refused"] += 1
         counts["edited"] += add == 0
         if not problems:
