@@ -186,6 +186,25 @@ def test_apply_host_bcd_refuses_a_damaged_store_before_the_disk(tmp_path, capsys
     assert not out.exists(), err
 
 
+def test_an_edit_that_does_not_read_back_is_not_renamed_into_place(tmp_path, capsys, monkeypatch):
+    """save() reads what it wrote with the same check (BcdStore.read_all), not only the hive's: a written
+    store whose {memdiag} lost its type (made so here, after hivex wrote it) stays a temporary file that is
+    removed; the store and its folder are as they were, and the error is ours (exit 6, one line)."""
+    from wim2vhd.boot.store import BcdStore
+    p = _created(capsys, tmp_path)
+    commit = BcdStore._commit
+
+    def damaged_commit(self, path):
+        commit(self, path)
+        _edit(Path(path), _no_type)
+    monkeypatch.setattr(BcdStore, "_commit", damaged_commit)
+    before, listing = sha(p), sorted(os.listdir(tmp_path))
+    code, out, err = cli(capsys, "bcd", "add-vhd", p, *ADD)
+    assert code == 6 and err.count("\n") == 1, err
+    assert f"the store written for {p} does not read back" in err and "has no Description\\Type" in err, err
+    assert sha(p) == before and sorted(os.listdir(tmp_path)) == listing
+
+
 # -- (b) a seeded mutation sweep ---------------------------------------------------------------------
 def _mutations(data: bytes, rng: random.Random, n: int) -> list[tuple[str, bytes]]:
     """n damaged copies of `data`, mostly inside the hbins (the base block is checksummed: damage there
