@@ -186,6 +186,24 @@ def test_apply_host_bcd_refuses_a_damaged_store_before_the_disk(tmp_path, capsys
     assert not out.exists(), err
 
 
+@pytest.mark.parametrize("kind", ["no-type", "short-type"])
+def test_apply_refuses_a_damaged_bcd_template(tmp_path, capsys, kind):
+    """The image's BCD-Template is a store apply's boot stage edits (bcdboot.build_store): it is read with
+    the same check, and a damaged one is refused by its name (hivexget/hivexml see the damage)."""
+    from wim2vhd.boot import bcdboot
+    from wim2vhd.boot.devices import Boot
+    from wim2vhd.errors import CorruptInput
+    fn, words, outside = HAND_MADE[kind]
+    p = _created(capsys, tmp_path)
+    devs = {"bootmgr": Boot(), "device": Boot(), "osdevice": Boot()}
+    bcdboot.build_store(p.read_bytes(), "uefi", "Windows", devs, locale="en-US", memdiag=True).close()
+    _edit(p, fn)
+    assert outside(p)
+    with pytest.raises(CorruptInput) as e:
+        bcdboot.build_store(p.read_bytes(), "uefi", "Windows", devs, locale="en-US", memdiag=True)
+    assert str(e.value).startswith("BCD-Template: object {memdiag} ") and words in str(e.value), e.value
+
+
 def test_an_edit_that_does_not_read_back_is_not_renamed_into_place(tmp_path, capsys, monkeypatch):
     """save() reads what it wrote with the same check (BcdStore.read_all), not only the hive's: a written
     store whose {memdiag} lost its type (made so here, after hivex wrote it) stays a temporary file that is

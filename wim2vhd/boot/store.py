@@ -231,9 +231,12 @@ class BcdStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            # the same checks as open(); messages name the store, not the temporary file
+            # the same checks as open(), and a store read to be edited reads cleanly (read_all), as a
+            # file edits are; messages name the store, not the temporary file
             try:
                 store = cls.open(tmp, write=write)
+                if write:
+                    _checked(store)
             except Wim2VhdError as e:
                 raise type(e)(str(e).replace(tmp, name)) from None
         finally:
@@ -552,6 +555,14 @@ class BcdStore:
 def check_firmware(fw: str) -> None:
     if fw not in FIRMWARES:
         raise UsageError(f"firmware must be uefi or bios, not {fw!r}")
+
+
+def _checked(store: BcdStore) -> None:
+    try:
+        store.read_all()
+    except BaseException:
+        store.close()
+        raise
 
 
 def _read_back(temp: str, target: str) -> None:
