@@ -30,6 +30,18 @@ def w2v(*args, check=True, **kw):
     return run(W2V, *args, check=check, **kw)
 
 
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """Run the CLI in this process (wim2vhd.cli.main, as the console script does): (exit code, stdout, stderr)."""
+    from wim2vhd.cli import main
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def leftovers(directory):
     """Temporary files wim2vhd may have left behind."""
     return [n for n in os.listdir(directory) if ".w2v-tmp" in n]

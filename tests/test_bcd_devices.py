@@ -13,6 +13,7 @@ from wim2vhd.boot.store import BcdStore
 from wim2vhd.boot.values import PaddedStr, RawValue, decode_element, encode_element, format_value
 from wim2vhd.boot.devices import (Boot, File, GptPartition, Locate, MbrPartition, Ramdisk, RawDevice, Vhd,
                                   VirtualDisk, decode_device, encode_device, parse_device, parse_host)
+from wim2vhd.errors import UsageError
 from wim2vhd.registry.hive import RegType, Value
 
 from tests.support import REF_STORES, ref, regipy_store
@@ -212,9 +213,14 @@ def test_parse_host_and_errors():
     g1, g2 = uuid.uuid4(), uuid.uuid4()
     assert parse_host(f"gpt:{{{g1}}}:{g2}") == GptPartition(g1, g2)
     assert parse_host("locate", "\\x.vhd") == Locate.by_path("\\x.vhd")
-    for bad in ("mbr:xyz:1", "mbr:1", "mbr:0x100000000:0", "gpt:1:2", "floppy", "mbr:-1:0"):
-        with pytest.raises(ValueError):
+    for bad in ("mbr:xyz:1", "mbr:1", "mbr:0x100000000:0", "gpt:1:2", "floppy", "mbr:-1:0", "locate",
+                f"gpt:{'-' * 36}:{g2}"):
+        with pytest.raises(UsageError):  # typed text: a usage error, not a ValueError to catch far away
             parse_host(bad)
+    for bad in ("hex:0g", "locate=custom:zz", "ramdisk=[boot]\\x.wim,{not-a-guid}", "vhd=\\x", "file=[boot\\x",
+                "floppy"):
+        with pytest.raises(UsageError):
+            parse_device(bad)
 
 
 def test_nested_options_refused():

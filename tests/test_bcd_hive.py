@@ -153,8 +153,9 @@ def test_multi_sz_codec():
         if items and items[-1] == "":
             continue  # an empty last item cannot be told from the terminator
         assert decode_multi_sz(encode_multi_sz(items)) == items
-    with pytest.raises(ValueError):
-        decode_multi_sz(b"a\0")
+    for bad in (b"a\0", b"a\0\0\0", b"\x00\xd8\0\0\0\0"):  # odd, no second NUL, a lone surrogate
+        with pytest.raises(CorruptInput):
+            decode_multi_sz(bad)
 
 
 # -- errors: one place, one line --------------------------------------------------------------

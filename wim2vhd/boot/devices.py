@@ -40,6 +40,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from wim2vhd.boot.elements import ALIAS_OF, RAMDISKOPTIONS, WELL_KNOWN
+from wim2vhd.errors import UsageError
 from wim2vhd.ondisk import Record
 
 # -- declarative layouts ----------------------------------------------------------
@@ -545,14 +546,14 @@ def decode_device(data: bytes) -> Device:
         return RawDevice(data)
 
 
-# -- text: the short forms the CLI accepts -------------------------------------------------
+# -- text: the short forms the CLI accepts (what a user types: a mistake is a UsageError) ---------------
 _HEX_OR_DEC = r"(?:0x[0-9a-fA-F]+|[0-9]+)"
 
 
 def parse_int(text: str) -> int:
     t = text.strip().lower().replace("_", "")
     if not re.fullmatch(_HEX_OR_DEC, t):
-        raise ValueError(f"{text!r} is not a number (use decimal or 0x-hex)")
+        raise UsageError(f"{text!r} is not a number (use decimal or 0x-hex)")
     return int(t, 0)
 
 
@@ -564,39 +565,42 @@ def parse_host(text: str, path: str | None = None) -> Device:
         return Boot()
     if low == "locate":
         if path is None:
-            raise ValueError("[locate] needs the path it searches for")
+            raise UsageError("[locate] needs the path it searches for")
         return Locate.by_path(path)
     if low.startswith("locate="):
         return Locate.by_path(t[7:])
     if low.startswith("mbr:"):
         parts = t[4:].split(":")
         if len(parts) != 2:
-            raise ValueError(f"{text!r}: expected mbr:SIGNATURE:OFFSET")
+            raise UsageError(f"{text!r}: expected mbr:SIGNATURE:OFFSET")
         sig, off = parse_int(parts[0]), parse_int(parts[1])
         if not 0 <= sig <= 0xFFFFFFFF:
-            raise ValueError(f"MBR disk signature {parts[0]} does not fit in 32 bits")
+            raise UsageError(f"MBR disk signature {parts[0]} does not fit in 32 bits")
         if off < 0 or off >= 1 << 64:
-            raise ValueError(f"partition offset {parts[1]} out of range")
+            raise UsageError(f"partition offset {parts[1]} out of range")
         return MbrPartition(sig, off)
     if low.startswith("gpt:"):
         rest = t[4:].replace("{", "").replace("}", "")
         m = re.fullmatch(r"([0-9a-fA-F-]{36}):([0-9a-fA-F-]{36})", rest)
         if not m:
-            raise ValueError(f"{text!r}: expected gpt:DISK-GUID:PARTITION-GUID")
-        return GptPartition(uuid.UUID(m.group(1)), uuid.UUID(m.group(2)))
-    raise ValueError(f"{text!r} is not a device: use boot, locate, mbr:SIG:OFFSET or gpt:DISK:PART")
+            raise UsageError(f"{text!r}: expected gpt:DISK-GUID:PARTITION-GUID")
+        try:
+            return GptPartition(uuid.UUID(m.group(1)), uuid.UUID(m.group(2)))
+        except ValueError:  # the right characters, not a GUID's groups
+            raise UsageError(f"{text!r}: expected gpt:DISK-GUID:PARTITION-GUID") from None
+    raise UsageError(f"{text!r} is not a device: use boot, locate, mbr:SIG:OFFSET or gpt:DISK:PART")
 
 
 def _split_bracket(s: str) -> tuple[str, str]:
     if not s.startswith("["):
-        raise ValueError(f"{s!r}: expected [host]\\path")
+        raise UsageError(f"{s!r}: expected [host]\\path")
     depth = 0
     for i, c in enumerate(s):
         depth += c == "["
         depth -= c == "]"
         if depth == 0:
             return s[1:i], s[i + 1:]
-    raise ValueError(f"{s!r}: unbalanced [")
+    raise UsageError(f"{s!r}: unbalanced [")
 
 
 def _parse_object(s: str) -> uuid.UUID:
@@ -608,6 +612,13 @@ def _parse_object(s: str) -> uuid.UUID:
 
 def parse_device(text: str) -> Device:
     """The inverse of Device.text() for every form wim2vhd writes (not RawDevice)."""
+    try:
+        return _parse_device(text)
+    except ValueError:  # a hex: value, a custom: element or an options GUID that is none
+        raise UsageError(f"{text!r} is not a device") from None
+
+
+def _parse_device(text: str) -> Device:
     t = text.strip()
     low = t.lower()
     if low == "boot":
@@ -645,11 +656,11 @@ def parse_device(text: str) -> Device:
             return File(rest, parse_device_host(inside, rest))
     if low == "locate":
         return Locate.by_element()
-    raise ValueError(f"{text!r} is not a device")
+    raise UsageError(f"{text!r} is not a device")
 
 
 def parse_device_host(inside: str, path: str | None) -> Device:
     try:
         return parse_host(inside, path)
-    except ValueError:
+    except UsageError:  # not a host's short form: a whole device
         return parse_device(inside)

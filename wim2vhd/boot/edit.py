@@ -53,8 +53,8 @@ def host_device(host: str | None = None, host_gpt: str | None = None, host_mbr: 
             return parse_host("gpt:" + host_gpt)
         if host_mbr is not None:
             return parse_host("mbr:" + host_mbr)
-    except ValueError as e:
-        raise UsageError(str(e).replace("gpt:", "--host-gpt ").replace("mbr:", "--host-mbr ")) from None
+    except UsageError as e:  # the message in the options' words
+        raise UsageError(e.message.replace("gpt:", "--host-gpt ").replace("mbr:", "--host-mbr ")) from None
     if host is None or host.strip().lower() == "locate":
         return None  # [locate]: add_vhd_entry searches for the VHD's own path
     if host.strip().lower() == "boot":
@@ -84,6 +84,7 @@ def add_vhd_entry(path: str | os.PathLike, vhd_path: str, *, host: Device | None
     device = Vhd.for_element(vp, host, E.DEVICE)
     osdevice = Vhd.for_element(vp, host, E.OSDEVICE)
     with BcdStore.open(p, write=True) as store:
+        store.read_all()  # a store `bcd show` refuses is refused here too, before anything is edited
         if store.find(el.BOOTMGR) is None:
             raise InputError(f"{p} has no Windows Boot Manager ({{bootmgr}}) to list the entry in",
                              hint="make a system store with `wim2vhd bcd create`")

@@ -32,7 +32,7 @@ from wim2vhd.boot.elements import E, ObjectType
 from wim2vhd.boot.values import (ELEMENT_VALUE, ElementValue, as_uuid, decode_element, encode_element,
                                  guid_text, parse_guid)
 from wim2vhd.errors import CorruptInput, InputError, InternalError, UnsupportedInput, UsageError, Wim2VhdError, from_oserror
-from wim2vhd.registry.hive import Hive, Key, Value
+from wim2vhd.registry.hive import Hive, Key, RegType, Value
 from wim2vhd.registry.regf import KEY_ALL_ACCESS, KEY_READ, key_security_descriptor, set_key_security
 from wim2vhd.security import WRITE_DAC
 
@@ -82,8 +82,18 @@ class BcdObject:
         v = d.value("Type") if d is not None else None
         try:
             return v.as_dword() if v is not None else 0
-        except ValueError:
+        except CorruptInput:  # read_all() refuses it; a title for it is still wanted
             return 0
+
+    def checked_type(self) -> int:
+        """The type, from a 4-byte REG_DWORD Description\\Type; anything else is a damaged store."""
+        d = self.key.child("Description")
+        v = d.value("Type") if d is not None else None
+        if v is None or v.type != RegType.DWORD or len(v.data) != 4:
+            what = "has no Description\\Type" if v is None else "has a Description\\Type that is no 4-byte REG_DWORD"
+            raise CorruptInput(f"{self.store.path or 'the BCD store'}: object {self.alias or guid_text(self.id)} "
+                               f"{what}: the store is damaged", hint="restore it from a backup")
+        return v.as_dword()
 
     @property
     def alias(self) -> str | None:
@@ -221,9 +231,12 @@ class BcdStore:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            # the same checks as open(); messages name the store, not the temporary file
+            # the same checks as open(), and a store read to be edited reads cleanly (read_all), as a
+            # file edits are; messages name the store, not the temporary file
             try:
                 store = cls.open(tmp, write=write)
+                if write:
+                    _checked(store)
             except Wim2VhdError as e:
                 raise type(e)(str(e).replace(tmp, name)) from None
         finally:
@@ -279,12 +292,20 @@ class BcdStore:
         v = self._description_key.value("System") if self._description_key is not None else None
         try:
             return v is not None and v.as_dword() == 1
-        except ValueError:
+        except CorruptInput:
             return False
 
     @property
     def description_values(self) -> list[Value]:
         return self._description_key.values() if self._description_key is not None else []
+
+    def read_all(self) -> list[tuple[BcdObject, int, dict[int, ElementValue]]]:
+        """Every object with its type and decoded elements, as `bcd show` lists them (it lists these), and
+        the store's own facts: the one check that a store reads cleanly, which every edit runs on the store
+        before it and on what it writes.  A store that does not read (its hive damaged where this looks,
+        an object without a REG_DWORD type) is CorruptInput naming the store and what is wrong."""
+        self.description_values, self.is_system_store, self.firmware
+        return [(o, o.checked_type(), o.elements()) for o in self.objects()]
 
     # -- objects ---------------------------------------------------------------------
     def objects(self) -> list[BcdObject]:
@@ -292,7 +313,7 @@ class BcdStore:
         for k in self._objects_key.children():
             try:
                 ident = parse_guid(k.name)
-            except ValueError:
+            except CorruptInput:  # not an object: bcdedit skips it too
                 continue
             out.append(BcdObject(self, k, ident))
         return out
@@ -520,8 +541,7 @@ class BcdStore:
                 self._commit(out.temp)
                 if os.path.exists(target):
                     os.chmod(out.temp, os.stat(target).st_mode & 0o7777)
-                with BcdStore.open(out.temp):  # read it back through the checks any store gets
-                    pass
+                _read_back(out.temp, target)
                 if os.path.exists(target) and backup:
                     _replace_backup(target)
                 out.commit()  # fsync, rename over the target, fsync the directory
@@ -535,6 +555,24 @@ class BcdStore:
 def check_firmware(fw: str) -> None:
     if fw not in FIRMWARES:
         raise UsageError(f"firmware must be uefi or bios, not {fw!r}")
+
+
+def _checked(store: BcdStore) -> None:
+    try:
+        store.read_all()
+    except BaseException:
+        store.close()
+        raise
+
+
+def _read_back(temp: str, target: str) -> None:
+    """What save() wrote reads as `bcd show` reads a store (BcdStore.read_all), or it is not renamed into
+    place: the store it came from read cleanly (edits check it first), so this is ours to fix."""
+    try:
+        with BcdStore.open(temp) as back:
+            back.read_all()
+    except InputError as e:
+        raise InternalError(f"the store written for {target} does not read back: {e.message.replace(temp, target)}") from None
 
 
 def _replace_backup(target: str) -> None:

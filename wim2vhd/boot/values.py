@@ -16,7 +16,7 @@ from typing import Any
 from wim2vhd.boot import elements as el
 from wim2vhd.boot.devices import LOCATE_ELEMENT_OF, Device, Vhd, decode_device, encode_device
 from wim2vhd.boot.elements import Format
-from wim2vhd.errors import UsageError
+from wim2vhd.errors import CorruptInput, UsageError
 from wim2vhd.registry.hive import RegType, Value, decode_multi_sz, decode_sz, encode_multi_sz, encode_sz
 
 # The registry value that holds an element, in Elements\xxxxxxxx.
@@ -55,9 +55,13 @@ def guid_text(g: uuid.UUID) -> str:
 
 
 def parse_guid(s: str) -> uuid.UUID:
-    if not (s.startswith("{") and s.endswith("}") and len(s) == 38):
-        raise ValueError(s)
-    return uuid.UUID(s[1:-1])
+    """A GUID in braces as a store holds it (a key name, an object element); CorruptInput if it is none."""
+    try:
+        if s.startswith("{") and s.endswith("}") and len(s) == 38:
+            return uuid.UUID(s[1:-1])
+    except ValueError:
+        pass
+    raise CorruptInput(f"{s!r} is not a GUID in braces")
 
 
 def encode_element(element: int, value: ElementValue) -> Value:
@@ -112,7 +116,7 @@ def decode_element(element: int, value: Value) -> ElementValue:
             out = bool(data[0])
         elif fmt == Format.INTEGER_LIST and t == RegType.BINARY and len(data) % 8 == 0:
             out = [v for (v,) in struct.iter_unpack("<Q", data)]
-    except (ValueError, UnicodeDecodeError):
+    except CorruptInput:  # not stored as its format says: kept as it is
         out = None
     if out is None or encode_element(element, out).data != data:
         return RawValue(int(t), data)
@@ -122,13 +126,13 @@ def decode_element(element: int, value: Value) -> ElementValue:
 def _decode_string(data: bytes) -> str:
     """REG_SZ text up to its first NUL; anything after it rides along as a PaddedStr tail."""
     if len(data) % 2:
-        raise ValueError("odd-length UTF-16")
+        raise CorruptInput("odd-length UTF-16")
     for i in range(0, len(data), 2):
         if data[i:i + 2] == b"\0\0":
-            text = data[:i].decode("utf-16-le")
+            text = decode_sz(data[:i + 2])
             tail = data[i + 2:]
             return PaddedStr(text, tail) if tail else text
-    raise ValueError("no NUL terminator")
+    raise CorruptInput("no NUL terminator")
 
 
 def as_uuid(v) -> uuid.UUID:

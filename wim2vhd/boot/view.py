@@ -15,8 +15,8 @@ _TYPE_RANK = {ObjectType.FWBOOTMGR: 0, ObjectType.BOOTMGR: 1, ObjectType.OSLOADE
 def _sort_key(order: list[uuid.UUID]):
     """bcdedit /enum all order: boot managers, loaders, resume, tools, other
     applications, inheritable settings, device options; then display order."""
-    def key(o: BcdObject):
-        t = o.type
+    def key(entry: tuple[BcdObject, int, dict]):
+        o, t, _ = entry
         rank = _TYPE_RANK.get(t, {1: 5, 2: 6, 3: 7}.get(el.object_kind(t), 8))
         pos = order.index(o.id) if o.id in order else len(order)
         return (rank, pos, str(o.id))
@@ -31,28 +31,27 @@ def _format_name(element: int) -> str:
 
 
 def describe(store: BcdStore, *, verbose: bool = False) -> list[dict]:
-    """Every object with every element: id, names, values, display text."""
-    objs = store.objects()
-    bm = store.find(el.BOOTMGR)
+    """Every object with every element: id, names, values, display text.  Read by BcdStore.read_all, the
+    check every edit runs first: a store this shows is one an edit takes."""
+    objs = store.read_all()
     order: list[uuid.UUID] = []
     default = None
-    if bm is not None:
-        for e in (E.DISPLAYORDER, E.TOOLSDISPLAYORDER):
-            v = bm.get(e)
-            if isinstance(v, list):
-                order += v
-        d = bm.get(E.DEFAULT)
-        default = d if isinstance(d, uuid.UUID) else None
+    for o, _, elements in objs:
+        if o.id == el.BOOTMGR:
+            for e in (E.DISPLAYORDER, E.TOOLSDISPLAYORDER):
+                if isinstance(elements.get(e), list):
+                    order += elements[e]
+            d = elements.get(E.DEFAULT)
+            default = d if isinstance(d, uuid.UUID) else None
     names: dict[uuid.UUID, str] = {}
     if not verbose:
         names = dict(el.ALIAS_OF)
         if default is not None:
             names[default] = "{default}"
     out = []
-    for o in sorted(objs, key=_sort_key(order)):
-        t = o.type
+    for o, t, elements in sorted(objs, key=_sort_key(order)):
         elems = []
-        for eid, val in o.elements().items():
+        for eid, val in elements.items():
             info = el.element_info(eid, t)
             elems.append({
                 "id": f"0x{eid:08x}",
@@ -67,7 +66,7 @@ def describe(store: BcdStore, *, verbose: bool = False) -> list[dict]:
             "identifier": names.get(o.id, guid_text(o.id)),
             "alias": o.alias,
             "type": f"0x{t:08x}",
-            "title": o.title,
+            "title": el.object_title(t, o.id),
             "elements": elems,
         })
     return out

@@ -251,7 +251,7 @@ class Customizations:
                 old = key.value("DevicePath")
                 try:
                     current = old.as_str() if old is not None else DEVICEPATH_DEFAULT
-                except ValueError:
+                except CorruptInput:  # not a string: the default path list, as Windows has it
                     current = DEVICEPATH_DEFAULT
                 key.set_value(Value("DevicePath", RegType.EXPAND_SZ,
                                     (extend_device_path(current, self._device_paths) + "\0").encode("utf-16-le")))
@@ -362,7 +362,7 @@ def _current_control_set(hive, shown: str) -> str:
     cur = sel.value("Current") if sel is not None else None
     try:
         n = cur.as_dword() if cur is not None else None
-    except ValueError:
+    except CorruptInput:  # refused just below
         n = None
     if not n:
         raise CorruptInput(f"{shown} has no Select\\Current: its current control set is unknown")

@@ -75,7 +75,7 @@ class Value:
     def binary(cls, name: str, data: bytes) -> "Value":
         return cls(name, RegType.BINARY, bytes(data))
 
-    # -- readers (raise ValueError when the data does not fit the type) -------
+    # -- readers (the data is input: CorruptInput when it does not fit the type) -------
     def as_str(self) -> str:
         return decode_sz(self.data)
 
@@ -84,7 +84,7 @@ class Value:
 
     def as_dword(self) -> int:
         if len(self.data) != 4:
-            raise ValueError(f"value {self.name!r}: {len(self.data)} bytes, a DWORD has 4")
+            raise CorruptInput(f"value {self.name!r}: {len(self.data)} bytes, a DWORD has 4")
         return struct.unpack("<I", self.data)[0]
 
 
@@ -92,10 +92,17 @@ def encode_sz(text: str) -> bytes:
     return text.encode("utf-16-le") + b"\0\0"
 
 
+def _utf16(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-16-le")
+    except UnicodeDecodeError:  # a lone surrogate
+        raise CorruptInput(f"not {what}: bad UTF-16") from None
+
+
 def decode_sz(data: bytes) -> str:
     if len(data) % 2 or not data.endswith(b"\0\0"):
-        raise ValueError("not a NUL-terminated UTF-16 string")
-    return data[:-2].decode("utf-16-le")
+        raise CorruptInput("not a NUL-terminated UTF-16 string")
+    return _utf16(data[:-2], "a REG_SZ")
 
 
 def encode_multi_sz(items: list[str]) -> bytes:
@@ -104,12 +111,12 @@ def encode_multi_sz(items: list[str]) -> bytes:
 
 def decode_multi_sz(data: bytes) -> list[str]:
     if len(data) % 2 or not data.endswith(b"\0\0"):
-        raise ValueError("not a REG_MULTI_SZ")
-    text = data[:-2].decode("utf-16-le")
+        raise CorruptInput("not a REG_MULTI_SZ")
+    text = _utf16(data[:-2], "a REG_MULTI_SZ")
     if text == "":
         return []
     if not text.endswith("\0"):
-        raise ValueError("not a REG_MULTI_SZ")
+        raise CorruptInput("not a REG_MULTI_SZ")
     return text[:-1].split("\0")
 
 
