@@ -395,11 +395,12 @@ def test_no_recovery_partition_is_winre_absent(disks):
     assert [c["result"] for c in res["checks"] if c["check"] == "WinRE"] == ["skipped"]
 
 
-@pytest.mark.parametrize("layout", ["uefi", "bios"])
+@pytest.mark.parametrize("layout", ["uefi", "bios", "hybrid"])
 def test_winre_wim_deleted(winre_disks, layout, tmp):
+    """(hybrid: both stores name it; it is one problem)"""
     raw, _, rec = winre_copy(winre_disks, layout, tmp)
     ntfs_unlink(raw, rec, tmp, f"{REC_DIR}/Winre.wim")
-    n = 4 if layout == "uefi" else 2
+    n = {"uefi": 4, "bios": 2, "hybrid": 3}[layout]
     one_problem(verify(raw), "\\Recovery\\WindowsRE\\Winre.wim is missing", f"partition {n}")
 
 
@@ -415,17 +416,22 @@ def test_reagent_deleted(winre_disks, tmp):
     one_problem(verify(raw), "ReAgent.xml is missing")
 
 
-def test_reagent_names_another_path(winre_disks, tmp):
-    raw, win, _ = winre_copy(winre_disks, "uefi", tmp)
+@pytest.mark.parametrize("layout,old,new,words", [
+    ("uefi", b'path="\\Recovery\\WindowsRE"', b'path="\\Recovery\\Elsewhere"', ("names", "\\Recovery\\Elsewhere")),
+    ("bios", b'offset="', b'offset="1', ("names", "not WinRE's")),
+    ("uefi", b'<WinreBCD id="{', b'<WinreBCD id="{0', ("WinreBCD is {0",)),
+])
+def test_reagent_names_another_place(winre_disks, layout, old, new, words, tmp):
+    raw, win, _ = winre_copy(winre_disks, layout, tmp)
     img = get_partition(raw, win, tmp, "win.img")
     xml = ntfscat(img, REAGENT)
-    other = xml.replace(b'path="\\Recovery\\WindowsRE"', b'path="\\Recovery\\Elsewhere"')
+    other = xml.replace(old, new, 1)
     assert other != xml
     (tmp / "ReAgent.xml").write_bytes(other)
     run("ntfscp", "-f", img, tmp / "ReAgent.xml", REAGENT)  # ntfs-3g's own writer
     assert ntfscat(img, REAGENT) == other
     put_partition(raw, win, img)
-    one_problem(verify(raw), "ReAgent.xml names", "\\Recovery\\Elsewhere")
+    one_problem(verify(raw), "ReAgent.xml", *words)
 
 
 def test_reagent_with_winre_left_in_windows(winre_disks, tmp):
@@ -458,15 +464,16 @@ def test_recovery_partition_attributes_changed(winre_disks, tmp):
     one_problem(verify(raw), "attributes 0x0000000000000001, not 0x8000000000000001")
 
 
-def edit_uefi_store(raw, tmp, edit):
-    """Change the ESP's store with the project's store API (mcopy out and back); returns regipy's view."""
+def edit_uefi_store(raw, tmp, edit, path="/EFI/Microsoft/Boot/BCD"):
+    """Change a store on the FAT system partition with the project's store API (mcopy out and back);
+    returns regipy's view of it."""
     from wim2vhd.boot.store import BcdStore
     bcd = tmp / "BCD"
-    run("mcopy", "-n", "-i", f"{raw}@@1M", "::/EFI/Microsoft/Boot/BCD", bcd, env=MTOOLS)
+    run("mcopy", "-n", "-i", f"{raw}@@1M", f"::{path}", bcd, env=MTOOLS)
     with BcdStore.open(bcd, write=True) as store:
         edit(store)
         store.save(backup=False)
-    run("mcopy", "-o", "-i", f"{raw}@@1M", bcd, "::/EFI/Microsoft/Boot/BCD", env=MTOOLS)
+    run("mcopy", "-o", "-i", f"{raw}@@1M", bcd, f"::{path}", env=MTOOLS)
     return regipy_store(bcd)
 
 
@@ -493,3 +500,16 @@ def test_recoveryenabled_unset(winre_disks, tmp):
     seen = edit_uefi_store(raw, tmp, lambda s: default_of(s).set(E.RECOVERYENABLED, False))
     assert any(o["elements"].get("16000009", (0, None))[1] == b"\x00" for o in seen.values())
     one_problem(verify(raw), "recoveryenabled")
+
+
+def test_hybrid_bios_store_recoverysequence_missing(winre_disks, tmp):
+    """Only the BIOS store of a hybrid disk is changed: one problem, named for that store."""
+    import uuid
+    from wim2vhd.boot.elements import E
+    raw, _, _ = winre_copy(winre_disks, "hybrid", tmp)
+    missing = uuid.UUID("0badc0de-0000-4000-8000-000000000002")
+    seen = edit_uefi_store(raw, tmp, lambda s: default_of(s).set(E.RECOVERYSEQUENCE, [missing]), "/Boot/BCD")
+    assert any(o["elements"].get("14000008", (0, None))[1] == [f"{{{missing}}}"] for o in seen.values())
+    res = json.loads(verify(raw, "--json").stdout)
+    assert [c["check"] for c in res["checks"] if c["result"] == "problem"] == ["BIOS WinRE loader"]
+    one_problem(verify(raw), f"{{{missing}}} is not in the store")
