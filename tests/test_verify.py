@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from tests.support import run, sfdisk, to_raw, w2v
+from tests.support import ntfscat, ntfsls, regipy_store, run, sfdisk, to_raw, w2v
 
 MTOOLS = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 GOOD = {  # name: (file name, apply options, layout verify should see)
@@ -335,3 +335,181 @@ def test_architecture_from_the_loaders_pe_machine(tmp):
         assert res["sound"], res["problems"]
     else:
         one_problem(verify(out), "\\EFI\\Boot\\bootaa64.efi", "missing", "arm64")
+
+
+# -- WinRE (apply --recovery) ---------------------------------------------------------------------
+# One raw disk per layout (OUT .img), made once for this module; each damage is done to a copy and
+# confirmed with an outside reader first (ntfsls/ntfscat, sfdisk, regipy).
+
+REC_DIR = "/Recovery/WindowsRE"
+REAGENT = "/Windows/System32/Recovery/ReAgent.xml"
+
+
+@pytest.fixture(scope="module")
+def winre_disks(fixture_wim, tmp_path_factory):
+    d = tmp_path_factory.mktemp("verify-winre")
+    out = {}
+    for layout in ("uefi", "bios", "hybrid"):
+        out[layout] = d / f"{layout}.img"
+        w2v("apply", fixture_wim, out[layout], "--index", "1", "--size", "1G", "--layout", layout,
+            "--recovery", "32M")
+    return out
+
+
+def winre_copy(winre_disks, layout, tmp):
+    """(a sparse copy of the layout's disk, sfdisk's partitions: Windows' and the recovery one)."""
+    raw = raw_copy(winre_disks[layout], tmp)
+    parts = sfdisk(raw)["partitions"]
+    return raw, parts[-2], parts[-1]
+
+
+def ntfs_unlink(raw, part, tmp, path):
+    """Delete `path` from an NTFS partition with libntfs-3g; ntfsls confirms it is gone."""
+    from wim2vhd.ntfs import NtfsVolume
+    img = get_partition(raw, part, tmp, "part.img")
+    with NtfsVolume(str(img)) as vol:
+        vol.unlink(path.strip("/").replace("/", "\\"))
+    folder, name = path.rsplit("/", 1)
+    assert name not in run("ntfsls", "-a", img, "-p", folder).stdout.split()
+    put_partition(raw, part, img)
+
+
+@pytest.mark.parametrize("layout", ["uefi", "bios", "hybrid"])
+def test_winre_sound(winre_disks, layout):
+    res = json.loads(verify(winre_disks[layout], "--json").stdout)
+    assert res["sound"], res["problems"]
+    assert res["winre"] == "present" and res["layout"] == layout
+    results = {c["check"]: c["result"] for c in res["checks"]}
+    prefixes = ("UEFI ", "BIOS ") if layout == "hybrid" else ("",)
+    for pre in prefixes:
+        for c in ("WinRE recoveryenabled", "WinRE loader"):
+            assert results[pre + c] == "ok", pre + c
+    for c in ("WinRE image", "WinRE boot.sdi"):  # checked once, by the first store naming them
+        assert results[prefixes[0] + c] == "ok", c
+    assert results["WinRE partition"] == "ok" and results["WinRE ReAgent.xml"] == "ok"
+
+
+def test_no_recovery_partition_is_winre_absent(disks):
+    res = json.loads(verify(disks["uefi"], "--json").stdout)
+    assert res["sound"] and res["winre"] == "absent"
+    assert [c["result"] for c in res["checks"] if c["check"] == "WinRE"] == ["skipped"]
+
+
+@pytest.mark.parametrize("layout", ["uefi", "bios", "hybrid"])
+def test_winre_wim_deleted(winre_disks, layout, tmp):
+    """(hybrid: both stores name it; it is one problem)"""
+    raw, _, rec = winre_copy(winre_disks, layout, tmp)
+    ntfs_unlink(raw, rec, tmp, f"{REC_DIR}/Winre.wim")
+    n = {"uefi": 4, "bios": 2, "hybrid": 3}[layout]
+    one_problem(verify(raw), "\\Recovery\\WindowsRE\\Winre.wim is missing", f"partition {n}")
+
+
+def test_boot_sdi_deleted(winre_disks, tmp):
+    raw, _, rec = winre_copy(winre_disks, "uefi", tmp)
+    ntfs_unlink(raw, rec, tmp, f"{REC_DIR}/boot.sdi")
+    one_problem(verify(raw), "\\Recovery\\WindowsRE\\boot.sdi is missing", "ramdisksdipath")
+
+
+def test_reagent_deleted(winre_disks, tmp):
+    raw, win, _ = winre_copy(winre_disks, "bios", tmp)
+    ntfs_unlink(raw, win, tmp, REAGENT)
+    one_problem(verify(raw), "ReAgent.xml is missing")
+
+
+@pytest.mark.parametrize("layout,old,new,words", [
+    ("uefi", b'path="\\Recovery\\WindowsRE"', b'path="\\Recovery\\Elsewhere"', ("names", "\\Recovery\\Elsewhere")),
+    ("bios", b'offset="', b'offset="1', ("names", "not WinRE's")),
+    ("uefi", b'<WinreBCD id="{', b'<WinreBCD id="{0', ("WinreBCD is {0",)),
+])
+def test_reagent_names_another_place(winre_disks, layout, old, new, words, tmp):
+    raw, win, _ = winre_copy(winre_disks, layout, tmp)
+    img = get_partition(raw, win, tmp, "win.img")
+    xml = ntfscat(img, REAGENT)
+    other = xml.replace(old, new, 1)
+    assert other != xml
+    (tmp / "ReAgent.xml").write_bytes(other)
+    run("ntfscp", "-f", img, tmp / "ReAgent.xml", REAGENT)  # ntfs-3g's own writer
+    assert ntfscat(img, REAGENT) == other
+    put_partition(raw, win, img)
+    one_problem(verify(raw), "ReAgent.xml", *words)
+
+
+def test_reagent_with_winre_left_in_windows(winre_disks, tmp):
+    raw, win, _ = winre_copy(winre_disks, "bios", tmp)
+    img = get_partition(raw, win, tmp, "win.img")
+    (tmp / "Winre.wim").write_bytes(b"x" * 4096)
+    run("ntfscp", img, tmp / "Winre.wim", "/Windows/System32/Recovery/Winre.wim")
+    assert "Winre.wim" in ntfsls(img, "/Windows/System32/Recovery")
+    put_partition(raw, win, img)
+    one_problem(verify(raw), "Winre.wim is still on partition 1")
+
+
+@pytest.mark.parametrize("layout,part_type,words", [
+    ("uefi", "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "not WinRE's de94bba4"),
+    ("bios", "7", "MBR type 0x07, not 0x27"),
+])
+def test_recovery_partition_type_changed(winre_disks, layout, part_type, words, tmp):
+    raw, _, rec = winre_copy(winre_disks, layout, tmp)
+    n = rec["node"][len(str(raw)):]
+    run("sfdisk", "-q", "--part-type", raw, n, part_type)
+    assert sfdisk(raw)["partitions"][-1]["type"].lower() == part_type.lower()
+    one_problem(verify(raw), f"recovery partition {n}", words)
+
+
+def test_recovery_partition_attributes_changed(winre_disks, tmp):
+    raw, _, rec = winre_copy(winre_disks, "uefi", tmp)
+    run("sgdisk", "-A", "4:clear:63", raw)
+    assert "RequiredPartition" in sfdisk(raw)["partitions"][-1].get("attrs", "")
+    assert "GUID:63" not in sfdisk(raw)["partitions"][-1].get("attrs", "")
+    one_problem(verify(raw), "attributes 0x0000000000000001, not 0x8000000000000001")
+
+
+def edit_uefi_store(raw, tmp, edit, path="/EFI/Microsoft/Boot/BCD"):
+    """Change a store on the FAT system partition with the project's store API (mcopy out and back);
+    returns regipy's view of it."""
+    from wim2vhd.boot.store import BcdStore
+    bcd = tmp / "BCD"
+    run("mcopy", "-n", "-i", f"{raw}@@1M", f"::{path}", bcd, env=MTOOLS)
+    with BcdStore.open(bcd, write=True) as store:
+        edit(store)
+        store.save(backup=False)
+    run("mcopy", "-o", "-i", f"{raw}@@1M", bcd, f"::{path}", env=MTOOLS)
+    return regipy_store(bcd)
+
+
+def default_of(store):
+    from wim2vhd.boot import elements as el
+    return store.object(store.object(el.BOOTMGR).get(el.E.DEFAULT))
+
+
+def test_recoverysequence_names_a_missing_object(winre_disks, tmp):
+    import uuid
+    from wim2vhd.boot.elements import E
+    raw, _, _ = winre_copy(winre_disks, "uefi", tmp)
+    missing = uuid.UUID("0badc0de-0000-4000-8000-000000000001")
+    seen = edit_uefi_store(raw, tmp, lambda s: default_of(s).set(E.RECOVERYSEQUENCE, [missing]))
+    assert any(o["elements"].get("14000008", (0, None))[1] == [f"{{{missing}}}"]
+               for o in seen.values()), "regipy does not see the new recoverysequence"
+    assert f"{{{missing}}}" not in seen
+    one_problem(verify(raw), f"recoverysequence {{{missing}}} is not in the store")
+
+
+def test_recoveryenabled_unset(winre_disks, tmp):
+    from wim2vhd.boot.elements import E
+    raw, _, _ = winre_copy(winre_disks, "uefi", tmp)
+    seen = edit_uefi_store(raw, tmp, lambda s: default_of(s).set(E.RECOVERYENABLED, False))
+    assert any(o["elements"].get("16000009", (0, None))[1] == b"\x00" for o in seen.values())
+    one_problem(verify(raw), "recoveryenabled")
+
+
+def test_hybrid_bios_store_recoverysequence_missing(winre_disks, tmp):
+    """Only the BIOS store of a hybrid disk is changed: one problem, named for that store."""
+    import uuid
+    from wim2vhd.boot.elements import E
+    raw, _, _ = winre_copy(winre_disks, "hybrid", tmp)
+    missing = uuid.UUID("0badc0de-0000-4000-8000-000000000002")
+    seen = edit_uefi_store(raw, tmp, lambda s: default_of(s).set(E.RECOVERYSEQUENCE, [missing]), "/Boot/BCD")
+    assert any(o["elements"].get("14000008", (0, None))[1] == [f"{{{missing}}}"] for o in seen.values())
+    res = json.loads(verify(raw, "--json").stdout)
+    assert [c["check"] for c in res["checks"] if c["result"] == "problem"] == ["BIOS WinRE loader"]
+    one_problem(verify(raw), f"{{{missing}}} is not in the store")

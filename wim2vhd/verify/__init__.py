@@ -19,7 +19,9 @@ default loader, and for each of their devices the partition of this disk it reso
 (partition devices by GPT GUIDs or MBR signature and offset, `boot` as the system partition,
 locate devices by searching the partitions for the path), and that every file they name is
 there; the removable-media fallback loader \\EFI\\Boot\\boot*.efi for the image's architecture
-(from the PE machine field of its loader).
+(from the PE machine field of its loader); WinRE, when the disk has it (wim2vhd.verify.winre):
+the recovery partition's type, the store's WinRE loader, its RAM disk and boot.sdi, recoveryenabled,
+and ReAgent.xml (summary "winre": "present" or "absent").
 
 A check that depends on one that failed is skipped, not failed again: each problem is reported
 once, where it starts.  Entries a default boot does not use (other menu entries, tools, the
@@ -38,6 +40,7 @@ from wim2vhd.fs.ntfs import NTFS_BOOT
 from wim2vhd.verify.fs import (VOLUME_IS_DIRTY, FatView, NtfsView, hive_state, ntfs_boot_problem,
                                ntfs_volume_flags)
 from wim2vhd.verify.result import OK, PROBLEM, SKIPPED, WARNING, Check, pname
+from wim2vhd.verify.winre import WinreState, check_store_winre, check_winre
 
 UEFI_STORE = "\\EFI\\Microsoft\\Boot\\BCD"
 BIOS_STORE = "\\Boot\\BCD"
@@ -51,7 +54,7 @@ HIVES = ("\\Windows\\System32\\config\\SYSTEM", "\\Windows\\System32\\config\\SO
 KERNEL = "\\Windows\\System32\\ntoskrnl.exe"
 # Partition types that hold NTFS in the layouts apply makes: a damaged one is reported as such.
 NTFS_GPT_TYPES = (partition.TYPE_BASIC_DATA, partition.TYPE_WINRE)
-NTFS_MBR_TYPES = (partition.MBR_TYPE_NTFS,)
+NTFS_MBR_TYPES = (partition.MBR_TYPE_NTFS, partition.MBR_TYPE_WINRE)
 MBR_BOOT_CODE = partition.MBR_BOOT_CODE_SIZE
 
 
@@ -69,6 +72,7 @@ class Verifier:
         self.machine: int | None = None
         self.firmware: str | None = None         # the store being checked is for uefi or bios
         self.prefix = ""                          # hybrid: "UEFI " or "BIOS " before a store's checks
+        self.winre = WinreState()
 
     # -- results
     def add(self, name: str, result: str, detail: str = "") -> None:
@@ -102,6 +106,8 @@ class Verifier:
                 self.prefix = ""
         if self.layout in ("uefi", "hybrid"):
             self._step("fallback loader", self._check_fallback)
+        if self.layout in LAYOUT_FIRMWARES:
+            self._step("WinRE", lambda: check_winre(self))
 
     def _step(self, name: str, fn) -> None:
         # A file system that reads back damaged half-way (libntfs-3g or mtools refusing) is a
@@ -292,6 +298,7 @@ class Verifier:
             self.add("BCD store", OK, f"{path} on {pname(sysp)}")
             from wim2vhd.verify.bcd import check_store
             check_store(self, store)
+            check_store_winre(self, store)
         finally:
             store.close()
 
@@ -359,6 +366,7 @@ def verify_disk(path: str) -> dict[str, Any]:
         "scheme": v.table.scheme if v.table else None,
         "windows_partition": v.windows.part.number if v.windows else None,
         "architecture": v.architecture,
+        "winre": v.winre.state if v.layout in LAYOUT_FIRMWARES else "absent",
         "sound": not problems,
         "problems": problems,
         "warnings": [c.detail for c in v.checks if c.result == WARNING],

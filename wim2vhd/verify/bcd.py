@@ -66,7 +66,7 @@ def _name(obj, element: int) -> str:
     return el.element_name(element, obj.type)
 
 
-def _resolve(v, obj, dev, label: str) -> tuple[Found, str | None]:
+def resolve(v, obj, dev, label: str) -> tuple[Found, str | None]:
     """(where the device is, the path a locate device searched for, if any)."""
     if isinstance(dev, Boot):
         if v.system is None:
@@ -104,7 +104,7 @@ def device_file(v, obj, label: str, dev_el: int, path_el: int | None, severity: 
     if path_el is not None and (not isinstance(path, str) or not path):
         v.add(name, severity, f"{label} has no {pn}")
         return
-    found, searched = _resolve(v, obj, dev, label)
+    found, searched = resolve(v, obj, dev, label)
     if found.undetermined:
         v.add(name, SKIPPED, f"{label} {dn} {dev.text()}: {found.undetermined}")
         return
