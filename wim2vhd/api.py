@@ -325,7 +325,7 @@ def _check_host_entry(opts: "ApplyOptions", out: str, several: bool) -> None:
     fmt = output_format(out, opts.disk_format).format_name
     vext = os.path.splitext(opts.vhd_path or "")[1].lower()
     if fmt not in _NATIVE_BOOT_FORMATS:
-        raise UsageError(f"native VHD boot needs a VHD or VHDX disk, not {out!r} ({fmt})")
+        raise UsageError(f"native VHD boot needs a .vhd or .vhdx disk, not {out!r} (a {fmt} disk)")
     if vext != "." + fmt:
         # Windows attaches a disk to boot by the extension of its path: .vhd or .vhdx, as it is one.
         raise UsageError(f"--vhd-path {opts.vhd_path!r} must name a .{fmt} file, as OUT is one")
