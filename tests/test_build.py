@@ -255,7 +255,8 @@ output = "out/x.vhdx"
 """
 
 
-@pytest.mark.parametrize("case", ["bad key", "missing source", "unknown edition", "bad value", "two outputs"])
+@pytest.mark.parametrize("case", ["bad key", "missing source", "unknown edition", "bad value", "two outputs",
+                                  "format key"])
 def test_recipe_mistakes_are_found_before_any_work(fixture_wim, tmp, case):
     make_inputs(tmp, fixture_wim, iso=False)
     text, key, words = {
@@ -267,6 +268,9 @@ def test_recipe_mistakes_are_found_before_any_work(fixture_wim, tmp, case):
         "bad value": (BAD_KEY.replace("sise = \"2G\"", "no_boot = \"yes\""), "no_boot", ["must be true or false"]),
         "two outputs": (BAD_KEY.replace("sise = \"2G\"", "editions = \"all\"").replace("editions = 1\n", ""),
                         "output", ["fixture-1-uefi-vhdx and fixture-2-uefi-vhdx", "{index}"]),
+        # apply's -f/--format is the recipe's formats (each job passes its own to apply)
+        "format key": (BAD_KEY.replace("sise = \"2G\"", "format = \"vhd\""), "format",
+                       ["'format' is not a recipe key", "formats = [...]"]),
     }[case]
     (tmp / "r.toml").write_text(text)
     line = line_of(text, key, after=4)

@@ -70,6 +70,36 @@ def test_info_names_iso_and_block_size_defaults():
         assert "default 32M" in line and "VHD default 2M" in line, line
 
 
+def test_recovery_says_what_it_puts_there():
+    line = option_line(help_of("apply"), "--recovery")
+    for word in ("SIZE", "WinRE partition", "Winre.wim", "boot.sdi", "recovery entry"):
+        assert word in line, line
+
+
+def test_apply_block_size_names_every_format():
+    line = option_line(help_of("apply"), "--block-size")
+    for word in ("default 2M", "qcow2", "default 64K", "raw disk has none"):
+        assert word in line, line
+
+
+FORMAT_COMMANDS = [["apply"], ["capture"], ["disk", "create"], ["disk", "diff"], ["disk", "info"],
+                   ["disk", "convert"], ["disk", "check"], ["verify"]]
+
+
+@pytest.mark.parametrize("cmd", FORMAT_COMMANDS, ids=" ".join)
+def test_f_is_format_and_force_has_no_short_form(cmd):
+    """Issue 12: -f/--format on every command that reads or writes a disk, as qemu-img's -f."""
+    text = help_of(*cmd)
+    line = option_line(text, "--format")
+    assert " -f " in line and "raw|vhd|vhdx|qcow2" in line and "any case" in line, line
+    if "--force" in text:
+        force = option_line(text, "--force")
+        assert " -f " not in force and "Replace" in force, force
+    if cmd == ["disk", "convert"]:
+        src = option_line(text, "--source-format")
+        assert " -F " in src and "SRC" in src, src
+
+
 # -- messages ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args", [["disk", "create", "{out}", "--size", "1G"],

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from wim2vhd.atomic import AtomicOutput
-from wim2vhd.disk import Disk, Qcow2Disk, RawDisk, VhdDisk, create_disk, format_for_path, open_disk
+from wim2vhd.disk import Disk, Qcow2Disk, RawDisk, VhdDisk, create_disk, open_disk, output_format
 from wim2vhd.errors import UsageError
 from wim2vhd.units import MiB, align_up, parse_size
 from wim2vhd.wim import sources
@@ -31,10 +31,11 @@ def _is_dynamic(t: str | None, default: str = "dynamic") -> bool:
 
 
 def disk_create(out: str, size: str | int, *, type: str | None = None, block_size: str | int | None = None,
-                sector_size: int = 512, force: bool = False, sync: bool = True) -> dict[str, Any]:
-    """Create an empty disk; the format comes from OUT's extension.  sync=False: no fsync (see
-    wim2vhd.atomic)."""
-    fmt = format_for_path(out)
+                sector_size: int = 512, force: bool = False, sync: bool = True,
+                format: str | None = None) -> dict[str, Any]:
+    """Create an empty disk; format: raw, vhd, vhdx or qcow2 (any case), else OUT's extension says it.
+    sync=False: no fsync (see wim2vhd.atomic)."""
+    fmt = output_format(out, format)
     nbytes = parse_size(size)
     bs = parse_size(block_size, what="block size") if block_size else None
     if fmt is RawDisk and bs:
@@ -53,20 +54,24 @@ def disk_create(out: str, size: str | int, *, type: str | None = None, block_siz
     return info
 
 
-def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True) -> dict[str, Any]:
+def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True,
+              format: str | None = None) -> dict[str, Any]:
     """A differencing child of PARENT: a VHD or VHDX child in the parent's format, or a qcow2 child
-    (CHILD named *.qcow2) with PARENT of any format as its backing file."""
+    with PARENT of any format as its backing file.  The child's format: format (raw, vhd, vhdx,
+    qcow2, any case), else CHILD's extension; the parent's is found from its content."""
+    wanted = output_format(child, format)
     p = open_disk(parent)
     try:
         fmt = type(p)
-        if format_for_path(child) is Qcow2Disk:
+        if wanted is Qcow2Disk:
             fmt = Qcow2Disk  # a qcow2 backing file may be raw, VHD, VHDX or qcow2, as qemu reads them
         elif fmt is RawDisk:
             raise UsageError(f"{parent} is a raw image: differencing disks need a VHD or VHDX parent "
-                             "(or a .qcow2 child)")
-        elif format_for_path(child) is not fmt:
-            raise UsageError(f"the child must have the parent's format: name it *{fmt.extensions[0]} "
-                             "(or *.qcow2, whose backing file may be of any format)")
+                             "(or a qcow2 child)")
+        elif wanted is not fmt:
+            how = f"-f {fmt.format_name}" if format is not None else f"name it *{fmt.extensions[0]}"
+            raise UsageError(f"the child must have the parent's format ({fmt.format_name}): {how} "
+                             "(or make a qcow2 child, whose backing file may be of any format)")
         if os.path.dirname(os.path.abspath(child)) != os.path.dirname(os.path.abspath(parent)):
             # The child records the parent relative to itself (.\name) and by absolute path.
             pass
@@ -88,8 +93,10 @@ def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True
     return info
 
 
-def disk_info(path: str) -> dict[str, Any]:
-    d = open_disk(path)
+def disk_info(path: str, *, format: str | None = None) -> dict[str, Any]:
+    """The disk's format, type, sizes, IDs, parent chain and partition table.  format: read it as
+    that format (raw, vhd, vhdx, qcow2, any case); a file of another is refused (CorruptInput)."""
+    d = open_disk(path, format=format)
     try:
         info = d.info()
         info["partitions"] = _partition_table(d)
@@ -108,22 +115,43 @@ CONVERT_WRITER_QUEUE = 64 << 20
 CONVERT_WRITERS = 2
 
 
-def disk_convert(src: str, out: str, *, type: str | None = None, force: bool = False,
-                 block_size: str | int | None = None, sync: bool = True,
-                 progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Convert between raw, VHD, VHDX and qcow2, copying only allocated, non-zero data.  sync=False: the
-    output is left in the page cache for the kernel to write (no O_DIRECT, no fsync; see wim2vhd.atomic)."""
+@dataclasses.dataclass
+class ConvertOptions:
+    """disk_convert's options, by the CLI's names."""
+    type: str | None = None                 # OUT's: fixed or dynamic (the default)
+    block_size: str | int | None = None     # of a dynamic OUT; None: its format's default
+    format: str | None = None               # OUT's: raw, vhd, vhdx, qcow2 (any case); None: its extension's
+    source_format: str | None = None        # SRC's, refused when its content is another's; None: its content's
+    force: bool = False
+    sync: bool = True                       # False: page cache, no O_DIRECT, no fsync (wim2vhd.atomic)
+
+
+def disk_convert(src: str, out: str, options: ConvertOptions | None = None, *,
+                 progress: ProgressFn | None = None, **keywords: Any) -> dict[str, Any]:
+    """Convert between raw, VHD, VHDX and qcow2, copying only allocated, non-zero data.
+
+    options: a ConvertOptions, or its fields as keywords (type, block_size, format, source_format,
+    force, sync).  format: OUT's format (else its extension says it); source_format: read SRC as
+    that format (else its content says it; a file of another is refused).  sync=False: the output is
+    left in the page cache for the kernel to write (no O_DIRECT, no fsync; see wim2vhd.atomic)."""
     t0 = time.monotonic()
-    fmt = format_for_path(out)
-    bs = parse_size(block_size, what="block size") if block_size else None
-    s = open_disk(src)
+    if options is not None and keywords:
+        raise UsageError("give disk_convert either options or keywords, not both")
+    try:
+        o = options if options is not None else ConvertOptions(**keywords)
+    except TypeError as e:
+        raise UsageError(f"disk_convert: {e}") from None
+    sync = o.sync
+    fmt = output_format(out, o.format)
+    bs = parse_size(o.block_size, what="block size") if o.block_size else None
+    s = open_disk(src, format=o.source_format, flag="-F/--source-format")
     try:
         sector = s.sector_size if fmt is not VhdDisk else 512
         # A VHD is a whole number of MiB (vhd.check_size), any disk a whole number of sectors: a raw
         # image of another size becomes the next size up, zeros after its data, as qemu-img does.
         size = align_up(s.size, MiB if fmt is VhdDisk else sector)
-        with AtomicOutput(out, force=force, inputs=(src,), sync=sync) as ao:
-            dst = create_disk(ao.temp, size, fmt=fmt, dynamic=_is_dynamic(type), block_size=bs,
+        with AtomicOutput(out, force=o.force, inputs=(src,), sync=sync) as ao:
+            dst = create_disk(ao.temp, size, fmt=fmt, dynamic=_is_dynamic(o.type), block_size=bs,
                               sector_size=sector)
             try:
                 dst.set_cache(0)  # each byte is written once: nothing for a cache to absorb
@@ -285,7 +313,7 @@ def apply_image(image: str, out: str, options: "ApplyOptions | None" = None, *,
     return results if several else results[0]
 
 
-_NATIVE_BOOT_FORMATS = (".vhd", ".vhdx")
+_NATIVE_BOOT_FORMATS = ("vhd", "vhdx")
 
 
 def _check_host_entry(opts: "ApplyOptions", out: str, several: bool) -> None:
@@ -294,11 +322,13 @@ def _check_host_entry(opts: "ApplyOptions", out: str, several: bool) -> None:
     from wim2vhd.boot.edit import add_vhd_entry
     if several:
         raise UsageError("--host-bcd adds one boot entry: apply one image (one --index or --name)")
-    ext, vext = os.path.splitext(out)[1].lower(), os.path.splitext(opts.vhd_path or "")[1].lower()
-    if ext not in _NATIVE_BOOT_FORMATS:
-        raise UsageError(f"native VHD boot needs a .vhd or .vhdx disk, not {out!r}")
-    if vext != ext:
-        raise UsageError(f"--vhd-path {opts.vhd_path!r} must name a {ext} file, as OUT is one")
+    fmt = output_format(out, opts.disk_format).format_name
+    vext = os.path.splitext(opts.vhd_path or "")[1].lower()
+    if fmt not in _NATIVE_BOOT_FORMATS:
+        raise UsageError(f"native VHD boot needs a .vhd or .vhdx disk, not {out!r} (a {fmt} disk)")
+    if vext != "." + fmt:
+        # Windows attaches a disk to boot by the extension of its path: .vhd or .vhdx, as it is one.
+        raise UsageError(f"--vhd-path {opts.vhd_path!r} must name a .{fmt} file, as OUT is one")
     add_vhd_entry(opts.host_bcd, opts.vhd_path, host=opts.host_device(), dry_run=True)
 
 
@@ -324,10 +354,11 @@ def capture(disk_path: str, out: str, options: "CaptureOptions | None" = None, *
     native layer, unprivileged (see wim2vhd.pipeline.capture).
 
     options: a CaptureOptions, or its fields as keywords (partition, name, description, compress,
-    append, force, sync).  compress: lzx (the default), xpress, lzms (solid, as an ESD; the default
-    when OUT ends in .esd) or none.  append: add the image to the existing WIM or ESD OUT, in its own
-    compression; a split WIM cannot take one.  name: default the product name wimlib reads from the
-    image's hives (else "DISK partition N"), made unique in OUT."""
+    append, force, sync, format).  compress: lzx (the default), xpress, lzms (solid, as an ESD; the
+    default when OUT ends in .esd) or none.  append: add the image to the existing WIM or ESD OUT, in
+    its own compression; a split WIM cannot take one.  name: default the product name wimlib reads
+    from the image's hives (else "DISK partition N"), made unique in OUT.  format: the disk's format
+    (raw, vhd, vhdx, qcow2, any case), else its content says it; a file of another is refused."""
     from wim2vhd.pipeline.capture import CaptureOptions, capture as run
     if options is not None and keywords:
         raise UsageError("give capture either options or keywords, not both")
@@ -338,11 +369,20 @@ def capture(disk_path: str, out: str, options: "CaptureOptions | None" = None, *
     return run(disk_path, out, opts, progress)
 
 
-def verify(disk_path: str) -> dict[str, Any]:
+def verify(disk_path: str, *, format: str | None = None) -> dict[str, Any]:
     """Is the disk bootable, as far as can be known without Windows?  Every check and its result
-    (wim2vhd.verify); "sound" is False when any check found a problem.  The disk is only read."""
+    (wim2vhd.verify); "sound" is False when any check found a problem.  The disk is only read.
+    format: read it as that format (raw, vhd, vhdx, qcow2); a file of another is refused."""
     from wim2vhd.verify import verify_disk
-    return verify_disk(disk_path)
+    return verify_disk(disk_path, format=format)
+
+
+def disk_check(path: str, *, repair: bool = False, format: str | None = None) -> dict[str, Any]:
+    """Every structure of the disk and its parents (wim2vhd.disk.check): "problems", "sound", "format",
+    "type", "chain".  format: check it as that format (raw, vhd, vhdx, qcow2); a file whose content is
+    another's is refused (CorruptInput)."""
+    from wim2vhd.disk.check import check
+    return check(path, repair=repair, format=format)
 
 
 # -- BCD stores (the `wim2vhd bcd` commands) ------------------------------------------------------

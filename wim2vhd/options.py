@@ -59,6 +59,7 @@ class ApplyOptions:
     refs: tuple[str, ...] = _opt((), "--ref", path=True)             # the other parts of a split WIM
     size: int | None = _opt(None, "--size", size=True)    # None: apply.default_size of the image
     disk_type: str = _opt("dynamic", "--type", keyword="type")
+    disk_format: str | None = _opt(None, "--format", keyword="format")  # raw|vhd|vhdx|qcow2; None: OUT's extension
     layout: str = _opt("uefi", "--layout")
     mbr: bool = _opt(False, "--mbr")
     recovery_size: int = _opt(0, "--recovery", size=True, keyword="recovery")
@@ -125,6 +126,9 @@ class ApplyOptions:
             names = ", ".join(LAYOUTS) + "".join(f" ({a} is {n})" for a, n in LAYOUT_ALIASES.items())
             raise UsageError(f"--layout must be one of {names}, not {self.layout!r}")
         self.layout = layout_name(self.layout)  # windowstogo is hybrid from here on
+        if self.disk_format is not None:
+            from wim2vhd.disk import named_format
+            self.disk_format = named_format(self.disk_format).format_name  # any case
         if self.disk_type not in DISK_TYPES:
             raise UsageError(f"--type must be fixed or dynamic, not {self.disk_type!r}")
         if self.size is not None and self.size <= 0:

@@ -45,7 +45,7 @@ class Job:
 
     def keywords(self) -> dict[str, Any]:
         """ApplyOptions.from_keywords' keywords for this job."""
-        kw = dict(self.spec.keywords, layout=self.layout, index=self.index)
+        kw = dict(self.spec.keywords, layout=self.layout, index=self.index, format=self.format)
         if self.seed is not None:
             kw["seed"] = self.apply_seed
         return kw

@@ -38,8 +38,10 @@ CUSTOM_KEYS = {"unattend": ("unattend", "file"), "merge": ("merge", "files"), "r
 # The matrix: which images, in which formats and layouts, to which files.
 MATRIX_KEYS = ("source", "id", "editions", "formats", "layouts", "output")
 IMAGE_ONLY = ("source", "id")
-# Apply options a recipe names differently: one disk per job, so editions choose the images.
-NOT_IN_RECIPES = {"index": "editions", "name": "editions"}
+# Apply options a recipe names differently: one disk per job, so editions choose the images and
+# formats the formats (each job passes its own to apply as --format).
+NOT_IN_RECIPES = {"index": "choose images with editions = [...]", "name": "choose images with editions = [...]",
+                  "format": "name the formats with formats = [...]"}
 # Options that change how fast a disk is made, not its bytes: a change of them leaves a disk up to date.
 HOW_NOT_WHAT = frozenset(("threads", "cache_size", "no_sync", "force"))
 FORMATS = ("vhdx", "vhd", "raw")
@@ -171,7 +173,7 @@ def _known_keys(table: str) -> list[str]:
 
 def _unknown(key: str, table: str) -> str:
     if key in NOT_IN_RECIPES:
-        return f"{key!r} is not a recipe key: choose images with {NOT_IN_RECIPES[key]} = [...]"
+        return f"{key!r} is not a recipe key: {NOT_IN_RECIPES[key]}"
     known = _known_keys(table)
     near = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {near[0]!r}?)" if near else ""

@@ -37,6 +37,7 @@ def _register() -> None:
 def _metavars() -> dict[str, str]:
     """What --help shows for the value of an option, by its flag: SIZE for sizes, the choices where
     there are few (from wim2vhd.options, which checks them)."""
+    from wim2vhd.cli._common import FORMAT_NAMES
     from wim2vhd.options import BCD_DEVICES, DISK_TYPES, SECTOR_SIZES
     from wim2vhd.partition import LAYOUTS
     names = {"--size": "SIZE", "--block-size": "SIZE", "--cache-size": "SIZE", "--recovery": "SIZE",
@@ -44,7 +45,7 @@ def _metavars() -> dict[str, str]:
              "--sector-size": "|".join(map(str, SECTOR_SIZES)), "--firmware": "uefi|bios",
              "--index": "N|LIST|all", "--threads": "N", "--partition": "N", "--ref": "GLOB",
              "--bios-boot-code": "FILE", "--unattend": "FILE", "--reg-import": "FILE", "--merge": "DIR",
-             "--driver": "DIR", "--locale": "LOCALE", "--vhd-path": "PATH", "--compress": "lzx|xpress|lzms|none"}
+             "--driver": "DIR", "--format": "|".join(FORMAT_NAMES), "--source-format": "|".join(FORMAT_NAMES), "--locale": "LOCALE", "--vhd-path": "PATH", "--compress": "lzx|xpress|lzms|none"}
     return names
 
 
@@ -130,6 +131,22 @@ def _main(ctx: typer.Context,
         ctx.fail("Missing command.")  # what click says without invoke_without_command
 
 
+def _short_force_hint(ctx) -> str:
+    """What a -f meant as --force (its short form until issue 12 gave -f to --format) is told."""
+    import re
+    if ctx is None:  # (click's parser names no command when -f ends the line)
+        from wim2vhd.cli._common import FORMAT_NAMES
+        return f"; -f is --format now ({', '.join(FORMAT_NAMES)}); --force has no short form"
+    params = {o: p for p in ctx.command.params for o in p.opts}
+    force = params.get("--force")
+    if force is None:
+        return ""
+    m = re.match(r"Replace (\w+)", force.help or "")
+    what = m.group(1) if m else "the output"
+    now = "-f is --format now" if "--format" in params else "--force has no short form"
+    return f"; {now}; use --force to replace {what}"
+
+
 def main(argv: list[str] | None = None) -> None:
     from wim2vhd.atomic import install_signal_handlers
     install_signal_handlers()
@@ -151,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
         # Click's own errors (a bad option value, a missing argument) in one line, like ours.
         ctx = getattr(e, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        print(safe(f"wim2vhd: error: {e.format_message().rstrip('.')}{where}"), file=sys.stderr)
+        hint = _short_force_hint(ctx) if getattr(e, "option_name", None) == "-f" else ""
+        print(safe(f"wim2vhd: error: {e.format_message().rstrip('.')}{hint}{where}"), file=sys.stderr)
         sys.exit(e.exit_code)
     except Wim2VhdError as e:
         print(safe(f"wim2vhd: error: {e}"), file=sys.stderr)

@@ -8,10 +8,37 @@ from typing import Any
 
 import typer
 
+from wim2vhd.disk import FORMAT_NAMES
+
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
 def force_opt(what: str = "OUT") -> Any:
-    """--force, naming the argument it replaces (OUT, CHILD, STORE)."""
-    return typer.Option(False, "--force", "-f", help=f"Replace {what} if it exists.")
+    """--force, naming the argument it replaces (OUT, CHILD, STORE).  No short form: -f is --format,
+    as qemu-img's -f is (issue 12)."""
+    return typer.Option(False, "--force", help=f"Replace {what} if it exists.")
+
+
+
+
+def _format_value(flag: str, replaces: str | None) -> Any:
+    """The callback of a format option: the name in lower case, or a one-line usage error.  -f was
+    --force's short form: a value that is no format's name (a path, usually) says so."""
+    def check(value: str | None) -> str | None:
+        if value is None or value.strip().lower() in FORMAT_NAMES:
+            return None if value is None else value.strip().lower()
+        from wim2vhd.errors import UsageError
+        why = f": -f is --format now; use --force to replace {replaces}" if replaces and flag.startswith("-f") else ""
+        raise UsageError(f"{flag} must be one of {', '.join(FORMAT_NAMES)}, not {value!r}{why}")
+    return check
+
+
+def format_opt(help: str, *, replaces: str | None = None) -> Any:
+    """-f/--format FORMAT (raw, vhd, vhdx, qcow2, any case); replaces: the argument --force replaces,
+    for the message a -f meant as --force gets."""
+    return typer.Option(None, "--format", "-f", help=help, callback=_format_value("-f/--format", replaces))
+
+
+def source_format_opt(help: str) -> Any:
+    return typer.Option(None, "--source-format", "-F", help=help, callback=_format_value("-F/--source-format", None))
 
 
 ForceOpt = force_opt()

@@ -7,7 +7,7 @@ import typer
 
 from wim2vhd import api
 from wim2vhd.cli import app
-from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json, safe
+from wim2vhd.cli._common import ForceOpt, JsonOpt, Progress, SyncOpt, emit_json, format_opt, safe
 from wim2vhd.options import ApplyOptions
 from wim2vhd.units import format_size
 
@@ -40,8 +40,8 @@ def info(
 @app.command("apply")
 def apply_cmd(
     image: str = typer.Argument(..., help="A WIM, ESD, split WIM (first part) or Windows ISO."),
-    out: str = typer.Argument(..., help="The disk to write; its format comes from the extension: .vhdx, .vhd, "
-                                        ".qcow2, or .img/.raw/.bin (raw)."),
+    out: str = typer.Argument(..., help="The disk to write, in the format -f names, else its extension's: .vhdx, "
+                                        ".vhd, .qcow2, or .img/.raw/.bin (raw)."),
     index: Optional[str] = typer.Option(None, "--index", "-i",
                                         help="Image number (see `wim2vhd info`); several as 1,3,6 or all, one disk each: "
                                              "then OUT must hold {index} or {name}, e.g. 'win-{index}.vhdx'."),
@@ -73,7 +73,7 @@ def apply_cmd(
                                                    f"uefi or native; default {D.sector_size}."),
     block_size: Optional[str] = typer.Option(None, "--block-size", help="Block size of a dynamic VHD or VHDX "
                                              "(default 2M for both; VHDX takes 1M to 256M); qcow2: the cluster "
-                                             "size, default 64K."),
+                                             "size, default 64K; a raw disk has none."),
     cache_size: Optional[str] = typer.Option(None, "--cache-size",
                                              help=f"Write-back cache of the disk layer (default {format_size(D.cache_size)})."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Helper threads that decompress the image ahead of "
@@ -122,6 +122,8 @@ def apply_cmd(
                                            "boot (bcdedit's locate)."),
     host_gpt: Optional[str] = typer.Option(None, "--host-gpt", help="With --host-bcd: the host volume as "
                                            "DISKGUID:PARTGUID (a GPT partition)."),
+    format: Optional[str] = format_opt("OUT's format (any case); it wins over OUT's extension, which says it "
+                                       "otherwise.", replaces="OUT"),
     force: bool = ForceOpt,
     sync: bool = SyncOpt,
     json: bool = JsonOpt,
@@ -141,7 +143,7 @@ def apply_cmd(
                  recovery=recovery, label=label, seed=seed, sector_size=sector_size, block_size=block_size,
                  cache_size=cache_size, locale=locale, bcd_devices=bcd_devices, bios_boot_code=bios_boot_code,
                  debug=debug, boot=not no_boot, force=force, customize=custom, threads=threads, sync=sync,
-                 host_bcd=host_bcd, vhd_path=vhd_path, host_mbr=host_mbr, host_gpt=host_gpt)
+                 host_bcd=host_bcd, vhd_path=vhd_path, host_mbr=host_mbr, host_gpt=host_gpt, format=format)
     # An option left out takes ApplyOptions' default (None here means "not given").
     options = ApplyOptions.from_keywords(**{k: v for k, v in given.items() if v is not None})
     with Progress(enabled=None if not json else False) as prog:
@@ -175,6 +177,8 @@ def _print_applied(res) -> None:
 @app.command("capture")
 def capture_cmd(
     disk: str = typer.Argument(..., help="A VHD, VHDX, qcow2 (differencing too) or raw disk holding Windows."),
+    format: Optional[str] = format_opt("Read DISK as this format (any case); a file of another format is refused "
+                                       "(exit 3). Default: found from its content.", replaces="OUT"),
     out: str = typer.Argument(..., help="The WIM to write."),
     partition: Optional[int] = typer.Option(None, "--partition", "-p",
                                             help="Partition number. Default: the NTFS partition that holds \\Windows."),
@@ -194,7 +198,7 @@ def capture_cmd(
     """Capture a disk's Windows volume into a WIM, keeping every Windows attribute (unprivileged)."""
     with Progress(enabled=None if not json else False) as prog:
         res = api.capture(disk, out, partition=partition, name=name, description=description,
-                          compress=compress, append=append, force=force, sync=sync,
+                          compress=compress, append=append, force=force, sync=sync, format=format,
                           progress=prog)
     if json:
         emit_json(res)

@@ -17,6 +17,8 @@ from wim2vhd.disk.vhdx import VhdxDisk
 from wim2vhd.errors import CorruptInput, OutputExists, UsageError
 
 FORMATS: tuple[type[Disk], ...] = (VhdxDisk, VhdDisk, Qcow2Disk, RawDisk)  # probe order: raw accepts anything
+# The names -f/--format takes (any case), as qemu-img's -f names them (but vhd, not vpc).
+FORMAT_NAMES = ("raw", "vhd", "vhdx", "qcow2")
 
 
 def known_formats() -> str:
@@ -31,7 +33,8 @@ def format_for_path(path: str) -> type[Disk]:
             return f
     what = f"extension {ext!r}" if ext else "no extension"
     raise UsageError(f"cannot tell the disk format of {path!r} from its name ({what}): "
-                     f"the formats are {known_formats()}")
+                     f"the formats are {known_formats()}",
+                     hint=f"or name one with -f/--format {'|'.join(FORMAT_NAMES)}")
 
 
 def format_by_name(name: str) -> type[Disk]:
@@ -39,6 +42,35 @@ def format_by_name(name: str) -> type[Disk]:
         if f.format_name == name:
             return f
     raise UsageError(f"unknown disk format {name!r}: the formats are {known_formats()}")
+
+
+def named_format(name: str, flag: str = "-f/--format") -> type[Disk]:
+    """The format a user named (raw, vhd, vhdx, qcow2, any case)."""
+    key = str(name).strip().lower()
+    for f in FORMATS:
+        if f.format_name == key:
+            return f
+    raise UsageError(f"{flag} must be one of {', '.join(FORMAT_NAMES)}, not {name!r}")
+
+
+def output_format(path: str, name: str | None = None, flag: str = "-f/--format") -> type[Disk]:
+    """The format of a disk to write: the one named (-f/--format), which wins over the extension, else
+    the extension's."""
+    return named_format(name, flag) if name is not None else format_for_path(path)
+
+
+def _shown(fmt: type[Disk]) -> str:
+    return fmt.format_name if fmt.format_name in ("raw", "qcow2") else fmt.format_name.upper()
+
+
+def check_named(path: str, fmt: type[Disk], found: type[Disk] | None, flag: str = "-f") -> None:
+    """Refuse a file read as fmt (-f/--format) whose content is another format's (found; None: no
+    signature).  raw takes any file as its bytes, as qemu-img -f raw does."""
+    if fmt is RawDisk or found is fmt:
+        return
+    what = f"a {_shown(found)} disk" if found is not None else "a raw image (no disk signature)"
+    hint = f"give {flag} {found.format_name if found is not None else 'raw'} or leave out {flag}"
+    raise CorruptInput(f"{path} is not a {_shown(fmt)} file: it looks like {what} ({hint})")
 
 
 def detect(head: bytes, size: int, tail: bytes) -> type[Disk] | None:
@@ -58,14 +90,18 @@ def ends(fd: int) -> tuple[bytes, int, bytes]:
     return os.pread(fd, 512, 0), size, os.pread(fd, 512, size - 512) if size >= 512 else b""
 
 
-def probe(path: str) -> type[Disk]:
-    """The format of an existing file, by its content."""
+def probe(path: str, fmt: type[Disk] | None = None, flag: str = "-f") -> type[Disk]:
+    """The format of an existing file, by its content; with fmt (-f/--format), fmt, once the content
+    is found to be no other format's."""
     fd = open_input(path)  # refuses a FIFO or a socket before reading can block
     try:
         head, size, tail = ends(fd)
     finally:
         os.close(fd)
     found = detect(head, size, tail)
+    if fmt is not None:
+        check_named(path, fmt, found, flag)
+        return fmt
     if found is not None:
         return found
     ext = os.path.splitext(path)[1].lower()
@@ -77,8 +113,11 @@ def probe(path: str) -> type[Disk]:
     return RawDisk
 
 
-def open_disk(path: str, *, writable: bool = False) -> Disk:
-    return probe(path).open(path, writable=writable)
+def open_disk(path: str, *, writable: bool = False, format: str | None = None, flag: str = "-f/--format") -> Disk:
+    """The disk at path, its format by its content; format (-f/--format, any case): read as that
+    format, and refused (CorruptInput) when the content is another's."""
+    fmt = named_format(format, flag) if format is not None else None
+    return probe(path, fmt, flag.split("/")[0]).open(path, writable=writable)
 
 
 def create_disk(path: str, size: int, *, fmt: type[Disk] | None = None, force: bool = False, **options: Any) -> Disk:
@@ -96,4 +135,4 @@ def create_disk(path: str, size: int, *, fmt: type[Disk] | None = None, force: b
 Disk.formats = sys.modules[__name__]
 
 __all__ = ["Disk", "RawDisk", "VhdDisk", "VhdxDisk", "Qcow2Disk", "FORMATS", "create_disk", "open_disk", "probe",
-           "format_for_path", "format_by_name"]
+           "format_for_path", "format_by_name", "named_format", "output_format", "FORMAT_NAMES"]

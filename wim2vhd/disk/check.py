@@ -54,9 +54,15 @@ class Facts:
         self.problems.append(Problem(self.path, structure, message, fix))
 
 
-def _driver(path: str, fd: int):
+def _driver(path: str, fd: int, fmt: type[Disk] | None = None):
     formats = Disk.formats
     found = formats.detect(*formats.ends(fd))
+    if fmt is not None:
+        # -f/--format: checked as that format, as an extension would have it, unless the content is
+        # another format's (then refused: CorruptInput, naming what it looks like).
+        if found is not None:
+            formats.check_named(path, fmt, found)
+        return fmt
     if found is not None:
         return found
     # Named like a virtual disk but without its signature: check it as one, and say what is wrong.
@@ -64,11 +70,12 @@ def _driver(path: str, fd: int):
         else formats.RawDisk
 
 
-def check_file(path: str, repair: bool = False) -> Facts:
-    """One file's structures (no parent), repaired where asked and possible."""
+def check_file(path: str, repair: bool = False, fmt: type[Disk] | None = None) -> Facts:
+    """One file's structures (no parent), repaired where asked and possible; fmt: check it as that
+    format (refused when its content is another's), else its content or extension says it."""
     fd = open_input(path, writable=repair)
     try:
-        fmt = _driver(path, fd)
+        fmt = _driver(path, fd, fmt)
         facts = fmt.check(path, fd)
         if repair:
             _repair(fd, facts)
@@ -129,9 +136,12 @@ def _linkage(child: Facts, parent: Facts) -> list[Problem]:
     return out
 
 
-def check(path: str, repair: bool = False) -> dict[str, Any]:
-    """Check path and its parent chain.  Returns {"path", "format", "type", "chain", "problems", "sound"}."""
-    top = check_file(path, repair)
+def check(path: str, repair: bool = False, format: str | None = None) -> dict[str, Any]:
+    """Check path and its parent chain.  Returns {"path", "format", "type", "chain", "problems", "sound"}.
+    format: path's format (raw, vhd, vhdx, qcow2, any case; -f/--format); its parents' are found
+    from their content."""
+    fmt = Disk.formats.named_format(format) if format is not None else None
+    top = check_file(path, repair, fmt)
     chain, problems = [top], list(top.problems)
     seen = {}
     try:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 from wim2vhd import fs, partition, repro
 from wim2vhd.atomic import AtomicOutput
-from wim2vhd.disk import Qcow2Disk, RawDisk, VhdDisk, format_for_path
+from wim2vhd.disk import Qcow2Disk, RawDisk, VhdDisk, output_format
 from wim2vhd._lib import lib
 from wim2vhd.errors import InternalError, NoSpace, UsageError, Wim2VhdError, host_error
 from wim2vhd.ntfs import NtfsWindow, fixed_clock
@@ -144,7 +144,7 @@ class Steps:
 
     def __init__(self, job: ApplyJob, opts: ApplyOptions, wim: Wim, progress: Progress | None, *,
                  overlapped: bool = False):
-        fmt = format_for_path(job.out)
+        fmt = output_format(job.out, opts.disk_format)
         if fmt is VhdDisk and opts.sector_size != 512:
             raise UsageError("VHD supports only 512-byte sectors; use .vhdx for 4096")
         if fmt is Qcow2Disk and opts.sector_size != 512:
@@ -218,7 +218,7 @@ def _write(run: _Run, progress: Progress | None, overlapped: bool, pinned: int |
     image's customizations and the read-ahead plan wait until after it."""
     job, opts, wim, plan, rep = run.job, run.opts, run.wim, run.plan, run.report
     win = plan.role("windows")
-    fmt = format_for_path(job.out)
+    fmt = output_format(job.out, opts.disk_format)
     quiet = None if overlapped else progress  # (another job's progress is on the screen meanwhile)
     with AtomicOutput(job.out, force=opts.force, inputs=(job.source, *opts.refs), sync=opts.sync) as ao:
         disk = None

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from wim2vhd import partition
 from wim2vhd.atomic import AtomicOutput
-from wim2vhd.disk import Disk, open_disk
+from wim2vhd.disk import Disk, named_format, open_disk
 from wim2vhd.errors import InputError, OutputError, UnsupportedInput, UsageError, Wim2VhdError
 from wim2vhd.ntfs import NtfsVolume, NtfsWindow
 from wim2vhd.wim import COMPRESSIONS, Wim, capture_ntfs, compression_name
@@ -64,6 +64,7 @@ class CaptureOptions:
     append: bool = False           # add the image to the existing WIM or ESD OUT
     force: bool = False
     sync: bool = True
+    format: str | None = None      # the disk's format (raw, vhd, vhdx, qcow2); None: by its content
 
 
 def capture(disk_path: str, out: str, opts: CaptureOptions, progress: Progress | None = None) -> dict[str, Any]:
@@ -75,6 +76,8 @@ def capture(disk_path: str, out: str, opts: CaptureOptions, progress: Progress |
         raise UsageError(f"--compress must be one of {', '.join(COMPRESSIONS)}, not {compress!r}")
     if name is not None and not name.strip():
         raise UsageError("--name must not be empty")
+    if opts.format is not None:
+        named_format(opts.format)
     if append:
         if not os.path.exists(out):
             raise InputError(f"--append: {out} does not exist (leave out --append to create it)")
@@ -96,7 +99,7 @@ def capture(disk_path: str, out: str, opts: CaptureOptions, progress: Progress |
         compress = have
     elif compress is None:
         compress = "lzms" if out.lower().endswith(".esd") else "lzx"
-    d = open_disk(disk_path)
+    d = open_disk(disk_path, format=opts.format)
     try:
         part = find_windows_partition(d, opts.partition)
         shown = f"partition {part.number} of {disk_path}"

@@ -344,10 +344,11 @@ class Verifier:
             self.add("fallback loader", OK, f"{path} for the {arch} image")
 
 
-def verify_disk(path: str) -> dict[str, Any]:
-    """Every check on the disk at `path` (opened read-only): the summary `verify --json` prints."""
+def verify_disk(path: str, format: str | None = None) -> dict[str, Any]:
+    """Every check on the disk at `path` (opened read-only): the summary `verify --json` prints.
+    format: read it as that format (-f/--format; a file of another is refused), else by its content."""
     from wim2vhd.disk import open_disk
-    d = open_disk(path)
+    d = open_disk(path, format=format)
     try:
         with tempfile.TemporaryDirectory(prefix="wim2vhd-verify-") as tmp:
             v = Verifier(d, tmp)
