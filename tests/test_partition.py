@@ -116,7 +116,7 @@ def test_too_small_says_how_big(layout, kw, ss):
 @pytest.mark.parametrize("kw,match", [
     ({"layout": "gpt"}, "unknown layout"),
     ({"sector_size": 1024}, "sector size"),
-    ({"layout": "native", "recovery_size": 512 * MiB}, "only planned in the uefi and bios layouts"),
+    ({"layout": "native", "recovery_size": 512 * MiB}, "only planned in the uefi, bios, hybrid layouts"),
     ({"layout": "uefi", "mbr": True}, "mbr=True only applies"),
     ({"recovery_size": 1000}, "whole number of MiB"),
     ({"esp_size": 16 * MiB}, "cannot hold FAT32"),
