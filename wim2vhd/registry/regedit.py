@@ -31,7 +31,7 @@ import re
 import stat
 import struct
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterator, Union
 
 from wim2vhd.errors import CorruptInput, InputError, UnsupportedInput
 
@@ -42,19 +42,19 @@ REG_NONE, REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ, REG_QWORD 
 
 
 # -- operations ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CreateKey:
     key: str
     line: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteKey:
     key: str
     line: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SetValue:
     key: str
     name: str  # "" for the default value
@@ -63,7 +63,7 @@ class SetValue:
     line: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteValue:
     key: str
     name: str
@@ -159,21 +159,37 @@ class _Syntax(Exception):
 
 
 def decode(data: bytes) -> str:
-    """The text of a .reg file, whatever its encoding."""
+    """The text of a .reg file, whatever its encoding (decoded from a view: no copy of the bytes)."""
+    view = memoryview(data)
     if data.startswith(codecs.BOM_UTF16_LE):
-        text = data[2:].decode("utf-16-le")
+        text = str(view[2:], "utf-16-le")
     elif data.startswith(codecs.BOM_UTF16_BE):
-        text = data[2:].decode("utf-16-be")
+        text = str(view[2:], "utf-16-be")
     elif data.startswith(codecs.BOM_UTF8):
-        text = data[3:].decode("utf-8")
+        text = str(view[3:], "utf-8")
     elif len(data) >= 4 and data[1] == 0 and data[3] == 0 and data[0] != 0:
-        text = data.decode("utf-16-le")  # UTF-16 without its BOM
+        text = str(view, "utf-16-le")  # UTF-16 without its BOM
     else:
         try:
-            text = data.decode("utf-8")
+            text = str(view, "utf-8")
         except UnicodeDecodeError:
-            text = data.decode("cp1252", "replace")  # REGEDIT4 files are in the ANSI code page
+            text = str(view, "cp1252", "replace")  # REGEDIT4 files are in the ANSI code page
     return text
+
+
+_BREAK = re.compile(r"\r\n|\n|\r")  # not str.splitlines: names may hold U+2028 and the like
+
+
+def _lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the text, one at a time (a list of every line would be a second copy of
+    the file, and more); a final line break ends the last line, as it does in regedit."""
+    start = n = 0
+    for m in _BREAK.finditer(text):
+        n += 1
+        yield n, text[start:m.start()]
+        start = m.end()
+    if start < len(text):
+        yield n + 1, text[start:]
 
 
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
@@ -266,25 +282,24 @@ def parse(data: bytes, path: str = "<reg>") -> RegFile:
         text = decode(data)
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not a .reg file: {e.reason} in its text") from None
-    lines = re.split(r"\r\n|\n|\r", text)  # not str.splitlines: names may hold U+2028 and the like
-    if lines and lines[-1] == "":
-        lines.pop()  # the final line break
+    del data  # (the caller's buffer: load passes its only reference)
+    lines = _lines(text)
     ops: list[Op] = []
-    i = 0
     # the header: the first line that is not blank
-    while i < len(lines) and not lines[i].strip():
-        i += 1
-    head = lines[i].strip() if i < len(lines) else ""
+    lineno, head = 0, ""
+    for lineno, line in lines:
+        if line.strip():
+            head = line.strip()
+            break
+    else:
+        lineno += 1
     if head not in (HEADER_V5, HEADER_V4):
-        raise InputError(f"{path}:{i + 1}: not a .reg file: the first line must be {HEADER_V5!r} (or {HEADER_V4!r})")
+        raise InputError(f"{path}:{lineno}: not a .reg file: the first line must be {HEADER_V5!r} (or {HEADER_V4!r})")
     ansi = head == HEADER_V4
-    i += 1
     key: str | None = None
     deleted = False
-    while i < len(lines):
-        lineno = i + 1
-        line = lines[i].strip()
-        i += 1
+    for lineno, line in lines:
+        line = line.strip()
         if not line or line.startswith(";"):
             continue
         try:
@@ -326,10 +341,10 @@ def parse(data: bytes, path: str = "<reg>") -> RegFile:
             if rest[:3].lower() == "hex" and rest.endswith("\\"):
                 pieces = [rest[:-1]]  # joined once at the end: appending to a string copies it every line
                 while True:
-                    if i >= len(lines):
+                    nxt = next(lines, None)
+                    if nxt is None:
                         raise _Syntax("the file ends inside continued hex data")
-                    more = lines[i].strip()
-                    i += 1
+                    more = nxt[1].strip()
                     if not more.endswith("\\"):
                         pieces.append(more)
                         break
@@ -380,12 +395,13 @@ def load(path: str | os.PathLike) -> RegFile:
                 break
             chunks.append(b)
             left -= len(b)
-        data = b"".join(chunks)
+        box = [b"".join(chunks)]
+        del chunks
     except OSError as e:
         raise InputError(f"--reg-import {p}: {e.strerror}") from None
     finally:
         os.close(fd)
-    return parse(data, p)
+    return parse(box.pop(), p)  # parse holds the only reference to the bytes, and drops them once decoded
 
 
 # -- writing (for tests and for users who want to see what will be imported) -------------------------------
