@@ -116,3 +116,78 @@ def test_mutated_wims(tmp_path, capsys, fixture_wim):
         p.unlink()
     assert not problems, "\n".join(problems)
     assert codes.get(3), codes
+
+
+REG = """Windows Registry Editor Version 5.00
+
+[HKEY_LOCAL_MACHINE\\SOFTWARE\\wim2vhd\\Sweep]
+"Text"="hello"
+"Number"=dword:0000002a
+@="default"
+"Expand"=hex(2):25,00,53,00,79,00,73,00,00,00
+"Multi"=hex(7):61,00,00,00,62,00,00,00,00,00
+"Long"=hex:01,02,03,04,05,06,07,08,09,0a,0b,0c,0d,0e,0f,10,\\
+  11,12,13,14,15,16,17,18
+
+[-HKEY_LOCAL_MACHINE\\SOFTWARE\\wim2vhd\\Gone]
+
+[HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\Sweep]
+"Start"=dword:00000004
+"Old"=-
+"""
+
+
+def _reg_mutations(text: str, rng: random.Random, n: int):
+    lines = text.split("\n")
+    for i in range(n):
+        how = rng.choice(["byte", "byte", "line", "dup", "cut", "ctl", "encoding"])
+        if how == "byte":
+            b = bytearray(text.encode("utf-8"))
+            b[rng.randrange(len(b))] = rng.choice(b"\\\"[]=:,-@;\x00\x1b\xff0fx(")
+            data = bytes(b)
+        elif how == "line":
+            ls = list(lines)
+            ls[rng.randrange(len(ls))] = rng.choice(['"x"=hex(7):61,00', '[HKEY_NOWHERE\\x]', '"y"=dword:1ffffffff',
+                                                     '"z"=hex:zz', '[HKEY_LOCAL_MACHINE\\SOFTWARE\\' + "k" * 300 + "]",
+                                                     '"v"=hex(2):00', 'garbage', '"a"="unterminated'])
+            data = "\n".join(ls).encode()
+        elif how == "dup":
+            at = rng.randrange(len(lines))
+            data = "\n".join(lines[:at] + [lines[at]] * rng.randint(2, 50) + lines[at:]).encode()
+        elif how == "cut":
+            data = text.encode()[:rng.randrange(len(text))]
+        elif how == "ctl":
+            at = rng.randrange(len(text))
+            data = (text[:at] + rng.choice(["\x1b[31m", "\x00", "\u202e", "\r", "\\"]) + text[at:]).encode()
+        else:
+            data = rng.choice([b"\xff\xfe" + text.encode("utf-16-le")[:-rng.randrange(1, 9)],
+                               b"\xef\xbb\xbf" + text.encode("utf-8"), text.encode("utf-16-be")])
+        yield f"{i:03d}-{how}", data
+
+
+def test_mutated_reg_imports(tmp_path, capsys, fixture_wim):
+    """`apply --reg-import` with damaged .reg files: exit 0 or 3, one line, the .reg unchanged, and no
+    disk or temporary file left when it fails.  A .reg is parsed before the disk is made, so a refused one
+    costs nothing; the few that parse are applied (read back with hivexget in test_customize)."""
+    rng = random.Random(5)
+    problems, codes = [], {}
+    for name, data in _reg_mutations(REG, rng, 30):
+        reg = tmp_path / f"{name}.reg"
+        reg.write_bytes(data)
+        before = sha(reg)
+        out = tmp_path / f"{name}.vhdx"
+        code, _, err = cli(capsys, "apply", fixture_wim, out, "--index", "1", "--size", "1G", "--no-boot",
+                           "--reg-import", reg)
+        codes[code] = codes.get(code, 0) + 1
+        if code not in (0, 3) or not _one_line(err if code else ""):
+            problems.append(f"{name}: apply exit {code}: {err.strip()[:300]}")
+        if any(c in err for c in "\x1b\x00\u202e"):
+            problems.append(f"{name}: a control character from the .reg reached the terminal: {err!r}")
+        if sha(reg) != before:
+            problems.append(f"{name}: the .reg changed")
+        if code != 0 and (out.exists() or leftovers(tmp_path)):
+            problems.append(f"{name}: a failed apply left {sorted(os.listdir(tmp_path))}")
+        if out.exists():
+            out.unlink()
+    assert not problems, "\n".join(problems)
+    assert codes.get(3) and codes.get(0), codes
