@@ -186,7 +186,7 @@ def test_f_with_a_path_says_f_is_format_now(tmp, argv, what):
     before = sha(tmp / "e.vhdx")
     p = w2v(*[a.format(d=tmp) for a in argv], check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
-    assert f"-f is --format now; use --force to replace {what}" in p.stderr, p.stderr
+    assert f"-f is --format now (raw, vhd, vhdx, qcow2); use --force to replace {what}" in p.stderr, p.stderr
     assert sorted(x.name for x in tmp.iterdir()) == ["e.vhdx"] and sha(tmp / "e.vhdx") == before
 
 

@@ -143,7 +143,8 @@ def _short_force_hint(ctx) -> str:
         return ""
     m = re.match(r"Replace (\w+)", force.help or "")
     what = m.group(1) if m else "the output"
-    now = "-f is --format now" if "--format" in params else "--force has no short form"
+    from wim2vhd.cli._common import FORMAT_NAMES
+    now = f"-f is --format now ({', '.join(FORMAT_NAMES)})" if "--format" in params else "--force has no short form"
     return f"; {now}; use --force to replace {what}"
 
 

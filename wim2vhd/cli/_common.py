@@ -26,8 +26,11 @@ def _format_value(flag: str, replaces: str | None) -> Any:
         if value is None or value.strip().lower() in FORMAT_NAMES:
             return None if value is None else value.strip().lower()
         from wim2vhd.errors import UsageError
-        why = f": -f is --format now; use --force to replace {replaces}" if replaces and flag.startswith("-f") else ""
-        raise UsageError(f"{flag} must be one of {', '.join(FORMAT_NAMES)}, not {value!r}{why}")
+        names = ", ".join(FORMAT_NAMES)
+        if replaces and flag.startswith("-f"):
+            raise UsageError(f"-f {value!r} is no format: -f is --format now ({names}); "
+                             f"use --force to replace {replaces}")
+        raise UsageError(f"{flag} must be one of {names}, not {value!r}")
     return check
 
 
