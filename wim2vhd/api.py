@@ -67,7 +67,7 @@ def disk_diff(parent: str, child: str, *, force: bool = False, sync: bool = True
             fmt = Qcow2Disk  # a qcow2 backing file may be raw, VHD, VHDX or qcow2, as qemu reads them
         elif fmt is RawDisk:
             raise UsageError(f"{parent} is a raw image: differencing disks need a VHD or VHDX parent "
-                             "(or a qcow2 child)")
+                             "(or make a qcow2 child: CHILD.qcow2, or -f qcow2)")
         elif wanted is not fmt:
             how = f"-f {fmt.format_name}" if format is not None else f"name it *{fmt.extensions[0]}"
             raise UsageError(f"the child must have the parent's format ({fmt.format_name}): {how} "
