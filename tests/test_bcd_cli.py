@@ -12,22 +12,14 @@ import pytest
 
 from wim2vhd.boot.devices import decode_device
 from wim2vhd.registry.hive import Hive, Value
-from wim2vhd.cli import main
 
-from tests.support import ref, ref_copy, regipy_store, sha
+from tests.support import cli, ref, ref_copy, regipy_store, sha
 
 BOOTMGR = "{9dea862c-5cdd-4e70-acc1-f32b344d4795}"
 GUID_RE = re.compile(r"^\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}$")
 
 
-def run(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = cli  # the CLI in this process (tests.support)
 
 
 def wim2vhd_exe() -> list[str]:

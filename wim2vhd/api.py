@@ -126,6 +126,16 @@ class ConvertOptions:
     sync: bool = True                       # False: page cache, no O_DIRECT, no fsync (wim2vhd.atomic)
 
 
+def _options(cls, options, keywords: dict[str, Any], what: str):
+    """A function's options record: the one given, or one made from its keywords (not both)."""
+    if options is not None and keywords:
+        raise UsageError(f"give {what} either options or keywords, not both")
+    try:
+        return options if options is not None else cls(**keywords)
+    except TypeError as e:
+        raise UsageError(f"{what}: {e}") from None
+
+
 def disk_convert(src: str, out: str, options: ConvertOptions | None = None, *,
                  progress: ProgressFn | None = None, **keywords: Any) -> dict[str, Any]:
     """Convert between raw, VHD, VHDX and qcow2, copying only allocated, non-zero data.
@@ -135,12 +145,7 @@ def disk_convert(src: str, out: str, options: ConvertOptions | None = None, *,
     that format (else its content says it; a file of another is refused).  sync=False: the output is
     left in the page cache for the kernel to write (no O_DIRECT, no fsync; see wim2vhd.atomic)."""
     t0 = time.monotonic()
-    if options is not None and keywords:
-        raise UsageError("give disk_convert either options or keywords, not both")
-    try:
-        o = options if options is not None else ConvertOptions(**keywords)
-    except TypeError as e:
-        raise UsageError(f"disk_convert: {e}") from None
+    o = _options(ConvertOptions, options, keywords, "disk_convert")
     sync = o.sync
     fmt = output_format(out, o.format)
     bs = parse_size(o.block_size, what="block size") if o.block_size else None
@@ -360,12 +365,7 @@ def capture(disk_path: str, out: str, options: "CaptureOptions | None" = None, *
     from the image's hives (else "DISK partition N"), made unique in OUT.  format: the disk's format
     (raw, vhd, vhdx, qcow2, any case), else its content says it; a file of another is refused."""
     from wim2vhd.pipeline.capture import CaptureOptions, capture as run
-    if options is not None and keywords:
-        raise UsageError("give capture either options or keywords, not both")
-    try:
-        opts = options if options is not None else CaptureOptions(**keywords)
-    except TypeError as e:
-        raise UsageError(f"capture: {e}") from None
+    opts = _options(CaptureOptions, options, keywords, "capture")
     return run(disk_path, out, opts, progress)
 
 
